@@ -1,0 +1,40 @@
+"""Every developer task runs through nox: ``nox -s tests``, ``lint``, ..."""
+
+from __future__ import annotations
+
+import nox
+
+
+nox.needs_version = ">=2024.3.2"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_external_run = True
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHON = "3.11"
+
+
+def _group(name: str) -> list[str]:
+    return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (trio and asyncio) against the package."""
+    session.install(".", *_group("tests"))
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Check style and common bugs with ruff."""
+    session.install(*_group("lint"))
+    session.run("ruff", "check", "src", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """Type-check src/ with mypy in strict mode."""
+    session.install(".", *_group("typecheck"))
+    session.run("mypy", "src/resilient_mcp")

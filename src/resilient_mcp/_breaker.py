@@ -1,0 +1,570 @@
+"""
+The circuit breaker: a pure state machine plus a thin async guard.
+
+The state machine's methods take the current time as an argument and never
+await, so that every transition is a plain function of (state, now,
+outcome).  :meth:`CircuitBreaker.call` is the async shell: it reads the
+event loop's clock, applies the request timeout with a cancel scope, and
+reports the outcome.
+
+Each state change starts a new *generation*.  A call remembers the
+generation it was admitted in; when it finishes in a later generation its
+outcome still goes into the totals but no longer moves the state machine.
+That is how "every state change starts a fresh window" holds even for calls
+that were in flight when the circuit opened or closed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar, final
+
+import attrs
+
+from ._config import CircuitBreakerConfig
+from ._errors import CircuitBreakerError, PermanentError
+from ._timeouts import checkpoint, current_time, run_with_deadline
+
+
+T = TypeVar("T")
+
+logger: Final = logging.getLogger("resilient_mcp")
+
+
+class CircuitState(enum.Enum):
+    """
+    The three states of a circuit breaker.
+
+    .. versionadded:: 0.1.0
+    """
+
+    CLOSED = "closed"
+    """Normal operation: calls pass through and their failures count."""
+    OPEN = "open"
+    """Too many failures: calls fail fast without running."""
+    HALF_OPEN = "half_open"
+    """Probing: a limited number of calls test whether the service is back."""
+
+
+StateListener = Callable[["CircuitBreaker", CircuitState, CircuitState], None]
+"""Called as ``listener(breaker, old_state, new_state)`` on every change."""
+
+
+@attrs.frozen(kw_only=True)
+class CircuitBreakerMetrics:
+    """
+    A snapshot of a circuit breaker's counters.
+
+    ``total_requests`` equals ``total_successes + total_failures +
+    rejected_requests + ignored_requests + cancelled_requests``: a call is
+    counted once, when it ends.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    """The breaker's name."""
+    state: CircuitState
+    """The state at the time of the snapshot."""
+    total_requests: int
+    """Calls that ended, in every outcome."""
+    total_failures: int
+    """Calls that counted as failures (slow calls and timeouts included)."""
+    total_successes: int
+    """Calls that counted as successes."""
+    rejected_requests: int
+    """Calls rejected without running (open, or half-open and busy)."""
+    ignored_requests: int
+    """Calls that raised an exception ``is_failure`` did not count."""
+    cancelled_requests: int
+    """Calls whose caller was cancelled: neither success nor failure."""
+    slow_requests: int
+    """Successful calls slower than ``slow_call_duration`` (failures)."""
+    current_failures: int
+    """Failures counted in the current window (or half-open period)."""
+    current_successes: int
+    """Successes since the last state change."""
+    current_calls: int
+    """Calls counted in the current window (rate mode; else successes +
+    failures since the last state change)."""
+    failure_rate: float | None
+    """Failure ratio over the current window in rate mode, else ``None``."""
+    trips: int
+    """Times the circuit opened (forced opens included)."""
+    last_failure: float | None
+    """Event-loop time of the last failure, or ``None``."""
+    last_success: float | None
+    """Event-loop time of the last success, or ``None``."""
+    opened_at: float | None
+    """Event-loop time the circuit last opened, or ``None``."""
+
+
+def _default_is_failure(exc: BaseException) -> bool:
+    return not isinstance(exc, PermanentError)
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class CircuitBreaker:
+    """
+    Stop calling a failing service for a while, then probe it carefully.
+
+    Think of the fuse box in a house: when a circuit keeps failing, the
+    fuse blows (the circuit *opens*) and nothing more flows through it, so
+    the fault cannot spread; after ``recovery_timeout`` seconds a few test
+    calls are let through (*half-open*); if ``success_threshold`` of them
+    succeed the circuit *closes* again, and one failure opens it anew.
+
+    >>> breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=3))
+    >>> # result = await breaker.call(fetch, url)
+
+    Args:
+        config: The configuration; ``None`` for the seed's defaults.
+        name: A name for logs, errors and metrics.
+        listeners: Callables run as ``listener(breaker, old, new)`` after
+            every state change.  An exception in a listener is logged and
+            does not disturb the call.
+
+    .. versionadded:: 0.1.0
+    """
+
+    config: CircuitBreakerConfig = attrs.field(
+        default=None,
+        converter=lambda c: CircuitBreakerConfig() if c is None else c,
+    )
+    name: str = attrs.field(default="default", kw_only=True)
+    _listeners: list[StateListener] = attrs.field(
+        factory=list, converter=list, kw_only=True, alias="listeners"
+    )
+
+    _state: CircuitState = attrs.field(init=False, default=CircuitState.CLOSED)
+    _generation: int = attrs.field(init=False, default=0)
+    _forced: bool = attrs.field(init=False, default=False)
+    _opened_at: float | None = attrs.field(init=False, default=None)
+    _open_until: float = attrs.field(init=False, default=0.0)
+    _probes: int = attrs.field(init=False, default=0)
+    _cur_successes: int = attrs.field(init=False, default=0)
+    _cur_failures: int = attrs.field(init=False, default=0)
+    # Count mode: the times of the last `failure_threshold` failures.
+    _failure_times: deque[float] = attrs.field(init=False)
+    # Rate mode: per-bucket call and failure counts plus running sums.
+    _rate_mode: bool = attrs.field(init=False)
+    _bucket_width: float = attrs.field(init=False)
+    _bucket_epoch: list[int] = attrs.field(init=False)
+    _bucket_calls: list[int] = attrs.field(init=False)
+    _bucket_failures: list[int] = attrs.field(init=False)
+    _win_calls: int = attrs.field(init=False, default=0)
+    _win_failures: int = attrs.field(init=False, default=0)
+    _is_failure: Callable[[BaseException], bool] = attrs.field(init=False)
+    _timeout: float | None = attrs.field(init=False)
+    _where: str = attrs.field(init=False)
+
+    _successes: int = attrs.field(init=False, default=0)
+    _failures: int = attrs.field(init=False, default=0)
+    _rejected: int = attrs.field(init=False, default=0)
+    _ignored: int = attrs.field(init=False, default=0)
+    _cancelled: int = attrs.field(init=False, default=0)
+    _slow: int = attrs.field(init=False, default=0)
+    _trips: int = attrs.field(init=False, default=0)
+    _last_failure: float | None = attrs.field(init=False, default=None)
+    _last_success: float | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        config = self.config
+        self._failure_times = deque(maxlen=config.failure_threshold)
+        self._rate_mode = config.failure_rate_threshold is not None
+        buckets = config.window_buckets
+        self._bucket_width = config.monitoring_window / buckets
+        self._bucket_epoch = [-1] * buckets
+        self._bucket_calls = [0] * buckets
+        self._bucket_failures = [0] * buckets
+        self._is_failure = config.is_failure or _default_is_failure
+        self._timeout = config.request_timeout
+        self._where = f"circuit breaker {self.name!r}"
+
+    def __repr__(self) -> str:
+        return (
+            f"<CircuitBreaker {self.name!r} {self._state.name}, "
+            f"{self._cur_failures} current failures, {self._trips} trips>"
+        )
+
+    # -- public surface -------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """
+        The current state.
+
+        An open circuit whose recovery timeout has passed reads as
+        ``HALF_OPEN`` (the transition happens on observation, so it needs a
+        running event loop to read the clock).
+        """
+        if self._state is CircuitState.OPEN and not self._forced:
+            self._maybe_half_open(current_time())
+        return self._state
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """
+        Run ``await fn(*args)`` through the breaker.
+
+        Args:
+            fn: An async callable; pass keyword arguments with
+                :func:`functools.partial`.
+            *args: Its positional arguments.
+
+        Returns:
+            What *fn* returned.
+
+        Raises:
+            CircuitBreakerError: The circuit is open (or half-open with all
+                probe slots taken); *fn* was not called.
+            CallTimeout: *fn* ran longer than ``request_timeout``.
+            Exception: Whatever *fn* raised, unchanged.
+        """
+        return await self.guard(self._timeout, fn, args)
+
+    async def guard(
+        self,
+        timeout: float | None,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+    ) -> T:
+        """
+        :meth:`call` with an explicit per-call *timeout* (``None``: none).
+
+        The pipeline uses it to apply its own timeout inside the breaker,
+        so that a timeout counts as a failure but only one cancel scope is
+        entered.
+        """
+        if self._state is CircuitState.CLOSED:
+            permit = self._generation
+        else:
+            admitted = self.admit(current_time())
+            if isinstance(admitted, CircuitBreakerError):
+                await checkpoint()
+                raise admitted
+            permit = admitted
+        if timeout is None and self.config.slow_call_duration is None:
+            try:
+                result = await fn(*args)
+            except Exception as exc:
+                self.on_failure(permit, current_time(), exc)
+                raise
+            except BaseException:
+                self.on_cancel(permit)
+                raise
+            self.on_success(permit, current_time(), 0.0)
+            return result
+        start = current_time()
+        try:
+            if timeout is None:
+                result = await fn(*args)
+            else:
+                result = await run_with_deadline(
+                    start + timeout, timeout, self._where, fn, args
+                )
+        except Exception as exc:
+            self.on_failure(permit, current_time(), exc)
+            raise
+        except BaseException:
+            self.on_cancel(permit)
+            raise
+        now = current_time()
+        self.on_success(permit, now, now - start)
+        return result
+
+    def metrics(self) -> CircuitBreakerMetrics:
+        """
+        Take a snapshot of the breaker's counters.
+
+        Returns:
+            A frozen :class:`CircuitBreakerMetrics`.
+        """
+        try:
+            now: float | None = current_time()
+        except Exception:  # no event loop running: report as of last event
+            now = None
+        if (
+            now is not None
+            and self._state is CircuitState.OPEN
+            and not self._forced
+        ):
+            self._maybe_half_open(now)
+        rate: float | None = None
+        if self._state is CircuitState.CLOSED:
+            if self._rate_mode:
+                if now is not None:
+                    self._slide(now)
+                calls, failures = self._win_calls, self._win_failures
+                rate = failures / calls if calls else 0.0
+            else:
+                failures = self._count_window_failures(now)
+                calls = failures + self._cur_successes
+        else:
+            failures = self._cur_failures
+            calls = failures + self._cur_successes
+        return CircuitBreakerMetrics(
+            name=self.name,
+            state=self._state,
+            total_requests=self._successes
+            + self._failures
+            + self._rejected
+            + self._ignored
+            + self._cancelled,
+            total_failures=self._failures,
+            total_successes=self._successes,
+            rejected_requests=self._rejected,
+            ignored_requests=self._ignored,
+            cancelled_requests=self._cancelled,
+            slow_requests=self._slow,
+            current_failures=failures,
+            current_successes=self._cur_successes,
+            current_calls=calls,
+            failure_rate=rate,
+            trips=self._trips,
+            last_failure=self._last_failure,
+            last_success=self._last_success,
+            opened_at=self._opened_at,
+        )
+
+    def reset(self) -> None:
+        """
+        Close the circuit by hand, with a fresh window.
+
+        This also lifts :meth:`force_open`.
+        """
+        self._forced = False
+        if self._state is not CircuitState.CLOSED:
+            self._transition(CircuitState.CLOSED, None)
+        else:
+            self._new_generation()
+
+    def force_open(self, duration: float | None = None) -> None:
+        """
+        Open the circuit by hand.
+
+        Args:
+            duration: Seconds to stay open before probing, or ``None`` to
+                stay open until :meth:`reset` (isolation, as Polly calls
+                it).
+        """
+        now = current_time()
+        self._forced = duration is None
+        self.trip(now, duration if duration is not None else 0.0)
+
+    def trip(self, now: float, min_open: float = 0.0) -> None:
+        """
+        Open the circuit now, for at least ``recovery_timeout`` seconds.
+
+        Args:
+            now: The current event-loop time.
+            min_open: A longer minimum open time in seconds, for example a
+                server's ``Retry-After``.  An already open circuit is
+                extended to it when it would otherwise close earlier.
+        """
+        until = now + max(self.config.recovery_timeout, min_open)
+        if self._state is CircuitState.OPEN:
+            self._open_until = max(self._open_until, until)
+            return
+        self._transition(CircuitState.OPEN, now)
+        self._open_until = until
+
+    def add_listener(self, listener: StateListener) -> None:
+        """Call ``listener(breaker, old, new)`` after every state change."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: StateListener) -> None:
+        """Stop calling a listener added before."""
+        self._listeners.remove(listener)
+
+    # -- the pure state machine ----------------------------------------
+    #
+    # Everything below takes the current time as an argument and never
+    # awaits.  The pipeline calls these directly so that it can share its
+    # clock reads with the breaker.
+
+    def admit(self, now: float) -> int | CircuitBreakerError:
+        """
+        Decide whether a call may run at *now*.
+
+        Returns:
+            The permit (the generation the call runs in) to pass to
+            :meth:`on_success`, :meth:`on_failure` or :meth:`on_cancel`;
+            or the :class:`CircuitBreakerError` to raise, the rejection
+            already counted.
+        """
+        state = self._state
+        if state is CircuitState.CLOSED:
+            return self._generation
+        if state is CircuitState.OPEN:
+            if self._forced or not self._maybe_half_open(now):
+                self._rejected += 1
+                retry_after = (
+                    None if self._forced else max(0.0, self._open_until - now)
+                )
+                return CircuitBreakerError(
+                    self.name, CircuitState.OPEN, retry_after
+                )
+        if self._probes >= self.config.half_open_max_calls:
+            self._rejected += 1
+            return CircuitBreakerError(self.name, CircuitState.HALF_OPEN)
+        self._probes += 1
+        return self._generation
+
+    def on_success(self, permit: int, now: float, duration: float) -> None:
+        """Count a call that returned; *duration* judges slow calls."""
+        slow = self.config.slow_call_duration
+        if slow is not None and duration > slow:
+            self._slow += 1
+            self._count_failure(permit, now)
+            return
+        self._successes += 1
+        self._last_success = now
+        if permit != self._generation:
+            return
+        state = self._state
+        if state is CircuitState.CLOSED:
+            self._cur_successes += 1
+            if self._rate_mode:
+                self._add_to_window(now, failed=False)
+        elif state is CircuitState.HALF_OPEN:
+            self._probes -= 1
+            self._cur_successes += 1
+            if self._cur_successes >= self.config.success_threshold:
+                self._transition(CircuitState.CLOSED, now)
+
+    def on_failure(self, permit: int, now: float, exc: BaseException) -> None:
+        """Count a call that raised *exc* (as a failure if it counts)."""
+        if not self._is_failure(exc):
+            self._ignored += 1
+            self._release_probe(permit)
+            return
+        self._count_failure(permit, now)
+
+    def on_cancel(self, permit: int) -> None:
+        """Count a call whose caller was cancelled: never a failure."""
+        self._cancelled += 1
+        self._release_probe(permit)
+
+    def _release_probe(self, permit: int) -> None:
+        if permit == self._generation and self._state is CircuitState.HALF_OPEN:
+            self._probes -= 1
+
+    # -- internals -----------------------------------------------------
+
+    def _count_failure(self, permit: int, now: float) -> None:
+        self._failures += 1
+        self._last_failure = now
+        if permit != self._generation:
+            return
+        state = self._state
+        if state is CircuitState.HALF_OPEN:
+            self._probes -= 1
+            self._cur_failures += 1
+            self.trip(now)
+        elif state is CircuitState.CLOSED:
+            self._cur_failures += 1
+            config = self.config
+            if self._rate_mode:
+                self._add_to_window(now, failed=True)
+                return
+            times = self._failure_times
+            times.append(now)
+            if (
+                len(times) == config.failure_threshold
+                and now - times[0] < config.monitoring_window
+            ):
+                self.trip(now)
+
+    def _add_to_window(self, now: float, *, failed: bool) -> None:
+        index = self._slide(now)
+        self._bucket_calls[index] += 1
+        self._win_calls += 1
+        if failed:
+            self._bucket_failures[index] += 1
+            self._win_failures += 1
+        config = self.config
+        threshold = config.failure_rate_threshold
+        assert threshold is not None  # noqa: S101
+        if (
+            self._win_calls >= config.minimum_calls
+            and self._win_failures >= threshold * self._win_calls
+        ):
+            self.trip(now)
+
+    def _slide(self, now: float) -> int:
+        """Expire buckets older than the window; return now's bucket."""
+        epoch = int(now // self._bucket_width)
+        count = len(self._bucket_epoch)
+        index = epoch % count
+        if self._bucket_epoch[index] == epoch:
+            return index
+        # Clear every bucket whose epoch has left the window.
+        for i in range(count):
+            old = self._bucket_epoch[i]
+            if old != -1 and old <= epoch - count:
+                self._win_calls -= self._bucket_calls[i]
+                self._win_failures -= self._bucket_failures[i]
+                self._bucket_calls[i] = 0
+                self._bucket_failures[i] = 0
+                self._bucket_epoch[i] = -1
+        self._bucket_epoch[index] = epoch
+        return index
+
+    def _count_window_failures(self, now: float | None) -> int:
+        if now is None:
+            return len(self._failure_times)
+        window = self.config.monitoring_window
+        return sum(1 for t in self._failure_times if now - t < window)
+
+    def _maybe_half_open(self, now: float) -> bool:
+        """Move an open circuit to half-open if its time is up."""
+        if now >= self._open_until:
+            self._transition(CircuitState.HALF_OPEN, now)
+            return True
+        return False
+
+    def _new_generation(self) -> None:
+        self._generation += 1
+        self._probes = 0
+        self._cur_successes = 0
+        self._cur_failures = 0
+        self._failure_times.clear()
+        for i in range(len(self._bucket_epoch)):
+            self._bucket_epoch[i] = -1
+            self._bucket_calls[i] = 0
+            self._bucket_failures[i] = 0
+        self._win_calls = 0
+        self._win_failures = 0
+
+    def _transition(self, new: CircuitState, now: float | None) -> None:
+        old = self._state
+        self._state = new
+        self._new_generation()
+        if new is CircuitState.OPEN:
+            self._trips += 1
+            self._opened_at = now
+        level = logging.WARNING if new is CircuitState.OPEN else logging.INFO
+        logger.log(
+            level,
+            "Circuit breaker state changed: %s -> %s (breaker=%s)",
+            old.name,
+            new.name,
+            self.name,
+        )
+        self._notify(old, new)
+
+    def _notify(self, old: CircuitState, new: CircuitState) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                listener(self, old, new)
+            except Exception:
+                logger.exception(
+                    "Circuit breaker %r: state listener %r failed",
+                    self.name,
+                    listener,
+                )

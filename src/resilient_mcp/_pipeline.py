@@ -1,0 +1,319 @@
+"""
+The composition of the policies, and the only place that sets their order.
+
+A call goes through the bulkhead, then the retry loop, then the circuit
+breaker, then the timeout, as the seed orders them:
+
+    bulkhead( retry( breaker( timeout( operation ) ) ) )
+
+* The bulkhead is outermost, so that a call holds one slot for all its
+  attempts and a flood of retries cannot take more slots than callers.
+* The retry loop is outside the breaker, so that every attempt is judged
+  by the breaker and an open circuit stops the retries at once (an open
+  circuit's error is not retryable).
+* The timeout is innermost, per attempt, so that a timed-out attempt
+  counts as a breaker failure and may be retried.
+
+There is no nursery per call: a call has no concurrency of its own to
+supervise, and each policy is a cancel scope or a ``try`` in the caller's
+own task, so cancellation and errors propagate exactly as if the operation
+had been awaited directly.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar, final
+
+import attrs
+
+from ._breaker import CircuitBreaker, CircuitBreakerMetrics
+from ._bulkhead import Bulkhead, BulkheadMetrics
+from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
+from ._errors import BulkheadError, CircuitBreakerError
+from ._retry import RetryManager, RetryMetrics
+from ._timeouts import current_time, run_with_deadline
+
+
+T = TypeVar("T")
+
+
+class Outcome(enum.Enum):
+    """
+    How a call through a pipeline ended; each call has exactly one.
+
+    .. versionadded:: 0.1.0
+    """
+
+    SUCCESS = "success"
+    """The operation returned."""
+    CIRCUIT_OPEN = "circuit_open"
+    """Rejected by an open circuit (fast fail)."""
+    BULKHEAD_FULL = "bulkhead_full"
+    """Rejected by a full bulkhead."""
+    TIMEOUT = "timeout"
+    """Ended by a timeout (the last attempt's, or the bulkhead's)."""
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    """A retryable error that outlasted the attempts or the time budget."""
+    ERROR = "error"
+    """Any other error (not retryable, or no retry configured)."""
+    CANCELLED = "cancelled"
+    """The caller was cancelled: neither a success nor a failure."""
+
+
+FAILURE_OUTCOMES = frozenset(Outcome) - {Outcome.SUCCESS, Outcome.CANCELLED}
+
+
+@attrs.frozen(kw_only=True)
+class PipelineMetrics:
+    """
+    A snapshot of a pipeline's counters and of its policies' metrics.
+
+    ``total_requests == successful_requests + failed_requests +
+    cancelled_requests``, and ``failed_requests`` is the sum of
+    ``outcomes`` over the failure kinds.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    """The pipeline's name."""
+    total_requests: int
+    """Calls that ended."""
+    successful_requests: int
+    """Calls that returned."""
+    failed_requests: int
+    """Calls that raised (every kind of failure)."""
+    cancelled_requests: int
+    """Calls whose caller was cancelled."""
+    retried_requests: int
+    """Calls that needed at least one retry."""
+    circuit_breaker_trips: int
+    """Times the circuit opened."""
+    bulkhead_rejections: int
+    """Calls rejected by the bulkhead."""
+    outcomes: Mapping[Outcome, int]
+    """Calls per :class:`Outcome`, every outcome present."""
+    circuit_breaker: CircuitBreakerMetrics | None
+    """The breaker's own metrics, if there is a breaker."""
+    retry: RetryMetrics | None
+    """The retry manager's own metrics, if there is one."""
+    bulkhead: BulkheadMetrics | None
+    """The bulkhead's own metrics, if there is one."""
+
+
+_UNSET: Any = object()
+
+
+def _breaker(value: CircuitBreaker | CircuitBreakerConfig | None) -> Any:
+    if isinstance(value, CircuitBreakerConfig):
+        return CircuitBreaker(value)
+    return value
+
+
+def _retry(value: RetryManager | RetryConfig | None) -> Any:
+    if isinstance(value, RetryConfig):
+        return RetryManager(value)
+    return value
+
+
+def _bulkhead(value: Bulkhead | BulkheadConfig | None) -> Any:
+    if isinstance(value, BulkheadConfig):
+        return Bulkhead(value)
+    return value
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class ResiliencePipeline:
+    """
+    Bulkhead, retry, circuit breaker and timeout around any async call.
+
+    Each policy is optional; give a config to get a fresh policy, or an
+    instance to share one between pipelines (one breaker per server, say,
+    shared by every operation that calls it).
+
+    >>> pipeline = ResiliencePipeline(
+    ...     bulkhead=BulkheadConfig(name="tools"),
+    ...     retry=RetryConfig(max_attempts=3),
+    ...     circuit_breaker=CircuitBreakerConfig(failure_threshold=5),
+    ...     timeout=10.0,
+    ... )
+    >>> # result = await pipeline.call(fetch, url)
+
+    Args:
+        bulkhead: A :class:`Bulkhead`, a :class:`BulkheadConfig`, or None.
+        retry: A :class:`RetryManager`, a :class:`RetryConfig`, or None.
+        circuit_breaker: A :class:`CircuitBreaker`, a
+            :class:`CircuitBreakerConfig`, or None.
+        timeout: Seconds each attempt may take, or ``None`` for no limit.
+            By default, the breaker's ``request_timeout`` when there is a
+            breaker, else none.  The breaker's own timeout is never
+            applied a second time.
+        name: A name for logs and metrics.
+
+    .. versionadded:: 0.1.0
+    """
+
+    bulkhead: Bulkhead | None = attrs.field(
+        default=None, converter=_bulkhead, kw_only=True
+    )
+    retry: RetryManager | None = attrs.field(
+        default=None, converter=_retry, kw_only=True
+    )
+    circuit_breaker: CircuitBreaker | None = attrs.field(
+        default=None, converter=_breaker, kw_only=True
+    )
+    timeout: float | None = attrs.field(default=_UNSET, kw_only=True)
+    name: str = attrs.field(default="default", kw_only=True)
+
+    _where: str = attrs.field(init=False)
+    _counts: dict[Outcome, int] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.timeout is _UNSET:
+            breaker = self.circuit_breaker
+            self.timeout = (
+                breaker.config.request_timeout if breaker is not None else None
+            )
+        elif self.timeout is not None:
+            timeout = self.timeout
+            if (
+                not isinstance(timeout, int | float)
+                or isinstance(timeout, bool)
+                or not 0 < timeout < float("inf")
+            ):
+                from ._config import ConfigurationError  # noqa: PLC0415
+
+                raise ConfigurationError(
+                    "ResiliencePipeline.timeout must be a finite number of "
+                    f"seconds > 0 or None, got {timeout!r}"
+                )
+            self.timeout = float(timeout)
+        self._where = f"pipeline {self.name!r}"
+        self._counts = dict.fromkeys(Outcome, 0)
+
+    def __repr__(self) -> str:
+        parts = [
+            f"bulkhead={self.bulkhead!r}",
+            f"retry={self.retry!r}",
+            f"circuit_breaker={self.circuit_breaker!r}",
+            f"timeout={self.timeout!r}",
+        ]
+        return f"<ResiliencePipeline {self.name!r} {', '.join(parts)}>"
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """
+        Run ``await fn(*args)`` through every configured policy.
+
+        Args:
+            fn: An async callable; pass keyword arguments with
+                :func:`functools.partial`.
+            *args: Its positional arguments.
+
+        Returns:
+            What *fn* returned.
+
+        Raises:
+            BulkheadError: The bulkhead was full.
+            CircuitBreakerError: The circuit was open.
+            CallTimeout: An attempt, or the bulkhead's wait plus run, took
+                too long (the last attempt's, when retries ran out).
+            Exception: The operation's own last error, unchanged.
+        """
+        try:
+            if self.bulkhead is not None:
+                result = await self.bulkhead.call(self._retrying, fn, args)
+            else:
+                result = await self._retrying(fn, args)
+        except Exception as exc:
+            self._counts[self._classify(exc)] += 1
+            raise
+        except BaseException:
+            self._counts[Outcome.CANCELLED] += 1
+            raise
+        self._counts[Outcome.SUCCESS] += 1
+        return result
+
+    async def _retrying(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+    ) -> T:
+        retry = self.retry
+        if retry is None:
+            return await self._attempt(fn, args)
+        # The retry manager's fast path, inlined: one try, one counter.
+        start = current_time() if retry.config.max_elapsed is not None else 0.0
+        try:
+            result = await self._attempt(fn, args)
+        except Exception as exc:
+            return await retry.retry_after_failure(
+                self._attempt, (fn, args), exc, start
+            )
+        except BaseException:
+            retry._cancelled += 1
+            raise
+        retry._successes += 1
+        return result
+
+    async def _attempt(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+    ) -> T:
+        breaker = self.circuit_breaker
+        if breaker is not None:
+            return await breaker.guard(self.timeout, fn, args)
+        timeout = self.timeout
+        if timeout is None:
+            return await fn(*args)
+        return await run_with_deadline(
+            current_time() + timeout, timeout, self._where, fn, args
+        )
+
+    def _classify(self, exc: Exception) -> Outcome:
+        if isinstance(exc, CircuitBreakerError):
+            return Outcome.CIRCUIT_OPEN
+        if isinstance(exc, BulkheadError):
+            return Outcome.BULKHEAD_FULL
+        if isinstance(exc, TimeoutError):
+            return Outcome.TIMEOUT
+        # A retryable error only escapes the retry loop once the attempts
+        # or the time budget are spent.
+        if self.retry is not None and self.retry.is_retryable(exc):
+            return Outcome.RETRIES_EXHAUSTED
+        return Outcome.ERROR
+
+    def metrics(self) -> PipelineMetrics:
+        """
+        Take a snapshot of the pipeline's counters.
+
+        Returns:
+            A frozen :class:`PipelineMetrics`.
+        """
+        counts = dict(self._counts)
+        breaker = self.circuit_breaker
+        retry = self.retry
+        bulkhead = self.bulkhead
+        breaker_metrics = breaker.metrics() if breaker is not None else None
+        retry_metrics = retry.metrics() if retry is not None else None
+        bulkhead_metrics = bulkhead.metrics() if bulkhead is not None else None
+        failed = sum(counts[o] for o in FAILURE_OUTCOMES)
+        return PipelineMetrics(
+            name=self.name,
+            total_requests=sum(counts.values()),
+            successful_requests=counts[Outcome.SUCCESS],
+            failed_requests=failed,
+            cancelled_requests=counts[Outcome.CANCELLED],
+            retried_requests=(
+                retry_metrics.retried_calls if retry_metrics else 0
+            ),
+            circuit_breaker_trips=(
+                breaker_metrics.trips if breaker_metrics else 0
+            ),
+            bulkhead_rejections=counts[Outcome.BULKHEAD_FULL],
+            outcomes=MappingProxyType(counts),
+            circuit_breaker=breaker_metrics,
+            retry=retry_metrics,
+            bulkhead=bulkhead_metrics,
+        )

@@ -1,0 +1,293 @@
+"""
+The retry loop, built on the pure delay math of :mod:`._backoff`.
+
+The success path is one ``try`` around the first attempt and a counter: no
+per-call object, no clock read unless a time budget is configured.  All
+the bookkeeping of a retry happens only after a first failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar, final
+
+import anyio
+import attrs
+
+from ._backoff import compute_delay
+from ._config import RetryConfig
+from ._errors import (
+    BulkheadError,
+    CircuitBreakerError,
+    PermanentError,
+    TemporaryError,
+)
+from ._timeouts import current_effective_deadline, current_time
+
+
+T = TypeVar("T")
+
+logger: Final = logging.getLogger("resilient_mcp")
+
+_testing: bool = False  # set by resilient_mcp.testing.set_testing()
+
+
+def _set_testing(on: bool) -> None:
+    global _testing  # noqa: PLW0603
+    _testing = on
+
+
+@attrs.frozen(kw_only=True)
+class RetryMetrics:
+    """
+    A snapshot of a retry manager's counters.
+
+    ``total_calls == successful_calls + failed_calls + cancelled_calls``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    """The retry manager's name."""
+    total_calls: int
+    """Calls that ended, in every outcome."""
+    successful_calls: int
+    """Calls that returned, on any attempt."""
+    failed_calls: int
+    """Calls that raised after their last attempt."""
+    cancelled_calls: int
+    """Calls whose caller was cancelled: never retried, never a failure."""
+    retried_calls: int
+    """Calls that needed at least one retry, whatever their outcome."""
+    total_attempts: int
+    """Attempts made, first attempts included."""
+    total_retries: int
+    """Attempts after the first (``total_attempts - total_calls``)."""
+    exhausted_calls: int
+    """Failed calls that used up ``max_attempts``."""
+    budget_exhausted_calls: int
+    """Failed calls stopped by ``max_elapsed`` or the caller's deadline."""
+    non_retryable_failures: int
+    """Failed calls whose error was not retryable."""
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class RetryManager:
+    """
+    Try a failing call again, waiting longer each time.
+
+    Like redialling a busy number: the first retry comes after
+    ``initial_delay`` seconds, each further one waits ``backoff_factor``
+    times longer (never more than ``max_delay``), and a little jitter keeps
+    a crowd of callers from redialling in lockstep.
+
+    >>> retry = RetryManager(RetryConfig(max_attempts=5, initial_delay=0.5))
+    >>> # result = await retry.call(fetch, url)
+
+    Args:
+        config: The configuration; ``None`` for the seed's defaults.
+        name: A name for logs and metrics.
+        rng: The random source for jitter; pass a seeded
+            :class:`random.Random` for repeatable delays.
+
+    .. versionadded:: 0.1.0
+    """
+
+    config: RetryConfig = attrs.field(
+        default=None, converter=lambda c: RetryConfig() if c is None else c
+    )
+    name: str = attrs.field(default="default", kw_only=True)
+    rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
+
+    _successes: int = attrs.field(init=False, default=0)
+    _failures: int = attrs.field(init=False, default=0)
+    _cancelled: int = attrs.field(init=False, default=0)
+    _retried: int = attrs.field(init=False, default=0)
+    _retries: int = attrs.field(init=False, default=0)
+    _exhausted: int = attrs.field(init=False, default=0)
+    _budget: int = attrs.field(init=False, default=0)
+    _non_retryable: int = attrs.field(init=False, default=0)
+
+    def __repr__(self) -> str:
+        return (
+            f"<RetryManager {self.name!r} max_attempts="
+            f"{self.config.max_attempts}, {self._retries} retries so far>"
+        )
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """
+        Run ``await fn(*args)``, retrying retryable failures.
+
+        Args:
+            fn: An async callable; pass keyword arguments with
+                :func:`functools.partial`.
+            *args: Its positional arguments.
+
+        Returns:
+            What *fn* returned on the first attempt that succeeded.
+
+        Raises:
+            Exception: A non-retryable error at once, unchanged; or, once
+                the attempts or the time budget run out, the last error,
+                unchanged but for a note saying how many attempts were
+                made.  Cancellation is never retried.
+        """
+        start = current_time() if self.config.max_elapsed is not None else 0.0
+        try:
+            result = await fn(*args)
+        except Exception as exc:
+            return await self.retry_after_failure(fn, args, exc, start)
+        except BaseException:
+            self._cancelled += 1
+            raise
+        self._successes += 1
+        return result
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        """
+        Decide whether *exc* is worth another attempt.
+
+        Cancellation and other non-:class:`Exception` errors never are.
+        :class:`TemporaryError` always is and :class:`PermanentError` never.
+        Otherwise ``is_retryable`` decides when configured; else the error
+        is retryable when one of ``retryable_errors`` occurs,
+        case-insensitively, in its message or its type name.  Errors from
+        an open circuit or a full bulkhead are not retried unless
+        ``is_retryable`` says so: retrying them at once cannot help.
+        """
+        if not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, TemporaryError):
+            return True
+        if isinstance(exc, PermanentError):
+            return False
+        predicate = self.config.is_retryable
+        if predicate is not None:
+            return bool(predicate(exc))
+        if isinstance(exc, CircuitBreakerError | BulkheadError):
+            return False
+        fragments = self.config.retryable_errors
+        text = str(exc).lower()
+        kind = type(exc).__name__.lower()
+        return any(f in text or f in kind for f in fragments)
+
+    async def retry_after_failure(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        exc: Exception,
+        start: float,
+    ) -> T:
+        """
+        The slow path: attempt 1 failed with *exc*; retry while allowed.
+
+        The pipeline calls this directly after its own first attempt.
+
+        Args:
+            fn: The operation.
+            args: Its positional arguments.
+            exc: The error of the first attempt.
+            start: Event-loop time of the first attempt (only used with
+                ``max_elapsed``).
+
+        Returns:
+            What *fn* returned on a later attempt.
+        """
+        config = self.config
+        attempt = 1
+        previous = config.initial_delay
+        while True:
+            if not self.is_retryable(exc):
+                self._failures += 1
+                self._non_retryable += 1
+                if attempt > 1:
+                    self._note(exc, attempt, "not retryable")
+                raise exc
+            if attempt >= config.max_attempts:
+                self._failures += 1
+                self._exhausted += 1
+                self._note(exc, attempt, "attempts exhausted")
+                raise exc
+            delay = self._delay(exc, attempt, previous)
+            previous = delay
+            now = current_time()
+            why = self._over_budget(now + delay, start)
+            if why is not None:
+                self._failures += 1
+                self._budget += 1
+                self._note(exc, attempt, why)
+                raise exc
+            if attempt == 1:
+                self._retried += 1
+            logger.info(
+                "%s: attempt %d/%d failed (%s: %s); Retrying in %.3fs",
+                self.name,
+                attempt,
+                config.max_attempts,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            try:
+                await anyio.sleep(delay)
+                attempt += 1
+                self._retries += 1
+                result = await fn(*args)
+            except Exception as next_exc:
+                exc = next_exc
+                continue
+            except BaseException:
+                self._cancelled += 1
+                raise
+            self._successes += 1
+            return result
+
+    def _delay(self, exc: Exception, attempt: int, previous: float) -> float:
+        if _testing:
+            return 0.0
+        delay = compute_delay(self.config, attempt - 1, previous, self.rng)
+        # A server's own word (Retry-After) beats our guess, cap or not.
+        hint = getattr(exc, "retry_after", None)
+        if isinstance(hint, int | float) and math.isfinite(hint):
+            delay = max(delay, float(hint))
+        return delay
+
+    def _over_budget(self, wake: float, start: float) -> str | None:
+        max_elapsed = self.config.max_elapsed
+        if max_elapsed is not None and wake - start > max_elapsed:
+            return f"max_elapsed of {max_elapsed:g}s would be exceeded"
+        if wake >= current_effective_deadline():
+            return "the caller's deadline would pass during the wait"
+        return None
+
+    @staticmethod
+    def _note(exc: BaseException, attempts: int, why: str) -> None:
+        plural = "attempt" if attempts == 1 else "attempts"
+        exc.add_note(f"resilient_mcp: gave up after {attempts} {plural} ({why})")
+
+    def metrics(self) -> RetryMetrics:
+        """
+        Take a snapshot of the retry counters.
+
+        Returns:
+            A frozen :class:`RetryMetrics`.
+        """
+        total = self._successes + self._failures + self._cancelled
+        return RetryMetrics(
+            name=self.name,
+            total_calls=total,
+            successful_calls=self._successes,
+            failed_calls=self._failures,
+            cancelled_calls=self._cancelled,
+            retried_calls=self._retried,
+            total_attempts=total + self._retries,
+            total_retries=self._retries,
+            exhausted_calls=self._exhausted,
+            budget_exhausted_calls=self._budget,
+            non_retryable_failures=self._non_retryable,
+        )
