@@ -103,6 +103,12 @@ class CircuitBreakerMetrics:
     """Event-loop time the circuit last opened, or ``None``."""
 
 
+def _config_or_default(
+    config: CircuitBreakerConfig | None,
+) -> CircuitBreakerConfig:
+    return CircuitBreakerConfig() if config is None else config
+
+
 def _default_is_failure(exc: BaseException) -> bool:
     return not isinstance(exc, PermanentError)
 
@@ -133,8 +139,7 @@ class CircuitBreaker:
     """
 
     config: CircuitBreakerConfig = attrs.field(
-        default=None,
-        converter=lambda c: CircuitBreakerConfig() if c is None else c,
+        default=None, converter=_config_or_default
     )
     name: str = attrs.field(default="default", kw_only=True)
     _listeners: list[StateListener] = attrs.field(
@@ -229,7 +234,7 @@ class CircuitBreaker:
 
     async def guard(
         self,
-        timeout: float | None,
+        timeout: float | None,  # noqa: ASYNC109 (applied inside)
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
     ) -> T:
@@ -400,15 +405,16 @@ class CircuitBreaker:
         state = self._state
         if state is CircuitState.CLOSED:
             return self._generation
-        if state is CircuitState.OPEN:
-            if self._forced or not self._maybe_half_open(now):
-                self._rejected += 1
-                retry_after = (
-                    None if self._forced else max(0.0, self._open_until - now)
-                )
-                return CircuitBreakerError(
-                    self.name, CircuitState.OPEN, retry_after
-                )
+        if state is CircuitState.OPEN and (
+            self._forced or not self._maybe_half_open(now)
+        ):
+            self._rejected += 1
+            retry_after = (
+                None if self._forced else max(0.0, self._open_until - now)
+            )
+            return CircuitBreakerError(
+                self.name, CircuitState.OPEN, retry_after
+            )
         if self._probes >= self.config.half_open_max_calls:
             self._rejected += 1
             return CircuitBreakerError(self.name, CircuitState.HALF_OPEN)
@@ -451,7 +457,10 @@ class CircuitBreaker:
         self._release_probe(permit)
 
     def _release_probe(self, permit: int) -> None:
-        if permit == self._generation and self._state is CircuitState.HALF_OPEN:
+        if (
+            permit == self._generation
+            and self._state is CircuitState.HALF_OPEN
+        ):
             self._probes -= 1
 
     # -- internals -----------------------------------------------------

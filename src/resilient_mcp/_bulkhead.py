@@ -1,6 +1,7 @@
 """
-The bulkhead: a CapacityLimiter for the running calls and a bounded memory
-channel for the waiting ones.
+The bulkhead: a CapacityLimiter plus a bounded memory channel queue.
+
+The limiter holds the running calls and the channel the waiting ones.
 
 A call first tries to take a slot without waiting.  Only when that fails
 does it reserve a place in the queue (a ``send_nowait`` into a memory
@@ -82,6 +83,10 @@ class BulkheadMetrics:
     """Longest time spent queued, in seconds."""
 
 
+def _config_or_default(config: BulkheadConfig | None) -> BulkheadConfig:
+    return BulkheadConfig() if config is None else config
+
+
 def _close_streams(*streams: Any) -> None:
     for stream in streams:
         stream.close()
@@ -100,7 +105,7 @@ class Bulkhead:
     more wait, and any further call is rejected at once with
     :class:`BulkheadError`.
 
-    >>> tools = Bulkhead(BulkheadConfig(name="tools", max_concurrent_requests=5))
+    >>> tools = Bulkhead(BulkheadConfig(name="tools"))
     >>> # result = await tools.call(session.call_tool, "echo", {"x": 1})
 
     Args:
@@ -110,7 +115,7 @@ class Bulkhead:
     """
 
     config: BulkheadConfig = attrs.field(
-        default=None, converter=lambda c: BulkheadConfig() if c is None else c
+        default=None, converter=_config_or_default
     )
 
     _limiter: anyio.CapacityLimiter = attrs.field(init=False)
@@ -139,9 +144,7 @@ class Bulkhead:
         ](config.queue_size)
         # The bulkhead has no lifetime of its own to close the channel in;
         # close it when the bulkhead goes away (anyio warns otherwise).
-        weakref.finalize(
-            self, _close_streams, self._queue_in, self._queue_out
-        )
+        weakref.finalize(self, _close_streams, self._queue_in, self._queue_out)
         self._timeout = config.request_timeout
         self._where = f"bulkhead {config.name!r}"
 

@@ -55,10 +55,11 @@ class ConfigurationError(ResilienceError, ValueError):
     """
 
 
-def _fail(inst: object, attribute: attrs.Attribute[Any], rule: str, value: object) -> None:
+def _fail(
+    inst: object, attribute: attrs.Attribute[Any], rule: str, value: object
+) -> None:
     raise ConfigurationError(
-        f"{type(inst).__name__}.{attribute.name} must be {rule}, "
-        f"got {value!r}"
+        f"{type(inst).__name__}.{attribute.name} must be {rule}, got {value!r}"
     )
 
 
@@ -207,7 +208,9 @@ class CircuitBreakerConfig:
     """
 
     half_open_max_calls: int = attrs.field(
-        default=attrs.Factory(lambda self: self.success_threshold, takes_self=True),
+        default=attrs.Factory(
+            lambda self: self.success_threshold, takes_self=True
+        ),
         validator=_int_ge(1),
     )
     """
@@ -313,7 +316,9 @@ class RetryConfig:
     """
 
     @backoff_factor.validator
-    def _check_factor(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+    def _check_factor(
+        self, attribute: attrs.Attribute[Any], value: Any
+    ) -> None:
         if not _is_number(value) or math.isinf(value) or value < 1:
             _fail(self, attribute, "a finite number >= 1", value)
 
@@ -330,7 +335,9 @@ class RetryConfig:
             )
 
     @jitter.validator
-    def _check_jitter(self, attribute: attrs.Attribute[Any], value: Any) -> None:
+    def _check_jitter(
+        self, attribute: attrs.Attribute[Any], value: Any
+    ) -> None:
         if not isinstance(value, bool) and value not in _JITTER_MODES:
             _fail(
                 self,

@@ -137,7 +137,7 @@ class BulkheadError(ResilienceError):
         )
 
 
-class CallTimeout(ResilienceError, TimeoutError):
+class CallTimeout(ResilienceError, TimeoutError):  # noqa: N818 (STYLE.md)
     """
     A call did not finish within its time limit.
 

@@ -180,7 +180,7 @@ class ResiliencePipeline:
                 breaker.config.request_timeout if breaker is not None else None
             )
         elif self.timeout is not None:
-            timeout = self.timeout
+            timeout: Any = self.timeout
             if (
                 not isinstance(timeout, int | float)
                 or isinstance(timeout, bool)
@@ -224,6 +224,7 @@ class ResiliencePipeline:
                 too long (the last attempt's, when retries ran out).
             Exception: The operation's own last error, unchanged.
         """
+        result: T
         try:
             if self.bulkhead is not None:
                 result = await self.bulkhead.call(self._retrying, fn, args)
@@ -249,9 +250,10 @@ class ResiliencePipeline:
         try:
             result = await self._attempt(fn, args)
         except Exception as exc:
-            return await retry.retry_after_failure(
+            retried: T = await retry.retry_after_failure(
                 self._attempt, (fn, args), exc, start
             )
+            return retried
         except BaseException:
             retry._cancelled += 1
             raise

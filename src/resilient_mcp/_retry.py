@@ -41,6 +41,10 @@ def _set_testing(on: bool) -> None:
     _testing = on
 
 
+def _config_or_default(config: RetryConfig | None) -> RetryConfig:
+    return RetryConfig() if config is None else config
+
+
 @attrs.frozen(kw_only=True)
 class RetryMetrics:
     """
@@ -99,7 +103,7 @@ class RetryManager:
     """
 
     config: RetryConfig = attrs.field(
-        default=None, converter=lambda c: RetryConfig() if c is None else c
+        default=None, converter=_config_or_default
     )
     name: str = attrs.field(default="default", kw_only=True)
     rng: random.Random = attrs.field(factory=random.Random, kw_only=True)
@@ -268,7 +272,9 @@ class RetryManager:
     @staticmethod
     def _note(exc: BaseException, attempts: int, why: str) -> None:
         plural = "attempt" if attempts == 1 else "attempts"
-        exc.add_note(f"resilient_mcp: gave up after {attempts} {plural} ({why})")
+        exc.add_note(
+            f"resilient_mcp: gave up after {attempts} {plural} ({why})"
+        )
 
     def metrics(self) -> RetryMetrics:
         """

@@ -32,7 +32,7 @@ checkpoint = anyio.lowlevel.checkpoint
 
 async def run_with_deadline(
     deadline: float,
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 (only quoted in the error message)
     where: str,
     fn: Callable[..., Awaitable[T]],
     args: tuple[Any, ...],

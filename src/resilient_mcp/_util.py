@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def fixup_module_metadata(
-    module_name: str, namespace: dict[str, Any]
-) -> None:
+def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:
     """
     Make re-exported names claim the public module as their home.
 
@@ -29,9 +27,7 @@ def fixup_module_metadata(
                 obj.__qualname__ = qualname
             if isinstance(obj, type):
                 for attr_name, attr_value in obj.__dict__.items():
-                    fix_one(
-                        f"{qualname}.{attr_name}", attr_name, attr_value
-                    )
+                    fix_one(f"{qualname}.{attr_name}", attr_name, attr_value)
 
     for name in namespace.get("__all__", ()):
         if name.startswith("_"):

@@ -5,7 +5,11 @@ Not imported by ``import resilient_mcp``; import it explicitly.
 """
 
 from ._helpers import fail_once, set_testing
-from ._virtual import VirtualTimeEventLoop, run_virtual
+from ._virtual import (
+    VirtualTimeEventLoop,
+    run_virtual,
+    wait_all_tasks_blocked,
+)
 
 
 __all__ = [
@@ -13,4 +17,5 @@ __all__ = [
     "fail_once",
     "run_virtual",
     "set_testing",
+    "wait_all_tasks_blocked",
 ]

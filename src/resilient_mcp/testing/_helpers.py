@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import TYPE_CHECKING
 
 from .._retry import _set_testing
@@ -37,7 +39,5 @@ async def fail_once(breaker: CircuitBreaker) -> None:
     async def failing() -> None:
         raise _InjectedFailureError("injected by resilient_mcp.testing")
 
-    try:
+    with contextlib.suppress(_InjectedFailureError):
         await breaker.call(failing)
-    except _InjectedFailureError:
-        pass

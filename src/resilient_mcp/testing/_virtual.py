@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class _JumpingSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _JumpingSelector(selectors.DefaultSelector):
     """Polls for I/O; when there is none, jumps the clock to the timer."""
 
     def __init__(self, loop: VirtualTimeEventLoop) -> None:
@@ -88,3 +88,33 @@ def run_virtual(
         msg = f"backend must be 'trio' or 'asyncio', got {backend!r}"
         raise ValueError(msg)
     return anyio.run(fn, *args, backend=backend, backend_options=options)
+
+
+async def wait_all_tasks_blocked() -> None:
+    """
+    Return once every other task is blocked, without moving virtual time.
+
+    On trio this is :func:`trio.testing.wait_all_tasks_blocked`.  On
+    asyncio it polls with zero-second sleeps, where anyio's version sleeps
+    0.1 s between polls (which a virtual clock would count).
+
+    .. versionadded:: 0.1.0
+    """
+    import sniffio  # noqa: PLC0415
+
+    if sniffio.current_async_library() == "trio":
+        import trio.testing  # noqa: PLC0415
+
+        await trio.testing.wait_all_tasks_blocked()
+        return
+    this = asyncio.current_task()
+    while True:
+        await asyncio.sleep(0)
+        for task in asyncio.all_tasks():
+            if task is this:
+                continue
+            waiter = task._fut_waiter  # type: ignore[attr-defined]
+            if waiter is None or waiter.done():
+                break
+        else:
+            return

@@ -1,0 +1,74 @@
+"""The exception tree and the seed's error triage."""
+
+from __future__ import annotations
+
+import pytest
+
+from resilient_mcp import (
+    BulkheadError,
+    CallTimeout,
+    CircuitBreakerError,
+    CircuitState,
+    PermanentError,
+    RecoveryAction,
+    ResilienceError,
+    TemporaryError,
+    classify_error,
+)
+
+
+@pytest.mark.parametrize(
+    ("exc", "action"),
+    [
+        (TemporaryError("flaky"), RecoveryAction.RETRY_WITH_BACKOFF),
+        (
+            CircuitBreakerError("svc", CircuitState.OPEN, 3.0),
+            RecoveryAction.FAIL_FAST,
+        ),
+        (BulkheadError("tools"), RecoveryAction.QUEUE_OR_REJECT),
+        (PermanentError("E42", "bad"), RecoveryAction.LOG_AND_FAIL),
+        (ValueError("other"), RecoveryAction.RETRY_LIMITED),
+        (CallTimeout(1.0, "x"), RecoveryAction.RETRY_LIMITED),
+    ],
+)
+def test_classify_error(exc, action):
+    """classify_error maps each error kind to the seed's recovery action."""
+    assert action == classify_error(exc)
+
+
+def test_every_error_is_a_resilience_error():
+    """All our errors share one root."""
+    for exc in (
+        TemporaryError("x"),
+        PermanentError(1, "x"),
+        CircuitBreakerError("b", CircuitState.OPEN),
+        BulkheadError("b"),
+        CallTimeout(1, "x"),
+    ):
+        assert isinstance(exc, ResilienceError)
+
+
+def test_call_timeout_is_a_timeout_error():
+    """Except TimeoutError catches our timeouts."""
+    with pytest.raises(TimeoutError, match=r"timed out after 2\.5s"):
+        raise CallTimeout(2.5, "bulkhead 'tools'")
+
+
+def test_error_fields_and_messages():
+    """Errors keep structured fields and build a readable message."""
+    cause = OSError("reset")
+    temporary = TemporaryError("lost", cause, retry_after=2.0)
+    breaker = CircuitBreakerError("svc", CircuitState.OPEN, 12.5)
+    bulkhead = BulkheadError("tools", queue_full=True)
+    permanent = PermanentError(-32602, "Invalid params")
+
+    assert cause is temporary.cause
+    assert cause is temporary.__cause__
+    assert 2.0 == temporary.retry_after
+    assert CircuitState.OPEN == breaker.state
+    assert "retry after 12.500s" in str(breaker)
+    assert "tools" == bulkhead.resource_name
+    assert bulkhead.queue_full is True
+    assert "queue full" in str(bulkhead)
+    assert -32602 == permanent.code
+    assert "[-32602] Invalid params" == str(permanent)

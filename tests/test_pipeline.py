@@ -1,0 +1,260 @@
+"""The composition: order of the policies, accounting, cancellation."""
+
+from __future__ import annotations
+
+import functools
+
+import anyio
+import pytest
+import trio
+import trio.testing
+
+from _scenario import Boom, Script, sleep_then
+from resilient_mcp import (
+    Bulkhead,
+    BulkheadConfig,
+    BulkheadError,
+    CallTimeout,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitBreakerError,
+    CircuitState,
+    ConfigurationError,
+    Outcome,
+    ResiliencePipeline,
+    RetryConfig,
+)
+from resilient_mcp.testing import wait_all_tasks_blocked
+
+
+def full_pipeline(**overrides):
+    """A pipeline with every policy and exact (jitter-free) retries."""
+    options = {
+        "bulkhead": BulkheadConfig(
+            name="svc", max_concurrent_requests=2, queue_size=1
+        ),
+        "retry": RetryConfig(max_attempts=3, initial_delay=1, jitter=False),
+        "circuit_breaker": CircuitBreakerConfig(
+            failure_threshold=3, recovery_timeout=30
+        ),
+        "timeout": 5.0,
+    }
+    options.update(overrides)
+    return ResiliencePipeline(**options)
+
+
+def test_success_passes_through(run):
+    """A successful call returns its value and is counted once."""
+
+    async def scenario():
+        pipeline = full_pipeline()
+
+        assert 42 == await pipeline.call(Script(42))
+
+        metrics = pipeline.metrics()
+        assert 1 == metrics.total_requests
+        assert 1 == metrics.successful_requests
+        assert 1 == metrics.outcomes[Outcome.SUCCESS]
+
+    run(scenario)
+
+
+def test_retries_stop_when_the_breaker_opens(run):
+    """Every attempt passes the breaker; an open circuit ends the retries."""
+
+    async def scenario():
+        pipeline = full_pipeline(
+            retry=RetryConfig(max_attempts=10, initial_delay=1, jitter=False)
+        )
+        op = Script(TimeoutError("upstream timeout"))
+
+        with pytest.raises(CircuitBreakerError):
+            await pipeline.call(op)
+
+        # Three failed attempts open the circuit; the fourth is rejected
+        # and not retried (an open circuit's error is not retryable).
+        assert 3 == op.calls
+        assert [0.0, 1.0, 3.0] == op.times
+        assert 7.0 == anyio.current_time()
+        metrics = pipeline.metrics()
+        assert 1 == metrics.outcomes[Outcome.CIRCUIT_OPEN]
+        assert 1 == metrics.circuit_breaker_trips
+        assert CircuitState.OPEN == metrics.circuit_breaker.state
+
+    run(scenario)
+
+
+def test_timeout_is_per_attempt_and_retried(run):
+    """A timed-out attempt counts as a breaker failure and is retried."""
+
+    async def scenario():
+        pipeline = full_pipeline(timeout=2.0)
+        durations = iter([10, 10, 1])
+
+        async def sometimes_slow():
+            return await sleep_then(next(durations))
+
+        assert "done" == await pipeline.call(sometimes_slow)
+
+        # 2 s timeout, 1 s wait, 2 s timeout, 2 s wait, 1 s success.
+        assert 8.0 == anyio.current_time()
+        breaker = pipeline.metrics().circuit_breaker
+        assert 2 == breaker.total_failures
+        assert 1 == breaker.total_successes
+        assert 1 == pipeline.metrics().retried_requests
+
+    run(scenario)
+
+
+def test_exhausted_timeouts_are_counted_as_timeouts(run):
+    """When every attempt times out, the outcome is TIMEOUT."""
+
+    async def scenario():
+        pipeline = full_pipeline(timeout=1.0)
+
+        with pytest.raises(CallTimeout) as info:
+            await pipeline.call(sleep_then, 10)
+
+        assert "gave up after 3 attempts" in info.value.__notes__[0]
+        assert 1 == pipeline.metrics().outcomes[Outcome.TIMEOUT]
+
+    run(scenario)
+
+
+def test_every_request_is_counted_in_exactly_one_outcome(run):
+    """Successes, failures by kind and cancellations add up to the total."""
+
+    async def scenario():
+        pipeline = full_pipeline(
+            bulkhead=BulkheadConfig(
+                max_concurrent_requests=1, queue_size=0, request_timeout=None
+            ),
+            retry=RetryConfig(max_attempts=2, initial_delay=1, jitter=False),
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=10),
+        )
+        await pipeline.call(Script("fine"))  # success
+        with pytest.raises(Boom):
+            await pipeline.call(Script(Boom()))  # error
+        with pytest.raises(ConnectionError):
+            await pipeline.call(Script(ConnectionError()))  # exhausted
+        with anyio.move_on_after(0.5):
+            await pipeline.call(sleep_then, 3)  # cancelled
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pipeline.call, sleep_then, 1)
+            await wait_all_tasks_blocked()
+            with pytest.raises(BulkheadError):
+                await pipeline.call(Script("x"))  # bulkhead full
+
+        metrics = pipeline.metrics()
+        expected = {
+            Outcome.SUCCESS: 2,
+            Outcome.ERROR: 1,
+            Outcome.RETRIES_EXHAUSTED: 1,
+            Outcome.CANCELLED: 1,
+            Outcome.BULKHEAD_FULL: 1,
+            Outcome.CIRCUIT_OPEN: 0,
+            Outcome.TIMEOUT: 0,
+        }
+        assert expected == dict(metrics.outcomes)
+        assert 6 == metrics.total_requests
+        assert 3 == metrics.failed_requests
+        assert metrics.total_requests == (
+            metrics.successful_requests
+            + metrics.failed_requests
+            + metrics.cancelled_requests
+        )
+        assert 1 == metrics.bulkhead_rejections
+
+    run(scenario)
+
+
+async def test_bulkhead_slot_is_held_across_retries(autojump_clock):
+    """A call keeps its one slot through all its attempts and waits."""
+    pipeline = full_pipeline(
+        bulkhead=BulkheadConfig(
+            max_concurrent_requests=1, queue_size=0, request_timeout=None
+        )
+    )
+    op = Script(TimeoutError(), "ok")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.call, op)
+        await trio.sleep(0.5)  # the first attempt failed; it is waiting
+        assert 1 == pipeline.metrics().bulkhead.active_requests
+        with pytest.raises(BulkheadError):
+            await pipeline.call(Script("other"))
+
+    assert 2 == op.calls
+
+
+async def test_cancellation_propagates_and_leaks_nothing(autojump_clock):
+    """A cancelled caller frees its slot and counts no failure anywhere."""
+    pipeline = full_pipeline()
+
+    with trio.move_on_after(2):
+        await pipeline.call(sleep_then, 3)
+
+    metrics = pipeline.metrics()
+    assert 1 == metrics.cancelled_requests
+    assert 0 == metrics.failed_requests
+    assert 0 == metrics.bulkhead.active_requests
+    assert 0 == metrics.circuit_breaker.total_failures
+    assert 1 == metrics.retry.cancelled_calls
+
+
+async def test_shared_breaker_between_pipelines(autojump_clock):
+    """Pipelines given the same breaker instance share its state."""
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1))
+    first = ResiliencePipeline(circuit_breaker=breaker)
+    second = ResiliencePipeline(circuit_breaker=breaker)
+
+    with pytest.raises(Boom):
+        await first.call(Script(Boom()))
+    with pytest.raises(CircuitBreakerError):
+        await second.call(Script("x"))
+
+
+async def test_default_timeout_is_the_breakers(autojump_clock):
+    """Without an explicit timeout the breaker's request_timeout applies."""
+    pipeline = ResiliencePipeline(
+        circuit_breaker=CircuitBreakerConfig(request_timeout=4)
+    )
+
+    with pytest.raises(CallTimeout):
+        await pipeline.call(sleep_then, 100)
+
+    assert 4.0 == trio.current_time()
+    assert 4.0 == pipeline.timeout
+
+
+async def test_no_policy_at_all_is_a_plain_call(autojump_clock):
+    """An empty pipeline only counts."""
+    pipeline = ResiliencePipeline()
+
+    assert "done" == await pipeline.call(sleep_then, 3600)
+    assert pipeline.timeout is None
+
+
+async def test_timeout_without_breaker(autojump_clock):
+    """A pipeline may have a timeout and nothing else."""
+    pipeline = ResiliencePipeline(timeout=1)
+
+    with pytest.raises(CallTimeout, match="pipeline 'default'"):
+        await pipeline.call(sleep_then, 2)
+
+
+def test_bad_timeout_is_rejected():
+    """An invalid pipeline timeout fails at construction."""
+    with pytest.raises(ConfigurationError, match=r"timeout must be"):
+        ResiliencePipeline(timeout=-1)
+
+
+async def test_policy_instances_are_used_as_given(autojump_clock):
+    """Instances passed in are the ones the pipeline uses."""
+    bulkhead = Bulkhead(BulkheadConfig(name="mine"))
+    pipeline = ResiliencePipeline(bulkhead=bulkhead)
+
+    await pipeline.call(functools.partial(sleep_then, 0))
+
+    assert bulkhead is pipeline.bulkhead
+    assert 1 == bulkhead.metrics().completed_requests
