@@ -257,3 +257,15 @@ async def test_success_path_makes_no_retry_state(autojump_clock):
     assert 5 == await retry.call(Script(5))
     assert 1 == retry.metrics().successful_calls
     assert 0 == retry.metrics().total_retries
+
+
+async def test_final_error_has_no_misleading_context(autojump_clock):
+    """Errors of later attempts are not chained to the first as context."""
+    retry = exact(max_attempts=2)
+    first, second = TimeoutError("first"), TimeoutError("second")
+
+    with pytest.raises(TimeoutError) as info:
+        await retry.call(Script(first, second))
+
+    assert second is info.value
+    assert info.value.__context__ is None

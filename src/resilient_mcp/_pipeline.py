@@ -250,15 +250,17 @@ class ResiliencePipeline:
         try:
             result = await self._attempt(fn, args)
         except Exception as exc:
-            retried: T = await retry.retry_after_failure(
-                self._attempt, (fn, args), exc, start
-            )
-            return retried
+            first = exc
         except BaseException:
             retry._cancelled += 1
             raise
-        retry._successes += 1
-        return result
+        else:
+            retry._successes += 1
+            return result
+        retried: T = await retry.retry_after_failure(
+            self._attempt, (fn, args), first, start
+        )
+        return retried
 
     async def _attempt(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]

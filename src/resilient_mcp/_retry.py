@@ -145,12 +145,16 @@ class RetryManager:
         try:
             result = await fn(*args)
         except Exception as exc:
-            return await self.retry_after_failure(fn, args, exc, start)
+            first = exc
         except BaseException:
             self._cancelled += 1
             raise
-        self._successes += 1
-        return result
+        else:
+            self._successes += 1
+            return result
+        # Retry outside the `except` block, so that later errors don't
+        # claim to have happened "during handling" of the first one.
+        return await self.retry_after_failure(fn, args, first, start)
 
     def is_retryable(self, exc: BaseException) -> bool:
         """
@@ -244,12 +248,12 @@ class RetryManager:
                 result = await fn(*args)
             except Exception as next_exc:
                 exc = next_exc
-                continue
             except BaseException:
                 self._cancelled += 1
                 raise
-            self._successes += 1
-            return result
+            else:
+                self._successes += 1
+                return result
 
     def _delay(self, exc: Exception, attempt: int, previous: float) -> float:
         if _testing:
