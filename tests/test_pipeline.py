@@ -258,3 +258,100 @@ async def test_policy_instances_are_used_as_given(autojump_clock):
 
     assert bulkhead is pipeline.bulkhead
     assert 1 == bulkhead.metrics().completed_requests
+
+
+def test_bulkhead_deadline_inside_the_first_attempt(run):
+    """The bulkhead's limit ends a long first attempt as its own timeout."""
+
+    async def scenario():
+        pipeline = full_pipeline(
+            bulkhead=BulkheadConfig(name="tools", request_timeout=5),
+            timeout=10.0,
+        )
+
+        with pytest.raises(CallTimeout, match="bulkhead 'tools'") as info:
+            await pipeline.call(sleep_then, 100)
+
+        assert 5.0 == info.value.timeout
+        assert 5.0 == anyio.current_time()
+        metrics = pipeline.metrics()
+        assert 1 == metrics.outcomes[Outcome.TIMEOUT]
+        assert 1 == metrics.bulkhead.timed_out_requests
+        # The breaker saw a cancellation, not a failure of the service.
+        assert 0 == metrics.circuit_breaker.total_failures
+        assert 1 == metrics.circuit_breaker.cancelled_requests
+
+    run(scenario)
+
+
+def test_attempt_timeout_before_bulkhead_deadline_is_retried(run):
+    """An attempt timing out before the bulkhead's limit is retried."""
+
+    async def scenario():
+        pipeline = full_pipeline(
+            bulkhead=BulkheadConfig(name="tools", request_timeout=20),
+            timeout=3.0,
+        )
+        durations = iter([10, 1])
+
+        async def slow_then_fast():
+            return await sleep_then(next(durations))
+
+        assert "done" == await pipeline.call(slow_then_fast)
+
+        # 3 s timeout, 1 s wait, 1 s success.
+        assert 5.0 == anyio.current_time()
+        assert 1 == pipeline.metrics().circuit_breaker.total_failures
+
+    run(scenario)
+
+
+def test_bulkhead_deadline_bounds_the_retries(run):
+    """Retries stop when their wait would outlive the bulkhead's limit."""
+
+    async def scenario():
+        pipeline = full_pipeline(
+            bulkhead=BulkheadConfig(name="tools", request_timeout=6),
+            retry=RetryConfig(max_attempts=10, initial_delay=2, jitter=False),
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=10),
+            timeout=None,
+        )
+        op = Script(ConnectionError("reset"))
+
+        with pytest.raises(ConnectionError) as info:
+            await pipeline.call(op)
+
+        # Attempts at 0 and 2; the next wait (4 s) would end at 6.
+        assert [0.0, 2.0] == op.times
+        assert "caller's deadline" in info.value.__notes__[0]
+        assert 1 == pipeline.metrics().outcomes[Outcome.RETRIES_EXHAUSTED]
+
+    run(scenario)
+
+
+def test_bulkhead_deadline_during_a_later_attempt(run):
+    """A retried attempt still ends at the bulkhead's limit."""
+
+    async def scenario():
+        pipeline = full_pipeline(
+            bulkhead=BulkheadConfig(name="tools", request_timeout=6),
+            timeout=None,
+            circuit_breaker=CircuitBreakerConfig(
+                failure_threshold=10, request_timeout=None
+            ),
+        )
+        durations = iter([0, 100])
+
+        async def fail_then_hang():
+            seconds = next(durations)
+            await anyio.sleep(seconds)
+            if seconds == 0:
+                raise ConnectionError("reset")
+
+        with pytest.raises(CallTimeout, match="bulkhead 'tools'"):
+            await pipeline.call(fail_then_hang)
+
+        assert 6.0 == anyio.current_time()
+        assert 1 == pipeline.metrics().bulkhead.timed_out_requests
+
+    run(scenario)

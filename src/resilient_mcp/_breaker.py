@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -27,7 +28,7 @@ import attrs
 
 from ._config import CircuitBreakerConfig
 from ._errors import CircuitBreakerError, PermanentError
-from ._timeouts import checkpoint, current_time, run_with_deadline
+from ._timeouts import checkpoint, current_time, run_bounded
 
 
 T = TypeVar("T")
@@ -237,13 +238,16 @@ class CircuitBreaker:
         timeout: float | None,  # noqa: ASYNC109 (applied inside)
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
+        outer_deadline: float = math.inf,
     ) -> T:
         """
         :meth:`call` with an explicit per-call *timeout* (``None``: none).
 
         The pipeline uses it to apply its own timeout inside the breaker,
         so that a timeout counts as a failure but only one cancel scope is
-        entered.
+        entered.  *outer_deadline* is an enclosing policy's deadline to
+        enforce in the same scope (see
+        :class:`~resilient_mcp._timeouts.DeadlineExpired`).
         """
         if self._state is CircuitState.CLOSED:
             permit = self._generation
@@ -253,7 +257,11 @@ class CircuitBreaker:
                 await checkpoint()
                 raise admitted
             permit = admitted
-        if timeout is None and self.config.slow_call_duration is None:
+        if (
+            timeout is None
+            and outer_deadline == math.inf
+            and self.config.slow_call_duration is None
+        ):
             try:
                 result = await fn(*args)
             except Exception as exc:
@@ -266,12 +274,9 @@ class CircuitBreaker:
             return result
         start = current_time()
         try:
-            if timeout is None:
-                result = await fn(*args)
-            else:
-                result = await run_with_deadline(
-                    start + timeout, timeout, self._where, fn, args
-                )
+            result = await run_bounded(
+                fn, args, timeout, self._where, outer_deadline, start
+            )
         except Exception as exc:
             self.on_failure(permit, current_time(), exc)
             raise

@@ -33,7 +33,14 @@ from anyio.streams.memory import (
 from ._config import BulkheadConfig
 from ._errors import BulkheadError, CallTimeout
 from ._metrics import LatencyHistogram
-from ._timeouts import checkpoint, current_time
+from ._timeouts import (
+    WOULD_BLOCK,
+    DeadlineExpired,
+    checkpoint,
+    current_time,
+    deadline_scope,
+    new_limiter,
+)
 
 
 T = TypeVar("T")
@@ -118,7 +125,9 @@ class Bulkhead:
         default=None, converter=_config_or_default
     )
 
-    _limiter: anyio.CapacityLimiter = attrs.field(init=False)
+    # Created on first use, native to the running backend: a bulkhead
+    # belongs to one event loop, like the limiter inside it.
+    _limiter: Any = attrs.field(init=False, default=None)
     _queue_in: MemoryObjectSendStream[None] = attrs.field(init=False)
     _queue_out: MemoryObjectReceiveStream[None] = attrs.field(init=False)
     _timeout: float | None = attrs.field(init=False)
@@ -138,7 +147,6 @@ class Bulkhead:
 
     def __attrs_post_init__(self) -> None:
         config = self.config
-        self._limiter = anyio.CapacityLimiter(config.max_concurrent_requests)
         self._queue_in, self._queue_out = anyio.create_memory_object_stream[
             None
         ](config.queue_size)
@@ -180,9 +188,10 @@ class Bulkhead:
             Exception: Whatever *fn* raised, unchanged.
         """
         borrower = object()
+        limiter = self._limiter or self._make_limiter()
         try:
-            self._limiter.acquire_on_behalf_of_nowait(borrower)
-        except anyio.WouldBlock:
+            limiter.acquire_on_behalf_of_nowait(borrower)
+        except WOULD_BLOCK:
             return await self._call_queued(fn, args, borrower)
         self._zero_waits += 1
         return await self._run(fn, args, borrower)
@@ -200,14 +209,56 @@ class Bulkhead:
             Exception: Whatever *fn* raised, unchanged.
         """
         borrower = object()
+        limiter = self._limiter or self._make_limiter()
         try:
-            self._limiter.acquire_on_behalf_of_nowait(borrower)
-        except anyio.WouldBlock:
+            limiter.acquire_on_behalf_of_nowait(borrower)
+        except WOULD_BLOCK:
             self._rejected += 1
             await checkpoint()
             raise BulkheadError(self.config.name, queue_full=False) from None
         self._zero_waits += 1
         return await self._run(fn, args, borrower)
+
+    async def call_deferring_deadline(
+        self, fn: Callable[..., Awaitable[T]], *args: Any
+    ) -> T:
+        """
+        Like :meth:`call`, but hand the deadline to *fn* instead of a scope.
+
+        On the fast path (a free slot) *fn* is called as
+        ``fn(deadline, *args)`` with the absolute time ``request_timeout``
+        ends (``inf`` for none), and must enforce it in its own cancel
+        scope, raising :class:`~resilient_mcp._timeouts.DeadlineExpired`
+        when it passes; the bulkhead then raises its
+        :class:`CallTimeout`.  That saves the pipeline one cancel scope per
+        call.  A queued call waits and runs inside the bulkhead's own
+        scope, and *fn* gets ``inf``.
+        """
+        borrower = object()
+        limiter = self._limiter or self._make_limiter()
+        try:
+            limiter.acquire_on_behalf_of_nowait(borrower)
+        except WOULD_BLOCK:
+            return await self._call_queued(fn, (math.inf, *args), borrower)
+        self._zero_waits += 1
+        self._active += 1
+        try:
+            timeout = self._timeout
+            if timeout is None:
+                return await fn(math.inf, *args)
+            try:
+                return await fn(current_time() + timeout, *args)
+            except DeadlineExpired:
+                self._timed_out += 1
+                raise CallTimeout(timeout, self._where) from None
+        finally:
+            self._active -= 1
+            self._completed += 1
+            limiter.release_on_behalf_of(borrower)
+
+    def _make_limiter(self) -> Any:
+        self._limiter = new_limiter(self.config.max_concurrent_requests)
+        return self._limiter
 
     async def _run(
         self,
@@ -220,7 +271,7 @@ class Bulkhead:
             timeout = self._timeout
             if timeout is None:
                 return await fn(*args)
-            with anyio.CancelScope(deadline=current_time() + timeout):
+            with deadline_scope(current_time() + timeout):
                 return await fn(*args)
             self._timed_out += 1
             raise CallTimeout(timeout, self._where)
@@ -245,7 +296,7 @@ class Bulkhead:
         start = current_time()
         timeout = self._timeout
         deadline = math.inf if timeout is None else start + timeout
-        with anyio.CancelScope(deadline=deadline):
+        with deadline_scope(deadline):
             try:
                 await self._limiter.acquire_on_behalf_of(borrower)
             except BaseException:

@@ -23,6 +23,7 @@ had been awaited directly.
 from __future__ import annotations
 
 import enum
+import math
 
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
@@ -35,7 +36,12 @@ from ._bulkhead import Bulkhead, BulkheadMetrics
 from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
 from ._errors import BulkheadError, CircuitBreakerError
 from ._retry import RetryManager, RetryMetrics
-from ._timeouts import current_time, run_with_deadline
+from ._timeouts import (
+    DeadlineExpired,
+    current_time,
+    deadline_scope,
+    run_bounded,
+)
 
 
 T = TypeVar("T")
@@ -227,9 +233,11 @@ class ResiliencePipeline:
         result: T
         try:
             if self.bulkhead is not None:
-                result = await self.bulkhead.call(self._retrying, fn, args)
+                result = await self.bulkhead.call_deferring_deadline(
+                    self._retrying, fn, args
+                )
             else:
-                result = await self._retrying(fn, args)
+                result = await self._retrying(math.inf, fn, args)
         except Exception as exc:
             self._counts[self._classify(exc)] += 1
             raise
@@ -240,15 +248,20 @@ class ResiliencePipeline:
         return result
 
     async def _retrying(
-        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+        self,
+        deadline: float,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
     ) -> T:
+        # *deadline* is the bulkhead's, handed down so that the first
+        # attempt enforces it in its own cancel scope (one scope per call).
         retry = self.retry
         if retry is None:
-            return await self._attempt(fn, args)
+            return await self._attempt(deadline, fn, args)
         # The retry manager's fast path, inlined: one try, one counter.
         start = current_time() if retry.config.max_elapsed is not None else 0.0
         try:
-            result = await self._attempt(fn, args)
+            result = await self._attempt(deadline, fn, args)
         except Exception as exc:
             first = exc
         except BaseException:
@@ -257,22 +270,36 @@ class ResiliencePipeline:
         else:
             retry._successes += 1
             return result
-        retried: T = await retry.retry_after_failure(
-            self._attempt, (fn, args), first, start
-        )
-        return retried
+        again = (math.inf, fn, args)
+        retried: T
+        if deadline == math.inf:
+            retried = await retry.retry_after_failure(
+                self._attempt, again, first, start
+            )
+            return retried
+        # From here the bulkhead's deadline bounds the waits between
+        # attempts too, so it gets a scope of its own.
+        with deadline_scope(deadline):
+            retried = await retry.retry_after_failure(
+                self._attempt, again, first, start
+            )
+            return retried
+        raise DeadlineExpired
 
     async def _attempt(
-        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+        self,
+        deadline: float,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
     ) -> T:
         breaker = self.circuit_breaker
         if breaker is not None:
-            return await breaker.guard(self.timeout, fn, args)
+            return await breaker.guard(self.timeout, fn, args, deadline)
         timeout = self.timeout
-        if timeout is None:
+        if timeout is None and deadline == math.inf:
             return await fn(*args)
-        return await run_with_deadline(
-            current_time() + timeout, timeout, self._where, fn, args
+        return await run_bounded(
+            fn, args, timeout, self._where, deadline, current_time()
         )
 
     def _classify(self, exc: Exception) -> Outcome:

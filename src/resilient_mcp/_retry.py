@@ -15,7 +15,6 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar, final
 
-import anyio
 import attrs
 
 from ._backoff import compute_delay
@@ -26,7 +25,7 @@ from ._errors import (
     PermanentError,
     TemporaryError,
 )
-from ._timeouts import current_effective_deadline, current_time
+from ._timeouts import current_effective_deadline, current_time, sleep
 
 
 T = TypeVar("T")
@@ -242,7 +241,7 @@ class RetryManager:
                 delay,
             )
             try:
-                await anyio.sleep(delay)
+                await sleep(delay)
                 attempt += 1
                 self._retries += 1
                 result = await fn(*args)
