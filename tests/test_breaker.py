@@ -467,3 +467,78 @@ def test_repr_shows_live_state():
         "<CircuitBreaker 'svc' CLOSED, 0 current failures, 0 trips>"
         == repr(breaker)
     )
+
+
+async def test_reset_while_closed_clears_the_window(autojump_clock):
+    """reset() on a closed circuit forgets the failures counted so far."""
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=3))
+    await fail(breaker, 2)
+
+    breaker.reset()
+    await fail(breaker, 2)
+
+    assert CircuitState.CLOSED == breaker.state
+    assert 2 == breaker.metrics().current_failures
+
+
+async def test_trip_extends_an_open_circuit(autojump_clock):
+    """trip(now, min_open) keeps an open circuit open at least that long."""
+    breaker = CircuitBreaker(CircuitBreakerConfig(recovery_timeout=10))
+    breaker.trip(trio.current_time())
+
+    breaker.trip(trio.current_time(), 120)  # e.g. a server's Retry-After
+    await trio.sleep(119)
+
+    assert CircuitState.OPEN == breaker.state
+    assert 1 == breaker.metrics().trips
+    await trio.sleep(1)
+    assert CircuitState.HALF_OPEN == breaker.state
+
+
+async def test_removed_listener_is_not_called(autojump_clock):
+    """remove_listener stops the notifications."""
+    changes = []
+
+    def listener(breaker, old, new):
+        changes.append(new)
+
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1))
+    breaker.add_listener(listener)
+    breaker.remove_listener(listener)
+
+    await fail(breaker)
+
+    assert [] == changes
+
+
+def test_metrics_outside_an_event_loop():
+    """metrics() works without a running loop, as of the last event."""
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=2))
+
+    async def failing_twice():
+        await fail(breaker, 1)
+
+    trio.run(failing_twice)
+    metrics = breaker.metrics()
+
+    assert CircuitState.CLOSED == metrics.state
+    assert 1 == metrics.current_failures
+
+
+def test_pure_state_machine_admits_by_time():
+    """admit() and the on_* methods take the time as an argument."""
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=1, recovery_timeout=10)
+    )
+
+    permit = breaker.admit(0.0)
+    breaker.on_failure(permit, 0.0, Boom())
+    rejected = breaker.admit(5.0)
+    probe = breaker.admit(10.0)
+    breaker.on_success(probe, 10.0, 0.0)
+
+    assert isinstance(rejected, CircuitBreakerError)
+    assert 5.0 == rejected.retry_after
+    assert 0 == permit
+    assert isinstance(probe, int)
+    assert 1 == breaker.metrics().current_successes

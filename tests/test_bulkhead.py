@@ -264,3 +264,17 @@ def test_repr_shows_live_state():
     assert "<Bulkhead 'tools': 0/10 active, 0/100 queued, 0 rejected>" == repr(
         bulkhead
     )
+
+
+async def test_request_timeout_on_the_fast_path(autojump_clock):
+    """A call that found a free slot is still bounded by request_timeout."""
+    bulkhead = Bulkhead(BulkheadConfig(name="b", request_timeout=2))
+
+    with pytest.raises(CallTimeout, match="bulkhead 'b'"):
+        await bulkhead.call(sleep_then, 10)
+
+    assert 2.0 == trio.current_time()
+    metrics = bulkhead.metrics()
+    assert 1 == metrics.timed_out_requests
+    assert 0 == metrics.active_requests
+    assert "b" == bulkhead.name

@@ -355,3 +355,14 @@ def test_bulkhead_deadline_during_a_later_attempt(run):
         assert 1 == pipeline.metrics().bulkhead.timed_out_requests
 
     run(scenario)
+
+
+def test_repr_names_the_policies():
+    """The repr shows each policy and the timeout."""
+    pipeline = ResiliencePipeline(retry=RetryConfig(), name="search")
+
+    text = repr(pipeline)
+
+    assert text.startswith("<ResiliencePipeline 'search' bulkhead=None")
+    assert "<RetryManager 'default' max_attempts=3, 0 retries so far>" in text
+    assert "timeout=None>" in text
