@@ -44,7 +44,7 @@ class BoundedRegistry(Generic[K, V]):
     _evictions: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
-        size = self.max_size
+        size: object = self.max_size
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise ConfigurationError(
                 f"BoundedRegistry.max_size must be an integer >= 1, "
