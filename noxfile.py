@@ -38,3 +38,5 @@ def typecheck(session: nox.Session) -> None:
     """Type-check src/ with mypy in strict mode."""
     session.install(".", *_group("typecheck"))
     session.run("mypy", "src/resilient_mcp")
+    # The public API as users write it must type-check too.
+    session.run("mypy", "--strict", "tests/typing/api.py")

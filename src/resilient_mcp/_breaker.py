@@ -21,7 +21,7 @@ import logging
 import math
 
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar, final
 
 import attrs
@@ -110,6 +110,10 @@ def _config_or_default(
     return CircuitBreakerConfig() if config is None else config
 
 
+def _to_list(listeners: Iterable[StateListener]) -> list[StateListener]:
+    return list(listeners)
+
+
 def _default_is_failure(exc: BaseException) -> bool:
     return not isinstance(exc, PermanentError)
 
@@ -144,7 +148,7 @@ class CircuitBreaker:
     )
     name: str = attrs.field(default="default", kw_only=True)
     _listeners: list[StateListener] = attrs.field(
-        factory=list, converter=list, kw_only=True, alias="listeners"
+        factory=list, converter=_to_list, kw_only=True, alias="listeners"
     )
 
     _state: CircuitState = attrs.field(init=False, default=CircuitState.CLOSED)
