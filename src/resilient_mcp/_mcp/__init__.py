@@ -1,0 +1,73 @@
+"""
+The MCP adapter: the only part of resilient_mcp that imports ``mcp``.
+
+``_errors`` maps the SDK's errors to ours at the boundary; ``_http``
+recovers the HTTP status and ``Retry-After`` the SDK drops; ``_transport``
+builds transports from server specs and notices when one ends; and
+``_session`` supervises one ``mcp.Client`` per server in a task of its own,
+reconnecting when it dies.
+"""
+
+from ._config import SessionConfig
+from ._errors import (
+    NotSentError,
+    RequestTimeoutError,
+    ServerError,
+    SessionClosedError,
+    SessionLostError,
+    is_session_fatal,
+    leaf_exceptions,
+    parse_retry_after,
+    root_cause,
+    translate_mcp_error,
+)
+from ._http import (
+    HTTPResponseBox,
+    capture_http_errors,
+    create_http_client,
+    install_status_hook,
+    record_http_error,
+)
+from ._session import (
+    LiveSession,
+    ServerSource,
+    SessionEvent,
+    SessionEventKind,
+    SessionListener,
+    SessionMetrics,
+    SessionState,
+    SessionSupervisor,
+    open_session_supervisor,
+)
+from ._transport import ServerSpec, watch_transport
+
+
+__all__ = [
+    "HTTPResponseBox",
+    "LiveSession",
+    "NotSentError",
+    "RequestTimeoutError",
+    "ServerError",
+    "ServerSource",
+    "ServerSpec",
+    "SessionClosedError",
+    "SessionConfig",
+    "SessionEvent",
+    "SessionEventKind",
+    "SessionListener",
+    "SessionLostError",
+    "SessionMetrics",
+    "SessionState",
+    "SessionSupervisor",
+    "capture_http_errors",
+    "create_http_client",
+    "install_status_hook",
+    "is_session_fatal",
+    "leaf_exceptions",
+    "open_session_supervisor",
+    "parse_retry_after",
+    "record_http_error",
+    "root_cause",
+    "translate_mcp_error",
+    "watch_transport",
+]

@@ -1,0 +1,345 @@
+"""
+The boundary error map: SDK errors in, resilient_mcp errors out.
+
+This is the only module that decides what an :class:`mcp.MCPError` means
+for retries and breakers.  Every translation is ``raise ours from theirs``,
+so the SDK's error stays reachable as ``__cause__`` (and as ``.cause``).
+
+=====================================  =====================================
+SDK error                              resilient_mcp error
+=====================================  =====================================
+``-32000`` connection closed           :class:`SessionLostError`
+``-32001`` request timeout             :class:`RequestTimeoutError`
+``-32603`` internal error, legacy      :class:`ServerError` (with the HTTP
+code ``0`` (a plain handler crash)     status and ``Retry-After`` when the
+                                       transport saw them)
+the same with HTTP 4xx other than      :class:`~resilient_mcp.PermanentError`
+408/425/429                            with code ``"http-<status>"``
+``-32600`` "Session not found" /       :class:`NotSentError` (the server
+"Session terminated"                   refused it before any handler ran)
+``-32700``, ``-32600``, ``-32601``,    :class:`~resilient_mcp.PermanentError`
+``-32602``, ``-32020``, ``-32021``,    with the JSON-RPC code kept
+``-32022``
+``-32042`` URL elicitation required    unchanged (it asks for user action)
+any other code                         unchanged (the seed's "retry limited")
+=====================================  =====================================
+
+A tool result with ``is_error=True`` is not an exception at all: it is the
+tool's answer, and it leaves this layer untouched.
+"""
+
+from __future__ import annotations
+
+import math
+
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
+from mcp_types import (
+    CONNECTION_CLOSED,
+    HEADER_MISMATCH,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
+    PARSE_ERROR,
+    REQUEST_TIMEOUT,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
+
+from .._errors import PermanentError, ResilienceError, TemporaryError
+
+
+PERMANENT_CODES: Final = frozenset(
+    {
+        PARSE_ERROR,
+        INVALID_REQUEST,
+        METHOD_NOT_FOUND,
+        INVALID_PARAMS,
+        HEADER_MISMATCH,
+        MISSING_REQUIRED_CLIENT_CAPABILITY,
+        UNSUPPORTED_PROTOCOL_VERSION,
+    }
+)
+"""JSON-RPC codes that no retry can fix."""
+
+LEGACY_HANDLER_CRASH: Final = 0
+"""The code a 2025-era server sends when a non-tool handler raises a plain
+exception (``JSONRPCDispatcher`` keeps it for v1 compatibility); at
+2026-07-28 the same crash is ``-32603``."""
+
+SESSION_EXPIRED_MESSAGES: Final = frozenset(
+    {"Session not found", "Session terminated"}
+)
+"""``-32600`` messages meaning the server no longer knows our HTTP session:
+the server's answer (``Session not found``) or the client transport's
+stand-in for a bare 404 (``Session terminated``)."""
+
+TEMPORARY_HTTP_STATUSES: Final = frozenset({408, 425, 429})
+"""4xx statuses that say "try again later"; every 5xx does too."""
+
+
+class NotSentError(TemporaryError):
+    """
+    The request provably never reached a server handler: retry freely.
+
+    Raised when there was no live session to send it on (the supervisor
+    is between sessions, waiting out its reconnect backoff, or the
+    connection attempt failed), and when the server refused it before
+    dispatch because it no longer knew the session.  Because nothing ran,
+    retrying is safe even for non-idempotent tools.
+
+    Attributes:
+        reason: A short machine-readable reason: ``"connect-failed"``
+            (the attempt this call waited for failed), ``"backoff"`` (the
+            reconnect delay is running), ``"no-session"`` (none right now,
+            from ``acquire_nowait``) or ``"session-expired"`` (the server
+            no longer knows the session).
+        never_sent: Always ``True``; lets a caller test the property
+            without importing this class.
+
+    .. versionadded:: 0.1.0
+    """
+
+    never_sent: Final = True
+
+    def __init__(
+        self,
+        message: str,
+        cause: BaseException | None = None,
+        *,
+        reason: str,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, cause, retry_after=retry_after)
+        self.reason = reason
+
+
+class SessionLostError(TemporaryError):
+    """
+    The session died while the request was in flight.
+
+    The request may or may not have run on the server, so only idempotent
+    operations should be retried.  The supervisor reconnects on its own;
+    the cause is the SDK's ``MCPError`` (``-32000``).
+
+    .. versionadded:: 0.1.0
+    """
+
+    never_sent: Final = False
+
+
+class RequestTimeoutError(TemporaryError, TimeoutError):
+    """
+    The server did not answer within the SDK's read timeout (``-32001``).
+
+    It is a :class:`TimeoutError` too.  The SDK cancelled the request on
+    the server, but the server may already have acted on it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    never_sent: Final = False
+
+
+class ServerError(TemporaryError):
+    """
+    The server failed to handle the request, probably for a while only.
+
+    Raised for JSON-RPC ``-32603`` (and the legacy code ``0``), which is
+    also how the SDK reports an HTTP error status such as 503 or 429.
+    When the HTTP transport saw the status, it and the ``Retry-After``
+    header are recovered here.
+
+    Attributes:
+        code: The JSON-RPC error code.
+        status_code: The HTTP status of the failed POST, or ``None``
+            (not HTTP, or the status was a success).
+        retry_after: Seconds the server asked us to wait, or ``None``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    never_sent: Final = False
+
+    def __init__(
+        self,
+        message: str,
+        cause: BaseException | None = None,
+        *,
+        code: int,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, cause, retry_after=retry_after)
+        self.code = code
+        self.status_code = status_code
+
+
+class SessionClosedError(ResilienceError, RuntimeError):
+    """
+    The session supervisor was closed (or never started): no more calls.
+
+    Not retryable: no amount of waiting brings a closed supervisor back.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+def parse_retry_after(
+    value: str | None, date: str | None = None
+) -> float | None:
+    """
+    Read an HTTP ``Retry-After`` header as seconds to wait.
+
+    Args:
+        value: The header: delay-seconds (``"120"``; a fraction is
+            accepted) or an HTTP date.
+        date: The response's ``Date`` header.  An HTTP-date value is
+            measured against it, as RFC 9110 suggests, so that clock skew
+            between client and server does not matter; without it, against
+            the local wall clock.
+
+    Returns:
+        Seconds, at least 0, or ``None`` when *value* is missing or
+        unreadable.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        when = _http_date(text)
+        if when is None:
+            return None
+        reference = _http_date(date) if date is not None else None
+        if reference is None:
+            reference = datetime.now(UTC)
+        seconds = (when - reference).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _http_date(text: str) -> datetime | None:
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when
+
+
+def is_session_fatal(exc: BaseException) -> bool:
+    """
+    Whether *exc*, raised by a call, means its session cannot be used again.
+
+    True for ``-32000`` (the transport closed or crashed) and for the
+    ``-32600`` "session not found" answers of a restarted HTTP server.
+    """
+    if not isinstance(exc, MCPError):
+        return False
+    if exc.code == CONNECTION_CLOSED:
+        return True
+    return exc.code == INVALID_REQUEST and exc.message in (
+        SESSION_EXPIRED_MESSAGES
+    )
+
+
+def translate_mcp_error(
+    exc: MCPError,
+    *,
+    status_code: int | None = None,
+    retry_after: float | None = None,
+) -> Exception:
+    """
+    Map an SDK error to the resilient_mcp error that replaces it.
+
+    Args:
+        exc: What an SDK call raised.
+        status_code: The HTTP status of the request's failed POST, if the
+            HTTP transport saw one (see :mod:`._http`).
+        retry_after: Its ``Retry-After``, in seconds, if any.
+
+    Returns:
+        The error to raise ``from exc``; *exc* itself when the code has no
+        translation (raise it unchanged then).
+    """
+    code = exc.code
+    message = exc.message
+    error: Exception = exc
+    if isinstance(exc, UrlElicitationRequiredError):
+        pass  # a request for user action, not a failure
+    elif code == CONNECTION_CLOSED:
+        error = SessionLostError(f"MCP session lost: {message}", exc)
+    elif code == REQUEST_TIMEOUT:
+        error = RequestTimeoutError(f"MCP request timed out: {message}", exc)
+    elif code == INVALID_REQUEST and message in SESSION_EXPIRED_MESSAGES:
+        error = NotSentError(
+            f"MCP server no longer knows the session: {message}",
+            exc,
+            reason="session-expired",
+        )
+    elif code in PERMANENT_CODES:
+        error = PermanentError(code, message)
+    elif code in (INTERNAL_ERROR, LEGACY_HANDLER_CRASH):
+        error = _server_error(exc, status_code, retry_after)
+    return error
+
+
+def _server_error(
+    exc: MCPError, status_code: int | None, retry_after: float | None
+) -> Exception:
+    code = exc.code
+    if status_code is None:
+        return ServerError(
+            f"MCP server error [{code}]: {exc.message}", exc, code=code
+        )
+    if 400 <= status_code < 500 and status_code not in (
+        TEMPORARY_HTTP_STATUSES
+    ):
+        return PermanentError(
+            f"http-{status_code}", f"HTTP {status_code}: {exc.message}"
+        )
+    return ServerError(
+        f"MCP server error [{code}]: HTTP {status_code}: {exc.message}",
+        exc,
+        code=code,
+        status_code=status_code,
+        retry_after=retry_after,
+    )
+
+
+def leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    """
+    The non-group exceptions inside *exc*, depth first.
+
+    ``async with Client(...)`` raises nested exception groups (one per
+    task group between the failure and the caller); this digs the real
+    errors out.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        leaves: list[BaseException] = []
+        for inner in exc.exceptions:
+            leaves.extend(leaf_exceptions(inner))
+        return leaves
+    return [exc]
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """
+    The most telling real error inside *exc*.
+
+    Picks, among the leaves of *exc*, the first ``MCPError``, else the
+    first leaf; *exc* itself when it is no group.
+    """
+    leaves = leaf_exceptions(exc)
+    for leaf in leaves:
+        if isinstance(leaf, MCPError):
+            return leaf
+    return leaves[0] if leaves else exc

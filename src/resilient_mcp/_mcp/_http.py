@@ -1,0 +1,123 @@
+"""
+Recovering the HTTP status and ``Retry-After`` that the SDK drops.
+
+The streamable HTTP transport turns a non-JSON 429 or 503 into
+``MCPError(-32603, "Server returned an error response")``; the status is
+gone by the time the caller sees the error.  But each request's POST runs
+in a copy of the *calling* task's context (the transport's write stream
+carries the sender's ``contextvars`` snapshot), so an httpx2 response hook
+can drop what it saw into a box that the caller put in a
+:class:`~contextvars.ContextVar` before the call, and the caller reads it
+back after the error.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Final, final
+
+import attrs
+import httpx2
+
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from ._errors import parse_retry_after
+
+
+HTTP_ERROR: Final = 400  # the smallest status worth recording
+
+
+@final
+@attrs.define(eq=False)
+class HTTPResponseBox:
+    """
+    What the HTTP transport saw of one call's failed POSTs.
+
+    Filled by :func:`record_http_error`; the last failed POST wins.
+
+    .. versionadded:: 0.1.0
+    """
+
+    status_code: int | None = None
+    """The HTTP status of the last POST that failed, or ``None``."""
+    retry_after: float | None = None
+    """Its ``Retry-After`` in seconds, or ``None``."""
+
+
+_BOX: Final[contextvars.ContextVar[HTTPResponseBox | None]] = (
+    contextvars.ContextVar("resilient_mcp_http_response", default=None)
+)
+
+
+async def record_http_error(response: httpx2.Response) -> None:
+    """
+    An httpx2 ``response`` event hook feeding :func:`capture_http_errors`.
+
+    Records the status and ``Retry-After`` of a failed POST into the box
+    of the context it runs in, if any; does nothing otherwise.
+    """
+    if response.status_code < HTTP_ERROR or response.request.method != "POST":
+        return
+    box = _BOX.get()
+    if box is None:
+        return
+    headers = response.headers
+    box.status_code = response.status_code
+    box.retry_after = parse_retry_after(
+        headers.get("retry-after"), headers.get("date")
+    )
+
+
+def install_status_hook(client: httpx2.AsyncClient) -> httpx2.AsyncClient:
+    """
+    Add :func:`record_http_error` to *client*'s response hooks, once.
+
+    Returns:
+        *client*, for chaining.
+
+    .. versionadded:: 0.1.0
+    """
+    hooks = client.event_hooks
+    response_hooks = list(hooks.get("response", []))
+    if record_http_error not in response_hooks:
+        response_hooks.append(record_http_error)
+        client.event_hooks = {**hooks, "response": response_hooks}
+    return client
+
+
+def create_http_client(
+    factory: Callable[[], httpx2.AsyncClient] | None = None,
+) -> httpx2.AsyncClient:
+    """
+    A fresh httpx2 client for the MCP transport, with the status hook.
+
+    Args:
+        factory: Builds the client; the SDK's ``create_mcp_http_client``
+            (30 s connect/write/pool timeouts, 300 s read timeout) when
+            ``None``.
+
+    .. versionadded:: 0.1.0
+    """
+    client = (factory or create_mcp_http_client)()
+    return install_status_hook(client)
+
+
+@contextmanager
+def capture_http_errors() -> Iterator[HTTPResponseBox]:
+    """
+    Collect, for the duration of the block, failed POSTs of this task.
+
+    Only requests *sent* from inside the block, by the task that entered
+    it, are recorded.  Enter and leave it in the same task.
+
+    .. versionadded:: 0.1.0
+    """
+    box = HTTPResponseBox()
+    token = _BOX.set(box)
+    try:
+        yield box
+    finally:
+        _BOX.reset(token)
