@@ -366,3 +366,30 @@ def test_repr_names_the_policies():
     assert text.startswith("<ResiliencePipeline 'search' bulkhead=None")
     assert "<RetryManager 'default' max_attempts=3, 0 retries so far>" in text
     assert "timeout=None>" in text
+
+
+def test_retry_if_overrides_what_this_pipeline_retries(run):
+    """retry_if decides retries per pipeline, even against TemporaryError."""
+
+    async def scenario():
+        from resilient_mcp import TemporaryError
+
+        class NeverSent(TemporaryError):
+            pass
+
+        shared = full_pipeline().retry
+        unsafe = ResiliencePipeline(
+            retry=shared, retry_if=lambda exc: isinstance(exc, NeverSent)
+        )
+        lost = Script(TemporaryError("lost mid-call"), "ok")
+        unsent = Script(NeverSent("no session"), "ok")
+
+        with pytest.raises(TemporaryError):
+            await unsafe.call(lost)
+        assert "ok" == await unsafe.call(unsent)
+
+        assert 1 == lost.calls
+        assert 2 == unsent.calls
+        assert 1 == unsafe.metrics().outcomes[Outcome.ERROR]
+
+    run(scenario)

@@ -160,6 +160,11 @@ class ResiliencePipeline:
             breaker, else none.  The breaker's own timeout is never
             applied a second time.
         name: A name for logs and metrics.
+        retry_if: Decides which errors calls through *this* pipeline
+            retry, instead of the retry manager's own ``is_retryable``
+            (cancellation is never retried).  The MCP client uses it to
+            retry a call that may have side effects only when the request
+            provably never left the client.
 
     .. versionadded:: 0.1.0
     """
@@ -175,6 +180,9 @@ class ResiliencePipeline:
     )
     timeout: float | None = attrs.field(default=_UNSET, kw_only=True)
     name: str = attrs.field(default="default", kw_only=True)
+    retry_if: Callable[[Exception], bool] | None = attrs.field(
+        default=None, kw_only=True
+    )
 
     _where: str = attrs.field(init=False)
     _counts: dict[Outcome, int] = attrs.field(init=False)
@@ -274,14 +282,14 @@ class ResiliencePipeline:
         retried: T
         if deadline == math.inf:
             retried = await retry.retry_after_failure(
-                self._attempt, again, first, start
+                self._attempt, again, first, start, self.retry_if
             )
             return retried
         # From here the bulkhead's deadline bounds the waits between
         # attempts too, so it gets a scope of its own.
         with deadline_scope(deadline):
             retried = await retry.retry_after_failure(
-                self._attempt, again, first, start
+                self._attempt, again, first, start, self.retry_if
             )
             return retried
         raise DeadlineExpired
@@ -311,7 +319,8 @@ class ResiliencePipeline:
             return Outcome.TIMEOUT
         # A retryable error only escapes the retry loop once the attempts
         # or the time budget are spent.
-        if self.retry is not None and self.retry.is_retryable(exc):
+        retry = self.retry
+        if retry is not None and (self.retry_if or retry.is_retryable)(exc):
             return Outcome.RETRIES_EXHAUSTED
         return Outcome.ERROR
 

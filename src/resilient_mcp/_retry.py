@@ -189,6 +189,7 @@ class RetryManager:
         args: tuple[Any, ...],
         exc: Exception,
         start: float,
+        retry_if: Callable[[Exception], bool] | None = None,
     ) -> T:
         """
         The slow path: attempt 1 failed with *exc*; retry while allowed.
@@ -201,6 +202,8 @@ class RetryManager:
             exc: The error of the first attempt.
             start: Event-loop time of the first attempt (only used with
                 ``max_elapsed``).
+            retry_if: Decides retryability instead of :meth:`is_retryable`
+                for this call (cancellation is still never retried).
 
         Returns:
             What *fn* returned on a later attempt.
@@ -208,8 +211,9 @@ class RetryManager:
         config = self.config
         attempt = 1
         previous = config.initial_delay
+        retryable = self.is_retryable if retry_if is None else retry_if
         while True:
-            if not self.is_retryable(exc):
+            if not retryable(exc):
                 self._failures += 1
                 self._non_retryable += 1
                 if attempt > 1:
