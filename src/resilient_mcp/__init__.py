@@ -33,7 +33,13 @@ from ._errors import (
     TemporaryError,
     classify_error,
 )
-from ._metrics import LatencyHistogram
+from ._hlog import HlogFormatError, run_hlog_writer, write_hlog_once
+from ._metrics import (
+    LatencyHistogram,
+    LatencyRecorder,
+    LatencyRecorderMetrics,
+    LatencySnapshot,
+)
 from ._pipeline import Outcome, PipelineMetrics, ResiliencePipeline
 from ._retry import RetryManager, RetryMetrics
 from ._util import fixup_module_metadata
@@ -52,7 +58,11 @@ __all__ = [
     "CircuitState",
     "ConfigurationError",
     "JitterMode",
+    "HlogFormatError",
     "LatencyHistogram",
+    "LatencyRecorder",
+    "LatencyRecorderMetrics",
+    "LatencySnapshot",
     "Outcome",
     "PermanentError",
     "PipelineMetrics",
@@ -65,6 +75,8 @@ __all__ = [
     "StateListener",
     "TemporaryError",
     "classify_error",
+    "run_hlog_writer",
+    "write_hlog_once",
 ]
 
 fixup_module_metadata(__name__, globals())

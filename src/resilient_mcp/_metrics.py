@@ -1,24 +1,495 @@
 """
-Latency histograms: the only module that imports ``hdrh``.
+Latency histograms, and a recorder that keeps one per operation.
 
-Values are recorded in whole microseconds into an HdrHistogram, so that
+This module and :mod:`._hlog` are the only ones that import ``hdrh``.
+
+Values are recorded in whole microseconds into HdrHistograms, so that
 percentiles are exact to the configured number of significant digits
 instead of the "maximum called p95" of the seed's Go example.
+
+Recording is the hot path, so :class:`LatencyRecorder` and
+:class:`LatencyHistogram` do not call ``HdrHistogram.record_value``: they
+compute the counts-array index inline (the same arithmetic, minus a few
+Python calls) and bump the counters directly.  A Hypothesis test
+(``tests/test_metrics_fast_path.py``) proves the histograms identical.
+Reading is rare, so the statistics are computed here from the counts
+array with the definitions of the Java HdrHistogram, which the Python
+port does not follow everywhere (see ``docs/metrics.md``).
 """
 
 from __future__ import annotations
 
-from typing import Final, final
+import base64
+import bisect
+import ctypes
+import itertools
+import math
+import struct
+import sys
+import zlib
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import attrs
 
-from hdrh.histogram import HdrHistogram
+from hdrh.codec import HdrPayload
+from hdrh.histogram import HdrHistogram, get_bucket_count
+
+from ._config import ConfigurationError
+
+
+if TYPE_CHECKING:
+    from ._hlog import HlogWriter
 
 
 LOWEST_US: Final = 1  # microseconds
 HIGHEST_US: Final = 3_600_000_000  # microseconds: one hour
 SIGNIFICANT_FIGURES: Final = 3  # decimal digits of precision
 US_PER_SECOND: Final = 1_000_000
+DEFAULT_MAX_KEYS: Final = 256  # operation keys with their own histogram
+DEFAULT_TICKS_PER_HALF_DISTANCE: Final = 5  # rows per halving of 100% - p
+MAX_DECODED_COUNTS: Final = 1 << 22  # counters (32 MiB) a payload may ask
+
+_COMPRESSION_COOKIE_BASE: Final = 0x1C849304  # V2 compressed envelope
+_ENVELOPE: Final = struct.Struct(">II")  # cookie, compressed length
+
+
+class _Counts(Protocol):
+    """The ctypes array of counters inside an ``hdrh`` histogram."""
+
+    def __getitem__(self, index: int) -> int: ...
+    def __setitem__(self, index: int, value: int) -> None: ...
+
+
+class _Encoder(Protocol):
+    """The ``hdrh`` encoder, which owns the counts array."""
+
+    def add(self, other: _Encoder) -> None: ...
+
+
+class _Hdr(Protocol):
+    """The parts of :class:`hdrh.histogram.HdrHistogram` we rely on."""
+
+    lowest_trackable_value: int
+    highest_trackable_value: int
+    significant_figures: int
+    unit_magnitude: int
+    sub_bucket_half_count_magnitude: int
+    sub_bucket_count: int
+    sub_bucket_mask: int
+    bucket_count: int
+    counts_len: int
+    word_size: int
+    counts: _Counts
+    encoder: _Encoder
+    total_count: int
+    min_value: int
+    max_value: int
+
+    def get_value_from_index(self, index: int) -> int: ...
+    def get_lowest_equivalent_value(self, value: int) -> int: ...
+    def get_highest_equivalent_value(self, value: int) -> int: ...
+    def record_value(self, value: int, count: int = 1) -> bool: ...
+    def encode(self) -> bytes: ...
+
+
+def _new_hdr(lowest: int, highest: int, digits: int) -> _Hdr:
+    hdr: _Hdr = HdrHistogram(lowest, highest, digits)
+    return hdr
+
+
+def _index_of(hdr: _Hdr, value: int) -> int:
+    """
+    The counts-array index of *value*, as ``hdrh`` computes it.
+
+    ``hdrh`` finds the bucket with ``64 - clz(value | mask)``, which is
+    ``(value | mask).bit_length()``; the bucket's first counter is
+    ``(bucket + 1) * half_count`` and the sub-bucket adds
+    ``(value >> (bucket + unit)) - half_count``, which folds into the two
+    terms below.
+    """
+    half = hdr.sub_bucket_half_count_magnitude
+    shift = (value | hdr.sub_bucket_mask).bit_length() - half - 1
+    return ((shift - hdr.unit_magnitude) << half) + (value >> shift)
+
+
+def _record(hdr: _Hdr, value: int, count: int) -> None:
+    """Record *value* (already clamped to the histogram's range)."""
+    half = hdr.sub_bucket_half_count_magnitude
+    shift = (value | hdr.sub_bucket_mask).bit_length() - half - 1
+    hdr.counts[((shift - hdr.unit_magnitude) << half) + (value >> shift)] += (
+        count
+    )
+    hdr.total_count += count
+    # Comparisons, not max() and min(): no call on the hot path.
+    if value > hdr.max_value:  # noqa: PLR1730
+        hdr.max_value = value
+    if value < hdr.min_value:  # noqa: PLR1730
+        hdr.min_value = value
+
+
+def _same_layout(a: _Hdr, b: _Hdr) -> bool:
+    return (
+        a.bucket_count == b.bucket_count
+        and a.sub_bucket_count == b.sub_bucket_count
+        and a.unit_magnitude == b.unit_magnitude
+        and a.word_size == b.word_size
+    )
+
+
+def _clear(hdr: _Hdr) -> None:
+    """
+    Zero *hdr* in place.
+
+    ``HdrHistogram.reset`` zeroes all 23,552 counters of a default
+    histogram in a Python loop (about 2 ms); every non-zero counter lies
+    between the indices of the minimum and the maximum, so one
+    ``memset`` of that range does the same in microseconds.
+    """
+    if hdr.total_count:
+        low = _index_of(hdr, min(hdr.min_value, hdr.max_value))
+        high = _index_of(hdr, hdr.max_value)
+        counts: Any = hdr.counts
+        size = ctypes.sizeof(counts) // hdr.counts_len
+        ctypes.memset(
+            ctypes.addressof(counts) + low * size, 0, (high - low + 1) * size
+        )
+    hdr.total_count = 0
+    hdr.min_value = sys.maxsize
+    hdr.max_value = 0
+
+
+def _add(dst: _Hdr, src: _Hdr) -> None:
+    """
+    Add the counts of *src* to *dst*.
+
+    ``HdrHistogram.add`` sets the minimum to 0 when *src* is empty (it
+    takes ``min()`` with ``get_min_value()``, which is 0 for an empty
+    histogram), so this keeps its own books.
+
+    Raises:
+        ValueError: A value of *src* is beyond the range of *dst*.
+    """
+    if not src.total_count:
+        return
+    if _same_layout(dst, src):
+        # One C loop over the counts arrays (hdrh's add_array).
+        dst.encoder.add(src.encoder)
+        dst.total_count += src.total_count
+        dst.min_value = min(dst.min_value, src.min_value)
+        dst.max_value = max(dst.max_value, src.max_value)
+        return
+    top = dst.get_highest_equivalent_value(
+        dst.get_value_from_index(dst.counts_len - 1)
+    )
+    counts = _nonzero(src)
+    largest = src.get_value_from_index(counts[-1][0])
+    if largest > top:
+        raise ValueError(
+            f"a value of {largest} does not fit a histogram whose range "
+            f"ends at {top}"
+        )
+    for index, count in counts:
+        _record(dst, src.get_value_from_index(index), count)
+
+
+def _used_counts(hdr: _Hdr) -> list[int]:
+    """The counters up to the maximum's, as a list of ints."""
+    if not hdr.total_count:
+        return []
+    counts: Any = hdr.counts
+    end = min(_index_of(hdr, hdr.max_value) + 1, hdr.counts_len)
+    used: list[int] = counts[:end]
+    return used
+
+
+def _nonzero(hdr: _Hdr) -> list[tuple[int, int]]:
+    return [(i, c) for i, c in enumerate(_used_counts(hdr)) if c]
+
+
+def _target_count(percentile: float, total: int) -> int:
+    # Java's getValueAtPercentile: one ulp below the percentile, so that
+    # 0.99 * 100 = 99.00000000000001 does not round up into the next
+    # value, then the smallest count reaching it (nearest rank).
+    requested = min(max(math.nextafter(percentile, -math.inf), 0.0), 100.0)
+    return max(math.ceil((requested / 100.0) * total), 1)
+
+
+def _values_at(hdr: _Hdr, percentiles: Sequence[float]) -> list[int]:
+    """
+    The values at *percentiles*, by the Java HdrHistogram's definition.
+
+    The value at percentile *p* is the smallest recorded value that at
+    least *p* percent of all values are less than or equal to, reported as
+    the highest value equivalent to it (the top of its bucket), except at
+    ``p == 0`` (the bottom of the minimum's bucket).  The Python ``hdrh``
+    rounds the target count to nearest instead of up, which can report a
+    p90 below 90% of the values.
+    """
+    total = hdr.total_count
+    if not total:
+        return [0 for _ in percentiles]
+    cumulative = list(itertools.accumulate(_used_counts(hdr)))
+    last = len(cumulative) - 1
+    values = []
+    for percentile in percentiles:
+        target = _target_count(percentile, total)
+        index = min(bisect.bisect_left(cumulative, target), last)
+        value = hdr.get_value_from_index(index)
+        if percentile == 0.0:
+            values.append(hdr.get_lowest_equivalent_value(value))
+        else:
+            values.append(hdr.get_highest_equivalent_value(value))
+    return values
+
+
+def _median_equivalent(hdr: _Hdr, value: int) -> int:
+    low = hdr.get_lowest_equivalent_value(value)
+    return low + ((hdr.get_highest_equivalent_value(value) + 1 - low) >> 1)
+
+
+def _mean(hdr: _Hdr) -> float:
+    total = hdr.total_count
+    if not total:
+        return 0.0
+    values = hdr.get_value_from_index
+    weighted = sum(
+        _median_equivalent(hdr, values(index)) * count
+        for index, count in _nonzero(hdr)
+    )
+    return weighted / total
+
+
+def _stddev(hdr: _Hdr) -> float:
+    total = hdr.total_count
+    if not total:
+        return 0.0
+    mean = _mean(hdr)
+    values = hdr.get_value_from_index
+    squares = sum(
+        (_median_equivalent(hdr, values(index)) - mean) ** 2 * count
+        for index, count in _nonzero(hdr)
+    )
+    return math.sqrt(squares / total)
+
+
+def _min_value(hdr: _Hdr) -> int:
+    if not hdr.total_count:
+        return 0
+    return hdr.get_lowest_equivalent_value(hdr.min_value)
+
+
+def _max_value(hdr: _Hdr) -> int:
+    if not hdr.total_count:
+        return 0
+    return hdr.get_highest_equivalent_value(hdr.max_value)
+
+
+def _next_level(level: float, ticks: int) -> float:
+    # Java's PercentileIterator.incrementIterationLevel, integer casts
+    # included (the Python hdrh drops them and prints other rows).
+    halvings = int(math.log(100.0 / (100.0 - level)) / math.log(2)) + 1
+    return level + 100.0 / (ticks << halvings)
+
+
+@attrs.frozen(kw_only=True)
+class PercentileRow:
+    """
+    One row of a percentile distribution, as HdrHistogram prints them.
+
+    .. versionadded:: 0.1.0
+    """
+
+    value: int
+    """The value at this level, in the histogram's unit (microseconds for
+    histograms this library records)."""
+    percentile: float
+    """The percentile level, 0 to 100."""
+    total_count: int
+    """How many values are less than or equal to :attr:`value`."""
+
+    @property
+    def inverse(self) -> float:
+        """``1 / (1 - percentile / 100)``: the spectrum plot's x axis."""
+        if self.percentile >= 100.0:
+            return math.inf
+        return 1.0 / (1.0 - self.percentile / 100.0)
+
+
+def _distribution(hdr: _Hdr, ticks: int) -> list[PercentileRow]:
+    """
+    The rows of Java's ``outputPercentileDistribution``.
+
+    A port of ``PercentileIterator``: levels start at 0% and step
+    ``100 / (ticks * 2**halvings)`` at a time, so every halving of the
+    distance to 100% gets *ticks* rows; a row is due when the counts so far
+    reach its level, and a last row at 100% closes the table.
+    """
+    total = hdr.total_count
+    rows: list[PercentileRow] = []
+    if not total:
+        return rows
+    level = 0.0
+    so_far = 0
+    for index, count in _nonzero(hdr):
+        so_far += count
+        value = hdr.get_highest_equivalent_value(
+            hdr.get_value_from_index(index)
+        )
+        while 100.0 * so_far / total >= level:
+            rows.append(
+                PercentileRow(
+                    value=value, percentile=level, total_count=so_far
+                )
+            )
+            if so_far >= total:
+                rows.append(
+                    PercentileRow(
+                        value=value, percentile=100.0, total_count=so_far
+                    )
+                )
+                return rows
+            level = _next_level(level, ticks)
+    return rows  # pragma: no cover - only for counts that disagree
+
+
+@attrs.frozen(kw_only=True)
+class LatencySnapshot:
+    """
+    A summary of a set of latencies, in seconds.
+
+    Each value is reported to the histogram's precision (0.1% at the
+    default three significant digits): percentiles and the maximum as the
+    top of their bucket, so never below the real value, and the minimum
+    as the bottom of its bucket.  An empty set reads 0 everywhere.
+
+    .. versionadded:: 0.1.0
+    """
+
+    count: int
+    """How many latencies were recorded."""
+    mean: float
+    """The arithmetic mean."""
+    min: float
+    """The smallest latency."""
+    p50: float
+    """The median: half of the calls took at most this long."""
+    p90: float
+    """90% of the calls took at most this long; one in ten took longer."""
+    p95: float
+    """95% took at most this long; one in twenty took longer."""
+    p99: float
+    """99% took at most this long; one in a hundred took longer."""
+    p999: float
+    """99.9% took at most this long; one in a thousand took longer."""
+    max: float
+    """The largest latency."""
+
+
+_SNAPSHOT_PERCENTILES: Final = (50.0, 90.0, 95.0, 99.0, 99.9)
+
+
+def _snapshot(hdr: _Hdr) -> LatencySnapshot:
+    p50, p90, p95, p99, p999 = (
+        value / US_PER_SECOND
+        for value in _values_at(hdr, _SNAPSHOT_PERCENTILES)
+    )
+    return LatencySnapshot(
+        count=hdr.total_count,
+        mean=_mean(hdr) / US_PER_SECOND,
+        min=_min_value(hdr) / US_PER_SECOND,
+        p50=p50,
+        p90=p90,
+        p95=p95,
+        p99=p99,
+        p999=p999,
+        max=_max_value(hdr) / US_PER_SECOND,
+    )
+
+
+def _to_us(seconds: float, top: int) -> int:
+    """Round *seconds* to microseconds in ``[0, top]`` (NaN reads 0)."""
+    if seconds >= top / US_PER_SECOND:
+        return top
+    if seconds > 0.0:
+        return int(seconds * US_PER_SECOND + 0.5)
+    return 0
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not low <= value <= high
+    ):
+        raise ConfigurationError(
+            f"{name} must be an integer from {low} to {high}, got {value!r}"
+        )
+    return value
+
+
+def _check_range(owner: str, lowest: int, highest: int, digits: int) -> None:
+    _check_int(f"{owner}.lowest_us", lowest, 1, 2**62)
+    _check_int(f"{owner}.highest_us", highest, 2 * lowest, 2**62)
+    _check_int(f"{owner}.significant_figures", digits, 1, 5)
+
+
+def _decode(encoded: str | bytes) -> _Hdr:
+    """
+    Decode a base64 V2 compressed histogram, validating every layer.
+
+    ``HdrHistogram.decode`` discards characters outside the base64
+    alphabet, checks the payload's declared size with an expression that
+    is never true, and allocates whatever counts array the payload asks
+    for; this checks each of those first.
+    """
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except ValueError as exc:
+        raise ValueError(f"not valid base64 ({exc})") from None
+    if len(raw) < _ENVELOPE.size:
+        raise ValueError("too short to be an encoded histogram")
+    cookie, length = _ENVELOPE.unpack_from(raw)
+    if cookie & ~0xF0 != _COMPRESSION_COOKIE_BASE:
+        raise ValueError(
+            f"unknown histogram encoding (cookie {cookie:#010x}; only the "
+            "V2 compressed encoding is supported)"
+        )
+    if length != len(raw) - _ENVELOPE.size:
+        raise ValueError(
+            f"the payload should be {length} bytes but is "
+            f"{len(raw) - _ENVELOPE.size} (truncated?)"
+        )
+    try:
+        payload = HdrPayload(8, compressed_payload=raw[_ENVELOPE.size :])
+    except zlib.error as exc:
+        raise ValueError(
+            f"the compressed payload is corrupt ({exc})"
+        ) from None
+    except Exception as exc:
+        raise ValueError(f"the payload is not a histogram ({exc})") from None
+    header = payload.payload
+    lowest = int(header.lowest_trackable_value)
+    highest = int(header.highest_trackable_value)
+    digits = int(header.significant_figures)
+    try:
+        _check_range("histogram", lowest, highest, digits)
+    except ConfigurationError as exc:
+        raise ValueError(f"impossible settings: {exc}") from None
+    sub_buckets = 1 << math.ceil(math.log2(2 * 10**digits))
+    buckets = get_bucket_count(highest, sub_buckets, lowest.bit_length() - 1)
+    if (buckets + 1) * sub_buckets // 2 > MAX_DECODED_COUNTS:
+        raise ValueError(
+            f"a range of {lowest} to {highest} at {digits} digits needs "
+            f"more than {MAX_DECODED_COUNTS} counters"
+        )
+    try:
+        hdr: _Hdr = HdrHistogram(lowest, highest, digits, hdr_payload=payload)
+    except Exception as exc:
+        raise ValueError(f"the counts are corrupt ({exc})") from None
+    return hdr
 
 
 @final
@@ -27,13 +498,21 @@ class LatencyHistogram:
     """
     An HdrHistogram of durations, fed seconds, stored in microseconds.
 
-    Values above the trackable range are clamped to its top, so that one
-    pathological value can never make recording fail.
+    Values above the trackable range are clamped to its top, and negative
+    durations (and NaN) are recorded as 0, so that one pathological value
+    can never make recording fail.  Seconds are rounded to the nearest
+    microsecond.
+
+    Not thread-safe: record from one thread (the event loop's).
 
     Args:
         lowest_us: Smallest distinguishable value, microseconds.
-        highest_us: Largest trackable value, microseconds.
+        highest_us: Largest trackable value, microseconds; at least twice
+            *lowest_us*.
         significant_figures: Decimal digits of precision (1 to 5).
+
+    Raises:
+        ConfigurationError: A setting is out of range.
 
     .. versionadded:: 0.1.0
     """
@@ -43,51 +522,663 @@ class LatencyHistogram:
     significant_figures: int = attrs.field(
         default=SIGNIFICANT_FIGURES, kw_only=True
     )
-    _hist: HdrHistogram = attrs.field(init=False)
+    _hist: _Hdr = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._hist = HdrHistogram(
+        _check_range(
+            "LatencyHistogram",
+            self.lowest_us,
+            self.highest_us,
+            self.significant_figures,
+        )
+        self._hist = _new_hdr(
             self.lowest_us, self.highest_us, self.significant_figures
         )
+
+    @classmethod
+    def _wrap(cls, hdr: _Hdr) -> LatencyHistogram:
+        self = cls.__new__(cls)
+        self.lowest_us = hdr.lowest_trackable_value
+        self.highest_us = hdr.highest_trackable_value
+        self.significant_figures = hdr.significant_figures
+        self._hist = hdr
+        return self
 
     def __repr__(self) -> str:
         return f"<LatencyHistogram {self.count} values>"
 
     @property
-    def hdr(self) -> HdrHistogram:
+    def hdr(self) -> Any:
         """The underlying :class:`hdrh.histogram.HdrHistogram`."""
         return self._hist
 
+    @property
+    def bucket_count(self) -> int:
+        """Buckets in the histogram's layout (each twice the last)."""
+        return self._hist.bucket_count
+
+    @property
+    def sub_bucket_count(self) -> int:
+        """Linear sub-buckets per bucket."""
+        return self._hist.sub_bucket_count
+
     def record(self, seconds: float, count: int = 1) -> None:
         """Record a duration of *seconds*, *count* times."""
-        self.record_us(int(seconds * US_PER_SECOND), count)
+        _record(self._hist, _to_us(seconds, self.highest_us), count)
 
     def record_us(self, value_us: int, count: int = 1) -> None:
         """Record a duration in whole microseconds, *count* times."""
         value_us = max(value_us, 0)
         value_us = min(value_us, self.highest_us)
-        self._hist.record_value(value_us, count)
+        _record(self._hist, value_us, count)
+
+    def record_corrected(
+        self, seconds: float, expected_interval: float, count: int = 1
+    ) -> None:
+        """
+        Record *seconds*, correcting for coordinated omission.
+
+        See :meth:`LatencyRecorder.record_corrected`.
+        """
+        top = self.highest_us
+        _record_corrected(
+            (self._hist,),
+            _to_us(seconds, top),
+            _to_us(expected_interval, top),
+            count,
+        )
 
     @property
     def count(self) -> int:
         """How many values were recorded."""
-        return int(self._hist.get_total_count())
+        return self._hist.total_count
 
     def percentile(self, percentile: float) -> float:
         """The value at *percentile* (0 to 100), in seconds; 0 if empty."""
-        if self._hist.get_total_count() == 0:
-            return 0.0
-        value = self._hist.get_value_at_percentile(percentile)
-        return float(value) / US_PER_SECOND
+        return self.value_at_percentile(percentile) / US_PER_SECOND
 
     def mean(self) -> float:
         """The mean, in seconds; 0 if empty."""
-        if self._hist.get_total_count() == 0:
-            return 0.0
-        return float(self._hist.get_mean_value()) / US_PER_SECOND
+        return _mean(self._hist) / US_PER_SECOND
+
+    def stddev(self) -> float:
+        """The standard deviation, in seconds; 0 if empty."""
+        return _stddev(self._hist) / US_PER_SECOND
+
+    def min(self) -> float:
+        """The smallest value (bottom of its bucket), seconds; 0 if empty."""
+        return _min_value(self._hist) / US_PER_SECOND
 
     def max(self) -> float:
-        """The largest value (to the histogram's precision), seconds."""
-        if self._hist.get_total_count() == 0:
-            return 0.0
-        return float(self._hist.get_max_value()) / US_PER_SECOND
+        """The largest value (top of its bucket), seconds; 0 if empty."""
+        return _max_value(self._hist) / US_PER_SECOND
+
+    def snapshot(self) -> LatencySnapshot:
+        """Summarize the histogram: count, mean, percentiles, extremes."""
+        return _snapshot(self._hist)
+
+    def value_at_percentile(self, percentile: float) -> int:
+        """
+        The value at *percentile*, in the histogram's unit.
+
+        The smallest recorded value that at least *percentile* percent of
+        the values are less than or equal to, as the top of its bucket (the
+        Java HdrHistogram's definition).
+
+        Args:
+            percentile: 0 to 100; 0 gives the bottom of the minimum's
+                bucket.
+
+        Returns:
+            The value, in microseconds for histograms this library
+            records; 0 if the histogram is empty.
+        """
+        return _values_at(self._hist, (percentile,))[0]
+
+    def values_at_percentiles(self, percentiles: Sequence[float]) -> list[int]:
+        """Like :meth:`value_at_percentile`, for many, in one pass."""
+        return _values_at(self._hist, percentiles)
+
+    def min_value(self) -> int:
+        """The smallest value (bottom of its bucket), histogram units."""
+        return _min_value(self._hist)
+
+    def max_value(self) -> int:
+        """The largest value (top of its bucket), histogram units."""
+        return _max_value(self._hist)
+
+    def mean_value(self) -> float:
+        """The mean, in the histogram's units; 0 if empty."""
+        return _mean(self._hist)
+
+    def stddev_value(self) -> float:
+        """The standard deviation, in the histogram's units; 0 if empty."""
+        return _stddev(self._hist)
+
+    def percentile_distribution(
+        self, ticks_per_half_distance: int = DEFAULT_TICKS_PER_HALF_DISTANCE
+    ) -> list[PercentileRow]:
+        """
+        The rows of HdrHistogram's classic percentile distribution table.
+
+        The same rows, at the same levels, as Java's
+        ``outputPercentileDistribution``.
+
+        Args:
+            ticks_per_half_distance: Rows per halving of the distance to
+                100% (the Java default is 5).
+
+        Returns:
+            The rows, ending with one at 100%; empty if the histogram is.
+        """
+        return _distribution(self._hist, ticks_per_half_distance)
+
+    def add(self, other: LatencyHistogram) -> None:
+        """
+        Add the values of *other* to this histogram.
+
+        Raises:
+            ValueError: *other* holds values beyond this histogram's range.
+        """
+        _add(self._hist, other._hist)
+
+    def copy(self) -> LatencyHistogram:
+        """An independent copy, with the same settings and counts."""
+        hdr = self._hist
+        clone = _new_hdr(
+            hdr.lowest_trackable_value,
+            hdr.highest_trackable_value,
+            hdr.significant_figures,
+        )
+        _add(clone, hdr)
+        return LatencyHistogram._wrap(clone)
+
+    def reset(self) -> None:
+        """Forget every value."""
+        _clear(self._hist)
+
+    def encode(self) -> str:
+        """
+        Encode in HdrHistogram's V2 compressed base64 form.
+
+        This is the payload of an ``.hlog`` interval line, readable by the
+        Java, C and Python HdrHistogram libraries.
+        """
+        return self._hist.encode().decode("ascii")
+
+    @classmethod
+    def decode(cls, encoded: str | bytes) -> LatencyHistogram:
+        """
+        Decode what :meth:`encode` (or any HdrHistogram library) made.
+
+        Args:
+            encoded: The base64 V2 compressed form.
+
+        Returns:
+            A histogram with the encoded settings and counts.
+
+        Raises:
+            ValueError: *encoded* is not a valid encoded histogram; the
+                message says what is wrong with it.
+        """
+        return cls._wrap(_decode(encoded))
+
+
+def _covers(wide: _Hdr, narrow: _Hdr) -> bool:
+    return _same_layout(wide, narrow) or (
+        wide.lowest_trackable_value <= narrow.lowest_trackable_value
+        and wide.highest_trackable_value >= narrow.highest_trackable_value
+        and wide.significant_figures >= narrow.significant_figures
+    )
+
+
+def merge_histograms(
+    histograms: Iterable[LatencyHistogram],
+) -> LatencyHistogram:
+    """
+    Add histograms together into a new one.
+
+    Histograms with different settings can be merged: the result covers
+    the widest range at the finest precision among them.  The histograms
+    are consumed one at a time, so a generator that decodes them lazily
+    keeps only two in memory.
+
+    Args:
+        histograms: The histograms; none of them is changed.
+
+    Returns:
+        Their sum (an empty default histogram if there are none).
+
+    .. versionadded:: 0.1.0
+    """
+    merged: _Hdr | None = None
+    for histogram in histograms:
+        hdr = histogram._hist
+        if merged is None or not _covers(merged, hdr):
+            base = hdr if merged is None else merged
+            lowest = min(
+                base.lowest_trackable_value, hdr.lowest_trackable_value
+            )
+            wider = _new_hdr(
+                lowest,
+                max(
+                    base.highest_trackable_value,
+                    hdr.highest_trackable_value,
+                    2 * lowest,
+                ),
+                max(base.significant_figures, hdr.significant_figures),
+            )
+            if merged is not None:
+                _add(wider, merged)
+            merged = wider
+        _add(merged, hdr)
+    if merged is None:
+        return LatencyHistogram()
+    return LatencyHistogram._wrap(merged)
+
+
+def _record_corrected(
+    hdrs: tuple[_Hdr, ...], value: int, expected: int, count: int
+) -> None:
+    # Java's recordValueWithExpectedInterval and C's
+    # hdr_record_corrected_values: the missing values go down in steps of
+    # the interval while they are at least one interval.  The Python hdrh
+    # also records the remainder below the interval, one value too many.
+    for hdr in hdrs:
+        _record(hdr, value, count)
+    if expected <= 0:
+        return
+    missing = value - expected
+    while missing >= expected:
+        for hdr in hdrs:
+            _record(hdr, missing, count)
+        missing -= expected
+
+
+@attrs.frozen(kw_only=True)
+class LatencyRecorderMetrics:
+    """
+    A snapshot of a :class:`LatencyRecorder`'s bookkeeping.
+
+    .. versionadded:: 0.1.0
+    """
+
+    keys: int
+    """Operation keys with a histogram now."""
+    max_keys: int
+    """The most keys kept at once."""
+    evicted_keys: int
+    """Keys dropped, least recently used first, to stay under
+    :attr:`max_keys` (their values stay in the overall histogram)."""
+    total_count: int
+    """Values recorded, over all keys, since the recorder was created."""
+    histograms: int
+    """HdrHistograms allocated (per key and overall; interval and
+    cumulative)."""
+    histogram_bytes: int
+    """Bytes in those histograms' counts arrays."""
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class LatencyRecorder:
+    """
+    Latency histograms per operation key, plus one over every key.
+
+    Like a tally sheet with one column per operation and a total column:
+    every call adds a mark to its operation's column and to the total.
+    When the sheet runs out of columns, the column used least recently is
+    erased for the newcomer; the total column keeps its marks, so the
+    overall percentiles stay exact whatever happens to the keys.
+
+    >>> recorder = LatencyRecorder()
+    >>> recorder.record("tools/call:search", 0.120)
+    >>> recorder.snapshot("tools/call:search").p50
+    0.120063
+
+    Values are stored in microseconds; one histogram costs about 184 KiB
+    at the defaults (see ``docs/metrics.md``), so *max_keys* bounds the
+    memory.  Recording is cheap (a dictionary lookup and two counter
+    increments, no allocation once the key is known); reading walks the
+    counts arrays.
+
+    Histograms are kept twice: the current interval's, which
+    :meth:`dump_interval` writes to an ``.hlog`` and clears, and the
+    cumulative totals that :meth:`snapshot` reports.  The totals are only
+    allocated once an interval has been dumped.
+
+    Not thread-safe: record from one thread (the event loop's).
+
+    Args:
+        lowest_us: Smallest distinguishable value, microseconds.
+        highest_us: Largest trackable value, microseconds (larger values
+            are recorded as this); at least twice *lowest_us*.
+        significant_figures: Decimal digits of precision (1 to 5).
+        max_keys: The most operation keys to keep a histogram for.
+
+    Raises:
+        ConfigurationError: A setting is out of range.
+
+    .. versionadded:: 0.1.0
+    """
+
+    lowest_us: int = attrs.field(default=LOWEST_US, kw_only=True)
+    highest_us: int = attrs.field(default=HIGHEST_US, kw_only=True)
+    significant_figures: int = attrs.field(
+        default=SIGNIFICANT_FIGURES, kw_only=True
+    )
+    max_keys: int = attrs.field(default=DEFAULT_MAX_KEYS, kw_only=True)
+
+    _overall: _Hdr = attrs.field(init=False)
+    _overall_totals: _Hdr | None = attrs.field(init=False, default=None)
+    _pending: OrderedDict[str, _Hdr] = attrs.field(
+        init=False, factory=OrderedDict
+    )
+    _totals: dict[str, _Hdr] = attrs.field(init=False, factory=dict)
+    _evicted: int = attrs.field(init=False, default=0)
+    _writing: bool = attrs.field(init=False, default=False)
+    # The layout, copied out of the histograms for the hot path.
+    _mask: int = attrs.field(init=False)
+    _half: int = attrs.field(init=False)
+    _unit: int = attrs.field(init=False)
+    _top_seconds: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        _check_range(
+            "LatencyRecorder",
+            self.lowest_us,
+            self.highest_us,
+            self.significant_figures,
+        )
+        _check_int("LatencyRecorder.max_keys", self.max_keys, 1, 2**31)
+        overall = self._new()
+        self._overall = overall
+        self._mask = overall.sub_bucket_mask
+        self._half = overall.sub_bucket_half_count_magnitude
+        self._unit = overall.unit_magnitude
+        self._top_seconds = self.highest_us / US_PER_SECOND
+
+    def __repr__(self) -> str:
+        return (
+            f"<LatencyRecorder {len(self._pending)}/{self.max_keys} keys, "
+            f"{self._overall_count()} values, {self._evicted} evicted>"
+        )
+
+    def _new(self) -> _Hdr:
+        return _new_hdr(
+            self.lowest_us, self.highest_us, self.significant_figures
+        )
+
+    def _admit(self, key: str) -> _Hdr:
+        if not key:
+            raise ValueError("an operation key must be a non-empty string")
+        pending = self._pending
+        if len(pending) >= self.max_keys:
+            # Reuse the least recently used key's counts array rather than
+            # allocate another: churning through keys costs no memory.
+            old, hdr = pending.popitem(last=False)
+            self._totals.pop(old, None)
+            self._evicted += 1
+            _clear(hdr)
+        else:
+            hdr = self._new()
+        pending[key] = hdr
+        return hdr
+
+    def record(self, key: str, seconds: float, count: int = 1) -> None:
+        """
+        Record that an operation took *seconds*.
+
+        The value goes to *key*'s histogram and to the overall one.  Seconds
+        are rounded to the nearest microsecond; values above the range are
+        recorded as its top, negative ones (and NaN) as 0.
+
+        Args:
+            key: The operation, for example ``"tools/call:search"``.
+            seconds: How long it took.
+            count: How many times to record it.
+
+        Raises:
+            ValueError: *key* is empty.
+        """
+        # _to_us, _record and _index_of inlined: this is the hot path.
+        if seconds >= self._top_seconds:
+            value = self.highest_us
+        elif seconds > 0.0:
+            value = int(seconds * US_PER_SECOND + 0.5)
+        else:
+            value = 0
+        pending = self._pending
+        hdr = pending.get(key)
+        if hdr is None:
+            hdr = self._admit(key)
+        else:
+            pending.move_to_end(key)
+        half = self._half
+        shift = (value | self._mask).bit_length() - half - 1
+        index = ((shift - self._unit) << half) + (value >> shift)
+        hdr.counts[index] += count
+        hdr.total_count += count
+        if value > hdr.max_value:  # noqa: PLR1730
+            hdr.max_value = value
+        if value < hdr.min_value:  # noqa: PLR1730
+            hdr.min_value = value
+        hdr = self._overall
+        hdr.counts[index] += count
+        hdr.total_count += count
+        if value > hdr.max_value:  # noqa: PLR1730
+            hdr.max_value = value
+        if value < hdr.min_value:  # noqa: PLR1730
+            hdr.min_value = value
+
+    def record_corrected(
+        self, key: str, seconds: float, expected_interval: float
+    ) -> None:
+        """
+        Record *seconds*, correcting for coordinated omission.
+
+        A load generator that waits for each answer before sending the next
+        request stops measuring exactly when the service stalls: a 10 s
+        stall costs one slow sample instead of the hundreds that callers
+        arriving every *expected_interval* would have suffered.  This
+        records the slow value, and then the values the missing requests
+        would have seen: ``seconds - expected_interval``, ``seconds - 2 *
+        expected_interval``, and so on while they are at least
+        *expected_interval* (the semantics of Java's
+        ``recordValueWithExpectedInterval``).
+
+        Only use it when requests are issued at a known, fixed rate.
+
+        Args:
+            key: The operation.
+            seconds: How long it took.
+            expected_interval: Seconds between requests when nothing is
+                slow; 0 or less records *seconds* alone.
+
+        Raises:
+            ValueError: *key* is empty.
+        """
+        top = self.highest_us
+        value = _to_us(seconds, top)
+        expected = _to_us(expected_interval, top)
+        hdr = self._pending.get(key)
+        if hdr is None:
+            hdr = self._admit(key)
+        else:
+            self._pending.move_to_end(key)
+        _record_corrected((hdr, self._overall), value, expected, 1)
+
+    def keys(self) -> list[str]:
+        """The operation keys that have a histogram now, sorted."""
+        return sorted(self._pending)
+
+    def _cumulative(self, key: str | None, *, fresh: bool = False) -> _Hdr:
+        """The totals plus the current interval; a new histogram if *fresh*."""
+        if key is None:
+            pending = self._overall
+            totals = self._overall_totals
+        else:
+            found = self._pending.get(key)
+            if found is None:
+                raise KeyError(
+                    f"no latencies for {key!r}: never recorded, or evicted "
+                    f"(the recorder keeps {self.max_keys} keys)"
+                )
+            pending = found
+            totals = self._totals.get(key)
+        if totals is None and not fresh:
+            return pending
+        combined = self._new()
+        if totals is not None:
+            _add(combined, totals)
+        _add(combined, pending)
+        return combined
+
+    def snapshot(self, key: str | None = None) -> LatencySnapshot:
+        """
+        Summarize every latency recorded for *key*, or overall.
+
+        Cumulative since the recorder was created (for *key*: since it was
+        last admitted); dumping intervals does not change it.
+
+        Args:
+            key: An operation key, or ``None`` for all operations.
+
+        Returns:
+            A frozen :class:`LatencySnapshot`.
+
+        Raises:
+            KeyError: The recorder has no histogram for *key*.
+        """
+        return _snapshot(self._cumulative(key))
+
+    def histogram(self, key: str | None = None) -> LatencyHistogram:
+        """
+        A copy of the cumulative histogram of *key*, or the overall one.
+
+        Raises:
+            KeyError: The recorder has no histogram for *key*.
+        """
+        return LatencyHistogram._wrap(self._cumulative(key, fresh=True))
+
+    def _overall_count(self) -> int:
+        totals = self._overall_totals
+        extra = totals.total_count if totals is not None else 0
+        return self._overall.total_count + extra
+
+    def metrics(self) -> LatencyRecorderMetrics:
+        """
+        Take a snapshot of the recorder's bookkeeping.
+
+        Returns:
+            A frozen :class:`LatencyRecorderMetrics`.
+        """
+        hdrs: list[Any] = [self._overall, *self._pending.values()]
+        hdrs.extend(self._totals.values())
+        if self._overall_totals is not None:
+            hdrs.append(self._overall_totals)
+        return LatencyRecorderMetrics(
+            keys=len(self._pending),
+            max_keys=self.max_keys,
+            evicted_keys=self._evicted,
+            total_count=self._overall_count(),
+            histograms=len(hdrs),
+            histogram_bytes=sum(ctypes.sizeof(h.counts) for h in hdrs),
+        )
+
+    def start_interval(self) -> None:
+        """
+        Start a new interval: move the current one into the totals.
+
+        What was recorded so far stays in :meth:`snapshot` but will not
+        appear in the next :meth:`dump_interval`.
+        """
+        self._overall_totals = self._fold(self._overall, self._overall_totals)
+        totals = self._totals
+        for key, pending in self._pending.items():
+            if pending.total_count:
+                totals[key] = self._fold(pending, totals.get(key))
+
+    def _fold(self, pending: _Hdr, totals: _Hdr | None) -> _Hdr:
+        if totals is None:
+            totals = self._new()
+        _add(totals, pending)
+        _clear(pending)
+        return totals
+
+    def dump_interval(
+        self, writer: HlogWriter, *, start: float, length: float
+    ) -> int:
+        """
+        Write the current interval to *writer*, then start a new one.
+
+        Writes the overall histogram untagged, then one line per key that
+        recorded something in the interval, tagged with :func:`hlog_tag`
+        of the key, in key order.  The cumulative totals
+        (:meth:`snapshot`) are not affected.
+
+        Args:
+            writer: Where to write the interval lines.
+            start: The interval's start, seconds since the log's start.
+            length: The interval's length, seconds.
+
+        Returns:
+            How many lines were written.
+        """
+        from ._hlog import hlog_tag  # noqa: PLC0415 - circular
+
+        writer.write_interval(
+            LatencyHistogram._wrap(self._overall), start=start, length=length
+        )
+        lines = 1
+        for key in sorted(self._pending):
+            pending = self._pending[key]
+            if pending.total_count:
+                writer.write_interval(
+                    LatencyHistogram._wrap(pending),
+                    start=start,
+                    length=length,
+                    tag=hlog_tag(key),
+                )
+                lines += 1
+        self.start_interval()
+        return lines
+
+    def dump_totals(
+        self, writer: HlogWriter, *, start: float, length: float
+    ) -> int:
+        """
+        Write the cumulative histograms to *writer* as one interval.
+
+        Like :meth:`dump_interval`, with what :meth:`snapshot` reports
+        instead of the current interval; nothing is reset.
+
+        Returns:
+            How many lines were written.
+        """
+        from ._hlog import hlog_tag  # noqa: PLC0415 - circular
+
+        writer.write_interval(
+            LatencyHistogram._wrap(self._cumulative(None)),
+            start=start,
+            length=length,
+        )
+        for key in sorted(self._pending):
+            writer.write_interval(
+                LatencyHistogram._wrap(self._cumulative(key)),
+                start=start,
+                length=length,
+                tag=hlog_tag(key),
+            )
+        return 1 + len(self._pending)
+
+    def _claim_writer(self) -> None:
+        if self._writing:
+            raise RuntimeError(
+                "this LatencyRecorder already has a periodic hlog writer; "
+                "two would split each interval between their files"
+            )
+        self._writing = True
+
+    def _release_writer(self) -> None:
+        self._writing = False

@@ -1,0 +1,71 @@
+"""
+The ``resilient-mcp`` command: ``python -m resilient_mcp COMMAND ...``.
+
+A thin dispatcher: each command registers a subparser and a handler, and
+the handlers call library functions.  Commands:
+
+``hist``
+    Inspect, merge, compare and plot HdrHistogram interval logs
+    (:mod:`resilient_mcp._cli`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from collections.abc import Callable
+
+from ._cli import PROG, add_hist_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser, with every command registered."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Tools for resilient-mcp, the MCP resilience layer.",
+    )
+    commands = parser.add_subparsers(
+        title="commands", metavar="COMMAND", required=True
+    )
+    add_hist_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Run the ``resilient-mcp`` command line.
+
+    Args:
+        argv: The arguments, without the program name; ``None`` for
+            :data:`sys.argv`.
+
+    Returns:
+        The exit status: 0 for success, 1 for a failure (reported in one
+        line on stderr), 2 for a usage error.
+
+    .. versionadded:: 0.1.0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error (2)
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        return 1
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        status = handler(args)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, and keep the
+        # interpreter from complaining when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
