@@ -393,3 +393,26 @@ def test_retry_if_overrides_what_this_pipeline_retries(run):
         assert 1 == unsafe.metrics().outcomes[Outcome.ERROR]
 
     run(scenario)
+
+
+def test_latency_is_recorded_for_every_call(run):
+    """With a recorder, each call's duration lands under the pipeline key."""
+
+    async def scenario():
+        from resilient_mcp import LatencyRecorder
+
+        recorder = LatencyRecorder()
+        pipeline = full_pipeline(recorder=recorder, name="search")
+        for seconds in (1, 2, 3):
+            await pipeline.call(sleep_then, seconds)
+        with pytest.raises(Boom):
+            await pipeline.call(Script(Boom()))
+
+        latency = pipeline.metrics().latency
+        assert 4 == latency.count
+        assert 3.0 == pytest.approx(latency.max, rel=1e-3)
+        assert 1.5 == pytest.approx(latency.mean, rel=1e-3)
+        assert ["search"] == recorder.keys()
+        assert 4 == recorder.snapshot().count
+
+    run(scenario)

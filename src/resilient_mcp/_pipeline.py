@@ -35,6 +35,7 @@ from ._breaker import CircuitBreaker, CircuitBreakerMetrics
 from ._bulkhead import Bulkhead, BulkheadMetrics
 from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
 from ._errors import BulkheadError, CircuitBreakerError
+from ._metrics import LatencyRecorder, LatencySnapshot
 from ._retry import RetryManager, RetryMetrics
 from ._timeouts import (
     DeadlineExpired,
@@ -109,6 +110,11 @@ class PipelineMetrics:
     """The retry manager's own metrics, if there is one."""
     bulkhead: BulkheadMetrics | None
     """The bulkhead's own metrics, if there is one."""
+    latency: LatencySnapshot | None
+    """
+    Latency of every call that ended (all outcomes, from entering the
+    pipeline to leaving it), if the pipeline records to a recorder.
+    """
 
 
 _UNSET: Any = object()
@@ -160,6 +166,10 @@ class ResiliencePipeline:
             breaker, else none.  The breaker's own timeout is never
             applied a second time.
         name: A name for logs and metrics.
+        recorder: A :class:`LatencyRecorder` that gets the duration of
+            every call (all outcomes) under *record_key*; ``None`` to
+            record nothing.
+        record_key: The recorder key; the pipeline's *name* by default.
         retry_if: Decides which errors calls through *this* pipeline
             retry, instead of the retry manager's own ``is_retryable``
             (cancellation is never retried).  The MCP client uses it to
@@ -183,8 +193,11 @@ class ResiliencePipeline:
     retry_if: Callable[[Exception], bool] | None = attrs.field(
         default=None, kw_only=True
     )
+    recorder: LatencyRecorder | None = attrs.field(default=None, kw_only=True)
+    record_key: str | None = attrs.field(default=None, kw_only=True)
 
     _where: str = attrs.field(init=False)
+    _key: str = attrs.field(init=False)
     _counts: dict[Outcome, int] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -208,6 +221,7 @@ class ResiliencePipeline:
                 )
             self.timeout = float(timeout)
         self._where = f"pipeline {self.name!r}"
+        self._key = self.name if self.record_key is None else self.record_key
         self._counts = dict.fromkeys(Outcome, 0)
 
     def __repr__(self) -> str:
@@ -238,6 +252,18 @@ class ResiliencePipeline:
                 too long (the last attempt's, when retries ran out).
             Exception: The operation's own last error, unchanged.
         """
+        recorder = self.recorder
+        if recorder is None:
+            return await self._counted(fn, args)
+        start = current_time()
+        try:
+            return await self._counted(fn, args)
+        finally:
+            recorder.record(self._key, current_time() - start)
+
+    async def _counted(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+    ) -> T:
         result: T
         try:
             if self.bulkhead is not None:
@@ -356,4 +382,9 @@ class ResiliencePipeline:
             circuit_breaker=breaker_metrics,
             retry=retry_metrics,
             bulkhead=bulkhead_metrics,
+            latency=(
+                self.recorder.snapshot(self._key)
+                if self.recorder is not None
+                else None
+            ),
         )
