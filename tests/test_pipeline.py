@@ -20,9 +20,11 @@ from resilient_mcp import (
     CircuitBreakerError,
     CircuitState,
     ConfigurationError,
+    LatencyRecorder,
     Outcome,
     ResiliencePipeline,
     RetryConfig,
+    TemporaryError,
 )
 from resilient_mcp.testing import wait_all_tasks_blocked
 
@@ -372,8 +374,6 @@ def test_retry_if_overrides_what_this_pipeline_retries(run):
     """retry_if decides retries per pipeline, even against TemporaryError."""
 
     async def scenario():
-        from resilient_mcp import TemporaryError
-
         class NeverSent(TemporaryError):
             pass
 
@@ -399,8 +399,6 @@ def test_latency_is_recorded_for_every_call(run):
     """With a recorder, each call's duration lands under the pipeline key."""
 
     async def scenario():
-        from resilient_mcp import LatencyRecorder
-
         recorder = LatencyRecorder()
         pipeline = full_pipeline(recorder=recorder, name="search")
         for seconds in (1, 2, 3):
