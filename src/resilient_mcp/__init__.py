@@ -63,21 +63,68 @@ __all__ = [
     "LatencyRecorder",
     "LatencyRecorderMetrics",
     "LatencySnapshot",
+    "NotSentError",
+    "OperationMetrics",
     "Outcome",
     "PermanentError",
     "PipelineMetrics",
     "RecoveryAction",
+    "RequestTimeoutError",
     "ResilienceError",
     "ResiliencePipeline",
+    "ResilientClientConfig",
+    "ResilientClientMetrics",
+    "ResilientMCPClient",
     "RetryConfig",
     "RetryManager",
     "RetryMetrics",
+    "ServerError",
+    "SessionClosedError",
+    "SessionConfig",
+    "SessionLostError",
+    "SessionMetrics",
+    "SessionState",
     "StateListener",
     "TemporaryError",
+    "ToolError",
+    "ToolMetrics",
     "classify_error",
     "run_hlog_writer",
     "write_hlog_once",
 ]
 
+# The MCP client pulls in the MCP SDK (about 0.9 s to import); the
+# primitives work on any async callable and should not pay for it.  So the
+# MCP names load on first use.
+_MCP_NAMES = frozenset(
+    {
+        "NotSentError",
+        "OperationMetrics",
+        "RequestTimeoutError",
+        "ResilientClientConfig",
+        "ResilientClientMetrics",
+        "ResilientMCPClient",
+        "ServerError",
+        "SessionClosedError",
+        "SessionConfig",
+        "SessionLostError",
+        "SessionMetrics",
+        "SessionState",
+        "ToolError",
+        "ToolMetrics",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _MCP_NAMES:
+        from . import _mcp  # noqa: PLC0415
+
+        value = getattr(_mcp, name)
+        fixup_module_metadata(__name__, {"__all__": [name], name: value})
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 fixup_module_metadata(__name__, globals())
-del fixup_module_metadata

@@ -409,6 +409,20 @@ def _snapshot(hdr: _Hdr) -> LatencySnapshot:
     )
 
 
+EMPTY_SNAPSHOT: Final = LatencySnapshot(
+    count=0,
+    mean=0.0,
+    min=0.0,
+    p50=0.0,
+    p90=0.0,
+    p95=0.0,
+    p99=0.0,
+    p999=0.0,
+    max=0.0,
+)
+"""The snapshot of no latencies at all."""
+
+
 def _to_us(seconds: float, top: int) -> int:
     """Round *seconds* to microseconds in ``[0, top]`` (NaN reads 0)."""
     if seconds >= top / US_PER_SECOND:
@@ -1051,6 +1065,13 @@ class LatencyRecorder:
             KeyError: The recorder has no histogram for *key*.
         """
         return _snapshot(self._cumulative(key))
+
+    def snapshot_or_empty(self, key: str) -> LatencySnapshot:
+        """:meth:`snapshot` of *key*, or an empty one if it has none."""
+        try:
+            return self.snapshot(key)
+        except KeyError:
+            return EMPTY_SNAPSHOT
 
     def histogram(self, key: str | None = None) -> LatencyHistogram:
         """

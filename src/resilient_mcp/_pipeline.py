@@ -27,7 +27,7 @@ import math
 
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
 import attrs
 
@@ -71,7 +71,10 @@ class Outcome(enum.Enum):
     """The caller was cancelled: neither a success nor a failure."""
 
 
-FAILURE_OUTCOMES = frozenset(Outcome) - {Outcome.SUCCESS, Outcome.CANCELLED}
+FAILURE_OUTCOMES: Final = tuple(
+    o for o in Outcome if o not in (Outcome.SUCCESS, Outcome.CANCELLED)
+)
+"""The failure outcomes, in declaration order."""
 
 
 @attrs.frozen(kw_only=True)
@@ -383,7 +386,7 @@ class ResiliencePipeline:
             retry=retry_metrics,
             bulkhead=bulkhead_metrics,
             latency=(
-                self.recorder.snapshot(self._key)
+                self.recorder.snapshot_or_empty(self._key)
                 if self.recorder is not None
                 else None
             ),

@@ -30,6 +30,6 @@ def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:
                     fix_one(f"{qualname}.{attr_name}", attr_name, attr_value)
 
     for name in namespace.get("__all__", ()):
-        if name.startswith("_"):
-            continue
+        if name.startswith("_") or name not in namespace:
+            continue  # private, or loaded lazily (fixed up then)
         fix_one(name, name, namespace[name])

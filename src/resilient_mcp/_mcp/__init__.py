@@ -8,6 +8,18 @@ builds transports from server specs and notices when one ends; and
 reconnecting when it dies.
 """
 
+from ._client import (
+    OperationMetrics,
+    ResilientClientMetrics,
+    ResilientMCPClient,
+    ToolError,
+    ToolMetrics,
+)
+from ._client_config import (
+    OPERATION_KINDS,
+    SEED_BULKHEADS,
+    ResilientClientConfig,
+)
 from ._config import SessionConfig
 from ._errors import (
     NotSentError,
@@ -43,10 +55,16 @@ from ._transport import ServerSpec, watch_transport
 
 
 __all__ = [
+    "OPERATION_KINDS",
+    "SEED_BULKHEADS",
     "HTTPResponseBox",
     "LiveSession",
     "NotSentError",
+    "OperationMetrics",
     "RequestTimeoutError",
+    "ResilientClientConfig",
+    "ResilientClientMetrics",
+    "ResilientMCPClient",
     "ServerError",
     "ServerSource",
     "ServerSpec",
@@ -59,6 +77,8 @@ __all__ = [
     "SessionMetrics",
     "SessionState",
     "SessionSupervisor",
+    "ToolError",
+    "ToolMetrics",
     "capture_http_errors",
     "create_http_client",
     "install_status_hook",
