@@ -542,3 +542,22 @@ def test_pure_state_machine_admits_by_time():
     assert 0 == permit
     assert isinstance(probe, int)
     assert 1 == breaker.metrics().current_successes
+
+
+async def test_listener_may_extend_the_open_time(autojump_clock):
+    """A listener sees a whole OPEN state and may lengthen it (#4)."""
+
+    def hold_open(breaker, old, new):
+        if new is CircuitState.OPEN:
+            breaker.trip(trio.current_time(), 100)
+
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(failure_threshold=1, recovery_timeout=5),
+        listeners=[hold_open],
+    )
+    await fail(breaker)
+
+    await trio.sleep(99)
+    assert CircuitState.OPEN == breaker.state
+    await trio.sleep(1)
+    assert CircuitState.HALF_OPEN == breaker.state

@@ -384,8 +384,9 @@ class CircuitBreaker:
         if self._state is CircuitState.OPEN:
             self._open_until = max(self._open_until, until)
             return
-        self._transition(CircuitState.OPEN, now)
+        # Set before the transition, so that listeners see a whole state.
         self._open_until = until
+        self._transition(CircuitState.OPEN, now)
 
     def add_listener(self, listener: StateListener) -> None:
         """Call ``listener(breaker, old, new)`` after every state change."""

@@ -505,9 +505,7 @@ class ResilientMCPClient:
             hit = await self._from_cache(read)
             if hit is not None:
                 return hit
-        return await self._pipelines["resources/read"].call(
-            self._supervisor.call, read
-        )
+        return await self._pipelines["resources/read"].call(self._call, read)
 
     async def get_prompt(
         self,
@@ -520,9 +518,7 @@ class ResilientMCPClient:
         async def get(client: Client) -> GetPromptResult:
             return await client.get_prompt(name, arguments, **kwargs)
 
-        return await self._pipelines["prompts/get"].call(
-            self._supervisor.call, get
-        )
+        return await self._pipelines["prompts/get"].call(self._call, get)
 
     async def complete(
         self,
@@ -536,7 +532,7 @@ class ResilientMCPClient:
             return await client.complete(ref, argument, context_arguments)
 
         return await self._pipelines["completion/complete"].call(
-            self._supervisor.call, complete
+            self._call, complete
         )
 
     async def send_ping(self) -> EmptyResult:
@@ -550,7 +546,7 @@ class ResilientMCPClient:
         async def ping(client: Client) -> EmptyResult:
             return await client.session.send_ping()
 
-        return await self._pipelines["ping"].call(self._supervisor.call, ping)
+        return await self._pipelines["ping"].call(self._call, ping)
 
     async def call_tool(
         self,
@@ -727,7 +723,7 @@ class ResilientMCPClient:
         if cursor is None and use_cache:
             result = await self._from_cache(first)
         if result is None:
-            result = await pipeline.call(self._supervisor.call, first)
+            result = await pipeline.call(self._call, first)
         if not all_pages or result.next_cursor is None:
             return result
         items = list(getattr(result, field))
@@ -738,7 +734,7 @@ class ResilientMCPClient:
             async def following(client: Client, after: str = after) -> Any:
                 return await page(client, after)
 
-            result = await pipeline.call(self._supervisor.call, following)
+            result = await pipeline.call(self._call, following)
             items.extend(getattr(result, field))
             after = result.next_cursor
             if after in seen:
@@ -871,9 +867,17 @@ class ResilientMCPClient:
         pushback = self._pushback
         if new is CircuitState.OPEN and pushback is not None:
             at, seconds = pushback
-            now = breaker.metrics().opened_at
-            if now is not None and now - at <= 1.0:
+            now = current_time()
+            if now - at <= 1.0:  # the failure that opened it said so
                 breaker.trip(now, seconds)
+
+    async def _call(self, operation: Callable[[Client], Awaitable[T]]) -> T:
+        """The supervisor's call, noting a server's Retry-After."""
+        try:
+            return await self._supervisor.call(operation)
+        except Exception as exc:
+            self._note_pushback(exc)
+            raise
 
     def _note_pushback(self, exc: BaseException) -> None:
         retry_after = getattr(exc, "retry_after", None)
@@ -934,7 +938,6 @@ class _ToolCall:
         try:
             result = await self._send()
         except Exception as exc:
-            owner._note_pushback(exc)
             if breaker is not None:
                 breaker.on_failure(permit, current_time(), exc)
             raise
@@ -957,7 +960,7 @@ class _ToolCall:
         cap = owner._progress_cap
         timeout = owner._tool_timeout
         if cap is None or timeout is None:
-            return await owner._supervisor.call(self._request)
+            return await owner._call(self._request)
         # Progress-aware timeout: each progress notification pushes the
         # deadline out by another `timeout`, never past start + cap.
         start = current_time()
@@ -972,7 +975,7 @@ class _ToolCall:
 
         options = {**self.options, "progress_callback": on_progress}
         with scope:
-            return await owner._supervisor.call(
+            return await owner._call(
                 lambda client: client.call_tool(
                     self.name, self.arguments, **options
                 )
