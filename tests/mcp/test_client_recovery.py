@@ -29,9 +29,8 @@ from resilient_mcp import (
 
 
 if TYPE_CHECKING:
-    from resilient_mcp._mcp import SessionConfig
-
     from conftest import HTTPServerProcess
+    from resilient_mcp._mcp import SessionConfig
 
 
 HANG_GUARD = 60  # seconds; never a timing assertion
