@@ -122,10 +122,7 @@ async def test_process_death_in_an_unsafe_call_is_not_retried(
 async def test_retry_after_is_honoured(
     http_server: HTTPServerProcess, session_config
 ):
-    """
-    A 429 with Retry-After: the retry waits that long, and the breaker
-    stays open at least that long.
-    """
+    """A 429's Retry-After sets the retry delay (not initial_delay)."""
     url = await http_server.start()
     cfg = client_config(session_config)
     with trio.fail_after(HANG_GUARD):
