@@ -366,7 +366,7 @@ def test_repr_names_the_policies():
     text = repr(pipeline)
 
     assert text.startswith("<ResiliencePipeline 'search' bulkhead=None")
-    assert "<RetryManager 'default' max_attempts=3, 0 retries so far>" in text
+    assert "<RetryManager 'search' max_attempts=3, 0 retries so far>" in text
     assert "timeout=None>" in text
 
 

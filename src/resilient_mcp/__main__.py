@@ -7,6 +7,9 @@ the handlers call library functions.  Commands:
 ``hist``
     Inspect, merge, compare and plot HdrHistogram interval logs
     (:mod:`resilient_mcp._cli`).
+``demo``
+    Run the seed's example against an embedded flaky MCP server
+    (:mod:`resilient_mcp._demo`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from collections.abc import Callable
 
 from ._cli import PROG, add_hist_parser
+from ._demo import add_demo_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         title="commands", metavar="COMMAND", required=True
     )
     add_hist_parser(commands)
+    add_demo_parser(commands)
     return parser
 
 

@@ -43,6 +43,7 @@ from ._timeouts import (
     deadline_scope,
     run_bounded,
 )
+from .instrumentation._otel import CallTracer, call_tracer
 
 
 T = TypeVar("T")
@@ -123,21 +124,9 @@ class PipelineMetrics:
 _UNSET: Any = object()
 
 
-def _breaker(value: CircuitBreaker | CircuitBreakerConfig | None) -> Any:
-    if isinstance(value, CircuitBreakerConfig):
-        return CircuitBreaker(value)
-    return value
-
-
-def _retry(value: RetryManager | RetryConfig | None) -> Any:
-    if isinstance(value, RetryConfig):
-        return RetryManager(value)
-    return value
-
-
-def _bulkhead(value: Bulkhead | BulkheadConfig | None) -> Any:
-    if isinstance(value, BulkheadConfig):
-        return Bulkhead(value)
+def _policy(value: Any) -> Any:
+    # Configs become policies in __attrs_post_init__, named after the
+    # pipeline (two pipelines' policies must not share the name "default").
     return value
 
 
@@ -183,13 +172,13 @@ class ResiliencePipeline:
     """
 
     bulkhead: Bulkhead | None = attrs.field(
-        default=None, converter=_bulkhead, kw_only=True
+        default=None, converter=_policy, kw_only=True
     )
     retry: RetryManager | None = attrs.field(
-        default=None, converter=_retry, kw_only=True
+        default=None, converter=_policy, kw_only=True
     )
     circuit_breaker: CircuitBreaker | None = attrs.field(
-        default=None, converter=_breaker, kw_only=True
+        default=None, converter=_policy, kw_only=True
     )
     timeout: float | None = attrs.field(default=_UNSET, kw_only=True)
     name: str = attrs.field(default="default", kw_only=True)
@@ -204,6 +193,7 @@ class ResiliencePipeline:
     _counts: dict[Outcome, int] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._build_policies()
         if self.timeout is _UNSET:
             breaker = self.circuit_breaker
             self.timeout = (
@@ -226,6 +216,25 @@ class ResiliencePipeline:
         self._where = f"pipeline {self.name!r}"
         self._key = self.name if self.record_key is None else self.record_key
         self._counts = dict.fromkeys(Outcome, 0)
+
+    def _build_policies(self) -> None:
+        name = self.name
+        bulkhead: Any = self.bulkhead
+        if isinstance(bulkhead, BulkheadConfig):
+            if bulkhead.name == "default":
+                bulkhead = attrs.evolve(bulkhead, name=name)
+            self.bulkhead = Bulkhead(bulkhead)
+        retry: Any = self.retry
+        if isinstance(retry, RetryConfig):
+            self.retry = RetryManager(retry, name=name)
+        breaker: Any = self.circuit_breaker
+        if isinstance(breaker, CircuitBreakerConfig):
+            self.circuit_breaker = CircuitBreaker(breaker, name=name)
+
+    @property
+    def key(self) -> str:
+        """The key latencies are recorded under (``record_key`` or name)."""
+        return self._key
 
     def __repr__(self) -> str:
         parts = [
@@ -255,6 +264,9 @@ class ResiliencePipeline:
                 too long (the last attempt's, when retries ran out).
             Exception: The operation's own last error, unchanged.
         """
+        tracer = call_tracer()
+        if tracer is not None:
+            return await self._call_traced(tracer, fn, args)
         recorder = self.recorder
         if recorder is None:
             return await self._counted(fn, args)
@@ -263,6 +275,66 @@ class ResiliencePipeline:
             return await self._counted(fn, args)
         finally:
             recorder.record(self._key, current_time() - start)
+
+    async def _call_traced(
+        self,
+        tracer: CallTracer,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+    ) -> T:
+        """:meth:`call` inside an OpenTelemetry span (only when enabled)."""
+        entered = current_time()
+        runs = 0
+        first_run: float | None = None
+
+        async def attempt(*attempt_args: Any) -> T:
+            nonlocal runs, first_run
+            runs += 1
+            if first_run is None:
+                first_run = current_time()
+            return await fn(*attempt_args)
+
+        span = tracer.start(self.name)
+        error: BaseException | None = None
+        try:
+            try:
+                return await self._counted(attempt, args)
+            finally:
+                if self.recorder is not None:
+                    self.recorder.record(self._key, current_time() - entered)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if error is None:
+                outcome = Outcome.SUCCESS
+            elif isinstance(error, Exception):
+                outcome = self._classify(error)
+            else:
+                outcome = Outcome.CANCELLED
+            breaker = self.circuit_breaker
+            bulkhead = self.bulkhead
+            state = breaker.state if breaker is not None else None
+            waited = (
+                first_run - entered
+                if bulkhead is not None and first_run is not None
+                else None
+            )
+            tracer.finish(
+                span,
+                outcome=outcome.value,
+                attempts=max(runs, 1),
+                breaker_name=breaker.name if breaker is not None else None,
+                breaker_state=state,
+                breaker_failures=(
+                    breaker.metrics().current_failures
+                    if breaker is not None
+                    else None
+                ),
+                bulkhead_name=bulkhead.name if bulkhead is not None else None,
+                bulkhead_wait=waited,
+                error=error,
+            )
 
     async def _counted(
         self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]

@@ -309,7 +309,7 @@ class ResilientMCPClient:
             "tools/call", "tools", tool_timeout
         )
         self._unsafe_calls = self._pipeline(
-            "tools/call", "tools", tool_timeout, retry_if=_never_sent
+            "tools/call:unsafe", "tools", tool_timeout, retry_if=_never_sent
         )
         self._tool_timeout = timeout
         tool_breaker = config.tool_circuit_breaker
@@ -357,6 +357,7 @@ class ResilientMCPClient:
         timeout: float | None,
         retry_if: Callable[[Exception], bool] | None = None,
     ) -> ResiliencePipeline:
+        # The unsafe tools/call pipeline records under "tools/call" too.
         return ResiliencePipeline(
             bulkhead=self._bulkheads.get(kind) if kind else None,
             retry=self._retry,
@@ -364,6 +365,7 @@ class ResilientMCPClient:
             timeout=timeout,
             name=method,
             recorder=self._recorder,
+            record_key=method.partition(":")[0],
             retry_if=retry_if,
         )
 
@@ -617,9 +619,9 @@ class ResilientMCPClient:
         totals = dict.fromkeys(Outcome, 0)
         retried = 0
         by_method: dict[str, dict[Outcome, int]] = {}
-        for pipeline in (*self._pipelines.values(), self._unsafe_calls):
+        for pipeline in self.pipelines():
             counts = by_method.setdefault(
-                pipeline.name, dict.fromkeys(Outcome, 0)
+                pipeline.key, dict.fromkeys(Outcome, 0)
             )
             for outcome, count in pipeline.metrics().outcomes.items():
                 counts[outcome] += count
@@ -672,6 +674,16 @@ class ResilientMCPClient:
                 latency=self._tool_recorder.snapshot_or_empty(tool),
             )
         return tools
+
+    def pipelines(self) -> list[ResiliencePipeline]:
+        """
+        The pipelines behind the operations, one per MCP method.
+
+        ``tools/call`` has two: ``"tools/call"`` for calls safe to retry
+        and ``"tools/call:unsafe"`` for the others (both record latency
+        under ``"tools/call"``).
+        """
+        return [*self._pipelines.values(), self._unsafe_calls]
 
     @property
     def circuit_breaker(self) -> CircuitBreaker:

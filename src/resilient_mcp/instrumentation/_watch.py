@@ -1,0 +1,438 @@
+"""
+The watchlist: which resilience objects the exporters read, and how.
+
+Exporters never sit on the hot path.  A pipeline, breaker, bulkhead or
+retry manager only bumps its own counters; the Prometheus collector, the
+OpenTelemetry callbacks and the health monitor read :meth:`metrics`
+snapshots when *they* run, through a :class:`Watchlist`.
+
+The objects are not thread-safe, and some exporters run in threads of their
+own (OpenTelemetry's periodic reader, ``prometheus_client``'s HTTP
+server).  So :meth:`Watchlist.read` always takes its snapshot in the event
+loop's thread: it reads directly when called there, and otherwise hands
+the read to the loop and waits for the answer.  As little as possible
+happens in the loop: the snapshots, plus a copy of each histogram watched
+with :meth:`Watchlist.watch_latency`, whose percentiles the caller computes
+off the loop.  (A pipeline's own ``metrics()`` includes its latency
+summary, so that one is computed in the loop.)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import weakref
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import attrs
+
+from .._metrics import LatencyHistogram, LatencyRecorder, LatencySnapshot
+
+
+if TYPE_CHECKING:
+    from anyio.lowlevel import EventLoopToken
+
+    from .._breaker import CircuitBreaker, CircuitBreakerMetrics
+    from .._bulkhead import Bulkhead, BulkheadMetrics
+    from .._pipeline import PipelineMetrics, ResiliencePipeline
+    from .._retry import RetryManager, RetryMetrics
+
+
+T = TypeVar("T")
+
+logger: Final = logging.getLogger("resilient_mcp")
+
+READ_TIMEOUT: Final = 5.0  # seconds a foreign thread waits for the loop
+
+
+@attrs.frozen(kw_only=True)
+class Reading:
+    """
+    What a :class:`Watchlist` saw at one moment, taken in the loop thread.
+
+    Each policy appears once, however many watched pipelines share it.
+    Every tuple is sorted by name.
+    """
+
+    pipelines: tuple[tuple[ResiliencePipeline, PipelineMetrics], ...]
+    """Watched pipelines and their snapshots."""
+    breakers: tuple[tuple[CircuitBreaker, CircuitBreakerMetrics], ...]
+    """Breakers, watched directly or through a pipeline."""
+    bulkheads: tuple[tuple[Bulkhead, BulkheadMetrics], ...]
+    """Bulkheads, watched directly or through a pipeline."""
+    retries: tuple[tuple[RetryManager, RetryMetrics], ...]
+    """Retry managers, watched directly or through a pipeline."""
+    latencies: tuple[tuple[str, LatencyHistogram | LatencySnapshot], ...]
+    """(operation, its latency snapshot or a private copy of its
+    histogram), one per operation."""
+
+
+LatencySource = LatencyHistogram | LatencyRecorder
+
+
+@final
+@attrs.define(eq=False, repr=False)
+class Watchlist:
+    """
+    The resilience objects that metrics exporters and health checks read.
+
+    Think of it as the list of gauges on a control-room wall: putting an
+    object on the list costs the object nothing, and whoever walks past
+    (a Prometheus scrape, an OpenTelemetry export, the health monitor)
+    reads every gauge on it at that moment.  One watchlist can feed all
+    three at once.
+
+    >>> watchlist = Watchlist()
+    >>> watchlist.watch_pipeline(pipeline)  # its breaker, bulkhead, retry too
+    >>> registry.register(ResilienceCollector(watchlist))
+
+    Objects are held weakly: watching an object does not keep it alive,
+    and an object that is garbage-collected drops off the list.  Names are
+    metric labels, so they must be unique per kind: two different circuit
+    breakers both named ``"default"`` would be indistinguishable, and
+    watching the second one raises :class:`ValueError`.
+
+    Reads happen in the event loop's thread.  The watchlist remembers the
+    loop it was created or last given an object in, and a read from any
+    other thread is handed to that loop (see :meth:`read`).
+
+    .. versionadded:: 0.1.0
+    """
+
+    _pipelines: weakref.WeakKeyDictionary[ResiliencePipeline, None] = (
+        attrs.field(init=False, factory=weakref.WeakKeyDictionary)
+    )
+    _breakers: weakref.WeakKeyDictionary[CircuitBreaker, None] = attrs.field(
+        init=False, factory=weakref.WeakKeyDictionary
+    )
+    _bulkheads: weakref.WeakKeyDictionary[Bulkhead, None] = attrs.field(
+        init=False, factory=weakref.WeakKeyDictionary
+    )
+    _retries: weakref.WeakKeyDictionary[RetryManager, None] = attrs.field(
+        init=False, factory=weakref.WeakKeyDictionary
+    )
+    _latencies: weakref.WeakKeyDictionary[LatencySource, str | None] = (
+        attrs.field(init=False, factory=weakref.WeakKeyDictionary)
+    )
+    _token: EventLoopToken | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        self._remember_loop()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Watchlist {len(self._pipelines)} pipelines, "
+            f"{len(self._breakers)} breakers, {len(self._bulkheads)} "
+            f"bulkheads, {len(self._retries)} retry managers, "
+            f"{len(self._latencies)} latency sources>"
+        )
+
+    # -- registration ------------------------------------------------------
+
+    def watch_pipeline(self, pipeline: ResiliencePipeline) -> None:
+        """
+        Watch a pipeline, and through it its breaker, bulkhead and retry.
+
+        The pipeline's name is the ``operation`` label of its series.  A
+        pipeline that records its latency (``recorder=``) also reports it,
+        under its ``record_key``.
+
+        Raises:
+            ValueError: Another watched pipeline has the same name, or one
+                of its policies has the name of a different policy of the
+                same kind that is watched already.
+        """
+        _check_unique("pipeline", pipeline, list(self._pipelines))
+        for kind, part, known in (
+            ("circuit breaker", pipeline.circuit_breaker, self._all_breakers),
+            ("bulkhead", pipeline.bulkhead, self._all_bulkheads),
+            ("retry manager", pipeline.retry, self._all_retries),
+        ):
+            if part is not None:
+                _check_unique(kind, part, known())
+        self._pipelines[pipeline] = None
+        self._remember_loop()
+
+    def watch_client(self, client: Any) -> None:
+        """
+        Watch a :class:`~resilient_mcp.ResilientMCPClient`.
+
+        Every MCP method's pipeline is watched (its name is the
+        ``operation`` label), and through them the server's breaker, the
+        bulkheads per operation kind and the retry manager.
+
+        Raises:
+            ValueError: A name clashes with an object watched already (two
+                clients need different names).
+        """
+        for pipeline in client.pipelines():
+            self.watch_pipeline(pipeline)
+
+    def watch_circuit_breaker(self, breaker: CircuitBreaker) -> None:
+        """
+        Watch a circuit breaker; its name is the ``breaker`` label.
+
+        Raises:
+            ValueError: A different watched breaker has the same name.
+        """
+        _check_unique("circuit breaker", breaker, self._all_breakers())
+        self._breakers[breaker] = None
+        self._remember_loop()
+
+    def watch_bulkhead(self, bulkhead: Bulkhead) -> None:
+        """
+        Watch a bulkhead; its name is the ``bulkhead`` label.
+
+        Raises:
+            ValueError: A different watched bulkhead has the same name.
+        """
+        _check_unique("bulkhead", bulkhead, self._all_bulkheads())
+        self._bulkheads[bulkhead] = None
+        self._remember_loop()
+
+    def watch_retry(self, retry: RetryManager) -> None:
+        """
+        Watch a retry manager; its name is the ``retry`` label.
+
+        Raises:
+            ValueError: A different watched retry manager has the same
+                name.
+        """
+        _check_unique("retry manager", retry, self._all_retries())
+        self._retries[retry] = None
+        self._remember_loop()
+
+    def watch_latency(
+        self, source: LatencySource, *, operation: str | None = None
+    ) -> None:
+        """
+        Watch the latencies of one operation, or of many.
+
+        Args:
+            source: A :class:`~resilient_mcp.LatencyHistogram` of one
+                operation, or a ``LatencyRecorder`` whose keys are
+                operations (each key is reported as an ``operation``).
+            operation: The operation a histogram measures; required for a
+                histogram, and must be ``None`` for a recorder.
+
+        Raises:
+            ValueError: *operation* is missing for a histogram, given for a
+                recorder, or already used by another watched histogram.
+            TypeError: *source* is neither.
+
+        When a recorder's key equals an operation reported by a source
+        watched earlier, the earlier source wins.
+        """
+        if isinstance(source, LatencyRecorder):
+            if operation is not None:
+                raise ValueError(
+                    "a LatencyRecorder reports its keys as operations; "
+                    "pass operation only with a LatencyHistogram"
+                )
+        elif isinstance(source, LatencyHistogram):
+            if not operation:
+                raise ValueError(
+                    "watching a LatencyHistogram needs operation=..., the "
+                    "name its latencies are reported under"
+                )
+            for other, name in list(self._latencies.items()):
+                if name == operation and other is not source:
+                    raise ValueError(
+                        f"operation {operation!r} already has a watched "
+                        "latency histogram"
+                    )
+        else:
+            raise TypeError(
+                "expected a LatencyHistogram or a LatencyRecorder, got "
+                f"{type(source).__name__}"
+            )
+        self._latencies[source] = operation
+        self._remember_loop()
+
+    def unwatch(self, obj: object) -> None:
+        """
+        Stop watching *obj*; nothing happens if it was not watched.
+
+        Unwatching a pipeline also drops its policies, unless they are
+        watched directly or through another pipeline.
+        """
+        for table in (
+            self._pipelines,
+            self._breakers,
+            self._bulkheads,
+            self._retries,
+            self._latencies,
+        ):
+            table.pop(obj, None)  # type: ignore[call-overload]
+
+    # -- reading -----------------------------------------------------------
+
+    def read(self, *, timeout: float = READ_TIMEOUT) -> Reading:
+        """
+        Take a consistent :class:`Reading` of everything watched.
+
+        In the event loop's thread this reads directly.  From an AnyIO
+        worker thread it hops to that worker's loop.  From any other
+        thread it hands the read to the loop the watchlist remembers and
+        waits for it; once that loop has finished, nothing changes the
+        objects any more and they are read directly.
+
+        Args:
+            timeout: Seconds another thread waits for the loop.
+
+        Raises:
+            TimeoutError: The event loop did not run the read in time (it
+                is blocked, perhaps waiting for this very thread).
+        """
+        if _running_token() is not None:
+            return self._read_here()
+        try:
+            return anyio.from_thread.run_sync(self._read_here)
+        except anyio.NoEventLoopError:
+            pass  # not an AnyIO worker thread
+        token = self._token
+        if token is not None:
+            try:
+                return _call_in_loop(token, self._read_here, timeout)
+            except anyio.RunFinishedError:
+                pass
+        return self._read_here()
+
+    def _read_here(self) -> Reading:
+        pipelines = sorted(
+            ((p, p.metrics()) for p in list(self._pipelines)),
+            key=lambda item: item[1].name,
+        )
+        breakers: dict[int, tuple[Any, Any]] = {}
+        bulkheads: dict[int, tuple[Any, Any]] = {}
+        retries: dict[int, tuple[Any, Any]] = {}
+        # A pipeline's snapshot already holds its policies' snapshots.
+        for pipeline, metrics in pipelines:
+            _add(breakers, pipeline.circuit_breaker, metrics.circuit_breaker)
+            _add(bulkheads, pipeline.bulkhead, metrics.bulkhead)
+            _add(retries, pipeline.retry, metrics.retry)
+        for table, watched in (
+            (breakers, list(self._breakers)),
+            (bulkheads, list(self._bulkheads)),
+            (retries, list(self._retries)),
+        ):
+            for obj in watched:
+                if id(obj) not in table:
+                    table[id(obj)] = (obj, obj.metrics())
+        return Reading(
+            pipelines=tuple(pipelines),
+            breakers=_by_name(breakers),
+            bulkheads=_by_name(bulkheads),
+            retries=_by_name(retries),
+            latencies=self._latencies_of(pipelines),
+        )
+
+    def _latencies_of(
+        self, pipelines: list[tuple[ResiliencePipeline, PipelineMetrics]]
+    ) -> tuple[tuple[str, LatencyHistogram | LatencySnapshot], ...]:
+        latencies: dict[str, LatencyHistogram | LatencySnapshot] = {}
+        for pipeline, metrics in pipelines:
+            if metrics.latency is not None:
+                key = pipeline.record_key
+                latencies.setdefault(
+                    pipeline.name if key is None else key, metrics.latency
+                )
+        for source, operation in list(self._latencies.items()):
+            if isinstance(source, LatencyRecorder):
+                for key in source.keys():  # noqa: SIM118 - not a dict
+                    if key not in latencies:
+                        latencies[key] = source.histogram(key)
+            elif operation is not None and operation not in latencies:
+                latencies[operation] = source.copy()
+        return tuple(sorted(latencies.items()))
+
+    # -- internals ---------------------------------------------------------
+
+    def _all_breakers(self) -> list[Any]:
+        found: list[Any] = list(self._breakers)
+        found += [p.circuit_breaker for p in list(self._pipelines)]
+        return found
+
+    def _all_bulkheads(self) -> list[Any]:
+        found: list[Any] = list(self._bulkheads)
+        found += [p.bulkhead for p in list(self._pipelines)]
+        return found
+
+    def _all_retries(self) -> list[Any]:
+        found: list[Any] = list(self._retries)
+        found += [p.retry for p in list(self._pipelines)]
+        return found
+
+    def _remember_loop(self) -> None:
+        token = _running_token()
+        if token is not None:
+            self._token = token
+
+
+def _add(table: dict[int, tuple[Any, Any]], obj: Any, metrics: Any) -> None:
+    if obj is not None and metrics is not None:
+        table.setdefault(id(obj), (obj, metrics))
+
+
+def _by_name(table: dict[int, tuple[Any, Any]]) -> tuple[Any, ...]:
+    return tuple(sorted(table.values(), key=lambda item: item[1].name))
+
+
+def _check_unique(kind: str, new: Any, known: list[Any]) -> None:
+    for other in known:
+        if other is not None and other is not new and other.name == new.name:
+            raise ValueError(
+                f"a different {kind} named {new.name!r} is watched already; "
+                "names are metric labels, so give each one its own name"
+            )
+
+
+def _running_token() -> EventLoopToken | None:
+    """The token of the event loop running in this thread, if any."""
+    try:
+        return anyio.lowlevel.current_token()
+    except RuntimeError:  # NoEventLoopError, AsyncLibraryNotFoundError
+        return None
+
+
+def _call_in_loop(
+    token: EventLoopToken,
+    fn: Callable[[], T],
+    timeout: float,
+) -> T:
+    """
+    Run ``fn()`` in the loop of *token*, waiting at most *timeout* seconds.
+
+    ``anyio.from_thread.run_sync`` waits forever, which deadlocks when the
+    loop thread is itself blocked waiting for this thread (a loop that
+    calls an OpenTelemetry ``force_flush`` while the periodic reader is
+    collecting).  This schedules the call without waiting and waits on a
+    future with a timeout instead.
+
+    Raises:
+        anyio.RunFinishedError: The loop has finished.
+        TimeoutError: The loop did not run *fn* within *timeout*.
+    """
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # the caller gave up waiting
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # handed to the waiting thread
+            future.set_exception(exc)
+
+    token.backend_class.run_sync_soon(run, (), token.native_token)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(
+            f"the event loop did not answer within {timeout:g}s"
+        ) from None
