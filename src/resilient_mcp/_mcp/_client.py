@@ -78,6 +78,8 @@ T = TypeVar("T")
 
 logger: Final = logging.getLogger("resilient_mcp")
 
+UNKNOWN_TOOL_REFRESH: Final = 1.0  # seconds between listings for unknowns
+
 _KIND: Final = {
     "tools/list": "tools",
     "tools/call": "tools",
@@ -333,6 +335,7 @@ class ResilientMCPClient:
         self._annotations: dict[str, tuple[bool, bool]] = {}
         self._tools_known = False
         self._tools_stale = False
+        self._last_refresh = -math.inf
         self._pushback: tuple[float, float] | None = None
         session_config = config.session
         self._user_on_connect = session_config.on_connect
@@ -583,7 +586,9 @@ class ResilientMCPClient:
             PermanentError: The request was invalid.
             TemporaryError: The server failed (after the retries allowed).
         """
-        if self._tools_stale and self._needs_annotations(name):
+        if self._needs_annotations(name) and (
+            self._tools_stale or self._unknown_tool(name)
+        ):
             await self._refresh_tools()
         pipeline = (
             self._pipelines["tools/call"]
@@ -853,6 +858,23 @@ class ResilientMCPClient:
             await handler(message)
         else:
             await checkpoint()
+
+    def _unknown_tool(self, name: str) -> bool:
+        """
+        Whether *name* is missing from the listing, which may be stale.
+
+        At protocol 2026-07-28 servers announce list changes only to
+        ``listen()`` subscribers, so a tool added since the last listing
+        shows up as an unknown name; the listing is refreshed for it, at
+        most once per ``UNKNOWN_TOOL_REFRESH`` seconds.
+        """
+        if name in self._annotations:
+            return False
+        now = current_time()
+        if now - self._last_refresh < UNKNOWN_TOOL_REFRESH:
+            return False
+        self._last_refresh = now
+        return True
 
     def _needs_annotations(self, name: str) -> bool:
         return (
