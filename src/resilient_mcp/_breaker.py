@@ -119,7 +119,7 @@ def _default_is_failure(exc: BaseException) -> bool:
 
 
 @final
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class CircuitBreaker:
     """
     Stop calling a failing service for a while, then probe it carefully.

@@ -100,7 +100,7 @@ def _close_streams(*streams: Any) -> None:
 
 
 @final
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class Bulkhead:
     """
     Limit how many calls run at once, and how many may wait their turn.

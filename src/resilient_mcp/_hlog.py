@@ -127,7 +127,7 @@ def _human_date(epoch: float) -> str:
 
 
 @final
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class HlogWriter:
     """
     Write an interval log to a text stream, line by line.

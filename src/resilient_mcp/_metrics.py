@@ -507,7 +507,7 @@ def _decode(encoded: str | bytes) -> _Hdr:
 
 
 @final
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class LatencyHistogram:
     """
     An HdrHistogram of durations, fed seconds, stored in microseconds.
@@ -834,7 +834,7 @@ class LatencyRecorderMetrics:
 
 
 @final
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class LatencyRecorder:
     """
     Latency histograms per operation key, plus one over every key.

@@ -131,7 +131,7 @@ def _policy(value: Any) -> Any:
 
 
 @final
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class ResiliencePipeline:
     """
     Bulkhead, retry, circuit breaker and timeout around any async call.

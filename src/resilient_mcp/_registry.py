@@ -25,7 +25,7 @@ V = TypeVar("V")
 
 
 @final
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class BoundedRegistry(Generic[K, V]):
     """
     At most *max_size* values, made on demand by *factory(key)*.

@@ -79,7 +79,7 @@ class RetryMetrics:
 
 
 @final
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class RetryManager:
     """
     Try a failing call again, waiting longer each time.

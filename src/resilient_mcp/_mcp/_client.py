@@ -948,7 +948,7 @@ def _operation(
 
 
 @final
-@attrs.define(eq=False)
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class _ToolCall:
     """One attempt at a ``tools/call``, guarded by the tool's breaker."""
 

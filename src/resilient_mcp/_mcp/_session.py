@@ -182,7 +182,7 @@ class SessionMetrics:
 
 
 @final
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class _Session:
     """One connection attempt and, if it succeeds, its session."""
 
@@ -220,7 +220,7 @@ def _listeners(
 
 
 @final
-@attrs.define(eq=False, repr=False)
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class SessionSupervisor:
     """
     Own an MCP client session in a task, and replace it when it dies.
