@@ -72,6 +72,11 @@ class Outcome(enum.Enum):
     """The caller was cancelled: neither a success nor a failure."""
 
 
+_OUTCOMES: Final = tuple(Outcome)
+_INDEX: Final = {outcome: i for i, outcome in enumerate(_OUTCOMES)}
+_SUCCESS: Final = _INDEX[Outcome.SUCCESS]
+_CANCELLED: Final = _INDEX[Outcome.CANCELLED]
+
 FAILURE_OUTCOMES: Final = tuple(
     o for o in Outcome if o not in (Outcome.SUCCESS, Outcome.CANCELLED)
 )
@@ -190,7 +195,9 @@ class ResiliencePipeline:
 
     _where: str = attrs.field(init=False)
     _key: str = attrs.field(init=False)
-    _counts: dict[Outcome, int] = attrs.field(init=False)
+    # Counts per outcome, indexed by _INDEX: a list, because hashing an
+    # Enum member runs Python code (about 0.2 us twice per call).
+    _counts: list[int] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._build_policies()
@@ -215,7 +222,7 @@ class ResiliencePipeline:
             self.timeout = float(timeout)
         self._where = f"pipeline {self.name!r}"
         self._key = self.name if self.record_key is None else self.record_key
-        self._counts = dict.fromkeys(Outcome, 0)
+        self._counts = [0] * len(_OUTCOMES)
 
     def _build_policies(self) -> None:
         name = self.name
@@ -348,12 +355,12 @@ class ResiliencePipeline:
             else:
                 result = await self._retrying(math.inf, fn, args)
         except Exception as exc:
-            self._counts[self._classify(exc)] += 1
+            self._counts[_INDEX[self._classify(exc)]] += 1
             raise
         except BaseException:
-            self._counts[Outcome.CANCELLED] += 1
+            self._counts[_CANCELLED] += 1
             raise
-        self._counts[Outcome.SUCCESS] += 1
+        self._counts[_SUCCESS] += 1
         return result
 
     async def _retrying(
@@ -432,7 +439,7 @@ class ResiliencePipeline:
         Returns:
             A frozen :class:`PipelineMetrics`.
         """
-        counts = dict(self._counts)
+        counts = dict(zip(_OUTCOMES, self._counts, strict=True))
         breaker = self.circuit_breaker
         retry = self.retry
         bulkhead = self.bulkhead
