@@ -29,8 +29,10 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Check style and common bugs with ruff."""
     session.install(*_group("lint"))
-    session.run("ruff", "check", "src", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "src", "tests", "bench", "noxfile.py"
+    )
 
 
 @nox.session(python=PYTHON)
@@ -40,3 +42,17 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "src/resilient_mcp")
     # The public API as users write it must type-check too.
     session.run("mypy", "--strict", "tests/typing/api.py")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks into bench/results (``-- --quick``: smoke run)."""
+    session.install(".", *_group("bench"))
+    session.run("python", "-m", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench_smoke(session: nox.Session) -> None:
+    """Check that every benchmark runs (quick mode, under a minute)."""
+    session.install(".", *_group("bench"), *_group("tests"))
+    session.run("pytest", "bench/test_smoke.py", *session.posargs)

@@ -1,0 +1,1 @@
+"""Benchmarks for resilient-mcp: run them with ``python -m bench``."""

@@ -1,0 +1,211 @@
+"""
+MCP round trips: ``call_tool`` through resilience against the plain SDK.
+
+The arms call the same server in the same run, interleaved, so the
+difference between them is what resilience adds to a real round trip.  In
+memory, the server is one in-process ``MCPServer`` (an async echo tool);
+over stdio it is ``bench/_echo_server.py`` in a subprocess.
+``list_tools()`` runs once after connecting, because the SDK otherwise
+slips a hidden ``tools/list`` into the first ``call_tool``.
+
+* The plain SDK ``Client`` and ``ResiliencePipeline.call(client.call_tool,
+  ...)`` share one connection.
+* ``ResilientMCPClient`` owns its connection (its session supervisor
+  runs the SDK ``Client`` in a task of its own): in memory to the same
+  ``MCPServer`` object, over stdio to a second server process started
+  from the same script.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.server.mcpserver import MCPServer
+
+from resilient_mcp import (
+    BulkheadConfig,
+    CircuitBreakerConfig,
+    ResiliencePipeline,
+    ResilientMCPClient,
+    RetryConfig,
+)
+
+from ._echo_server import build_server
+from ._floors import TIMEOUT, hand_pipeline
+from ._harness import Arm, Comparison, Factory, Variant
+from ._ours import KEY, full_pipeline, new_recorder
+
+
+TOOL: Final = "echo"
+ARGUMENTS: Final = {"text": "hi"}
+SERVER_SCRIPT: Final = Path(__file__).with_name("_echo_server.py")
+TRANSPORTS: Final = ("in-memory", "stdio")
+
+PLAIN: Final = "plain Client.call_tool"
+FLOOR: Final = "floor pipeline (by hand), timeout as read_timeout_seconds"
+PIPELINE: Final = "pipeline.call(client.call_tool) + recording"
+SDK_TIMEOUT: Final = "same, timeout as read_timeout_seconds"
+CLIENT: Final = "ResilientMCPClient.call_tool"
+
+
+@attrs.define(eq=False)
+class Connection:
+    """The server of one run, and one plain ``Client`` to it, shared."""
+
+    transport: str
+    _stack: AsyncExitStack | None = None
+    _server: MCPServer | None = None
+    _client: Client | None = None
+
+    def _fresh(self, stack: AsyncExitStack) -> None:
+        if self._stack is not stack:
+            self._stack, self._server, self._client = stack, None, None
+
+    def source(self, stack: AsyncExitStack) -> Any:
+        """What to connect to: a server, or a transport factory (stdio)."""
+        self._fresh(stack)
+        if self.transport == "in-memory":
+            if self._server is None:
+                self._server = build_server()
+            return self._server
+        params = StdioServerParameters(
+            command=sys.executable, args=[str(SERVER_SCRIPT)]
+        )
+        # The stack closes it, after the servers it is the stderr of.
+        devnull = stack.enter_context(
+            Path(os.devnull).open("w", encoding="utf-8")  # noqa: SIM115
+        )
+        return functools.partial(stdio_client, params, errlog=devnull)
+
+    async def client(self, stack: AsyncExitStack) -> Client:
+        self._fresh(stack)
+        if self._client is None:
+            source = self.source(stack)
+            target = source if self.transport == "in-memory" else source()
+            client = await stack.enter_async_context(Client(target))
+            await client.list_tools()
+            self._client = client
+        return self._client
+
+
+def _plain(connection: Connection) -> Factory:
+    async def make(stack: AsyncExitStack) -> Variant:
+        client = await connection.client(stack)
+        return functools.partial(client.call_tool, TOOL, ARGUMENTS)
+
+    return make
+
+
+def _piped(connection: Connection, *, sdk_timeout: bool) -> Factory:
+    async def make(stack: AsyncExitStack) -> Variant:
+        client = await connection.client(stack)
+        if not sdk_timeout:
+            pipeline = full_pipeline(recorder=new_recorder())
+            return functools.partial(
+                pipeline.call, client.call_tool, TOOL, ARGUMENTS
+            )
+        # No cancel scope of our own: the SDK enters one for every request
+        # anyway, so the per-attempt timeout rides on it.
+        pipeline = ResiliencePipeline(
+            bulkhead=BulkheadConfig(name="bench", request_timeout=None),
+            retry=RetryConfig(max_attempts=3),
+            circuit_breaker=CircuitBreakerConfig(request_timeout=None),
+            timeout=None,
+            recorder=new_recorder(),
+            record_key=KEY,
+        )
+        return functools.partial(
+            pipeline.call, client.call_tool, TOOL, ARGUMENTS, TIMEOUT
+        )
+
+    return make
+
+
+def _floor(connection: Connection, backend: str) -> Factory:
+    async def make(stack: AsyncExitStack) -> Variant:
+        client = await connection.client(stack)
+        op = functools.partial(client.call_tool, TOOL, ARGUMENTS, TIMEOUT)
+        return hand_pipeline(backend, None, op)
+
+    return make
+
+
+def _resilient(connection: Connection) -> Factory:
+    async def make(stack: AsyncExitStack) -> Variant:
+        client = await stack.enter_async_context(
+            ResilientMCPClient(connection.source(stack), name="bench")
+        )
+        await client.list_tools()
+        return functools.partial(client.call_tool, TOOL, ARGUMENTS)
+
+    return make
+
+
+def mcp_arms(connection: Connection, backend: str) -> tuple[Arm, ...]:
+    return (
+        Arm(label=PLAIN, factory=_plain(connection), kind="floor"),
+        Arm(
+            label=FLOOR,
+            factory=_floor(connection, backend),
+            kind="floor",
+            note="what any layer costs at least",
+        ),
+        Arm(
+            label=PIPELINE,
+            factory=_piped(connection, sdk_timeout=False),
+            note="bulkhead+retry+breaker+timeout",
+        ),
+        Arm(
+            label=SDK_TIMEOUT,
+            factory=_piped(connection, sdk_timeout=True),
+            note="pipeline timeout=None",
+        ),
+        Arm(
+            label=CLIENT,
+            factory=_resilient(connection),
+            note="default config, own connection",
+        ),
+    )
+
+
+def mcp_comparisons(
+    backends: tuple[str, ...], *, quick: bool
+) -> list[Comparison]:
+    found = []
+    for transport in TRANSPORTS:
+        for backend in backends:
+            connection = Connection(transport)
+            in_memory = transport == "in-memory"
+            if quick:
+                calls, rounds = 5, 2
+            elif in_memory:
+                calls, rounds = 100, 40
+            else:
+                calls, rounds = 40, 40
+            found.append(
+                Comparison(
+                    id=f"mcp-{transport}-{backend}",
+                    title=f"MCP call_tool round trip, {transport}",
+                    backend=backend,
+                    floor=PLAIN,
+                    arms=mcp_arms(connection, backend),
+                    calls=calls,
+                    rounds=rounds,
+                    note=(
+                        "in-process MCPServer, async echo tool"
+                        if in_memory
+                        else "MCPServer subprocess over stdio (asyncio)"
+                    ),
+                )
+            )
+    return found
