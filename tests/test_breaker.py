@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 
 import anyio
@@ -561,3 +562,20 @@ async def test_listener_may_extend_the_open_time(autojump_clock):
     assert CircuitState.OPEN == breaker.state
     await trio.sleep(1)
     assert CircuitState.HALF_OPEN == breaker.state
+
+
+async def test_rejections_leave_no_garbage_cycles(autojump_clock):
+    """A rejected call leaves nothing for the cycle collector."""
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1))
+    await fail(breaker)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(100):
+            with pytest.raises(CircuitBreakerError):
+                await breaker.call(ok)
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+
+    assert 0 == unreachable

@@ -259,7 +259,12 @@ class CircuitBreaker:
             admitted = self.admit(current_time())
             if isinstance(admitted, CircuitBreakerError):
                 await checkpoint()
-                raise admitted
+                try:
+                    raise admitted
+                finally:
+                    # The frame would hold the error, whose traceback holds
+                    # the frame: a cycle per rejection for the collector.
+                    del admitted
             permit = admitted
         if (
             timeout is None

@@ -16,6 +16,7 @@ tool that calls another tool through the same client).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 
@@ -192,9 +193,14 @@ class Bulkhead:
         try:
             limiter.acquire_on_behalf_of_nowait(borrower)
         except WOULD_BLOCK:
-            return await self._call_queued(fn, args, borrower)
-        self._zero_waits += 1
-        return await self._run(fn, args, borrower)
+            pass
+        else:
+            self._zero_waits += 1
+            return await self._run(fn, args, borrower)
+        # Wait outside the `except` block: inside it, the WouldBlock and its
+        # traceback would stay alive for the whole wait (about 1.4 KB per
+        # queued caller).
+        return await self._call_queued(fn, args, borrower)
 
     async def call_nowait(
         self, fn: Callable[..., Awaitable[T]], *args: Any
@@ -239,6 +245,10 @@ class Bulkhead:
         try:
             limiter.acquire_on_behalf_of_nowait(borrower)
         except WOULD_BLOCK:
+            queued = True
+        else:
+            queued = False
+        if queued:  # outside the `except` block, as in call()
             return await self._call_queued(fn, (math.inf, *args), borrower)
         self._zero_waits += 1
         self._active += 1
@@ -295,8 +305,13 @@ class Bulkhead:
         self._queued += 1
         start = current_time()
         timeout = self._timeout
-        deadline = math.inf if timeout is None else start + timeout
-        with deadline_scope(deadline):
+        # No scope at all without a deadline: each costs memory per waiter.
+        scope: Any = (
+            contextlib.nullcontext()
+            if timeout is None
+            else deadline_scope(start + timeout)
+        )
+        with scope:
             try:
                 await self._limiter.acquire_on_behalf_of(borrower)
             except BaseException:
