@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 
@@ -23,6 +25,20 @@ def tests(session: nox.Session) -> None:
     """Run the whole test suite (trio and asyncio) against the package."""
     session.install(".", *_group("tests"))
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def chaos(session: nox.Session) -> None:
+    """Run the chaos suite with the bounded soak run (60 s by default)."""
+    session.install(".", *_group("tests"))
+    seconds = os.environ.get("RESILIENT_MCP_SOAK_SECONDS") or "60"
+    session.run(
+        "pytest",
+        "-m",
+        "chaos",
+        *session.posargs,
+        env={"RESILIENT_MCP_SOAK_SECONDS": seconds},
+    )
 
 
 @nox.session(python=PYTHON)

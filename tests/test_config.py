@@ -11,7 +11,9 @@ from resilient_mcp import (
     BulkheadConfig,
     CircuitBreakerConfig,
     ConfigurationError,
+    ResilientClientConfig,
     RetryConfig,
+    SessionConfig,
 )
 
 
@@ -139,3 +141,98 @@ def test_max_delay_below_initial_delay_is_rejected():
 def test_zero_queue_is_allowed():
     """queue_size=0 is valid: no call ever waits."""
     assert 0 == BulkheadConfig(queue_size=0).queue_size
+
+
+class NoFileno:
+    """A stderr stand-in without a file descriptor."""
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("connect_timeout", 0, "> 0"),
+        ("connect_timeout", float("inf"), "> 0"),
+        ("connect_timeout", "10", "> 0"),
+        ("reconnect_delay", -0.1, ">= 0"),
+        ("reconnect_max_delay", -1, ">= 0"),
+        ("reconnect_backoff_factor", 0.5, ">= 1"),
+        ("reconnect_backoff_factor", "2", ">= 1"),
+        ("reconnect_jitter", "yes", "True or False"),
+        ("eager_reconnect", 1, "True or False"),
+        ("close_timeout", 0, "> 0"),
+        ("client_options", 5, "mapping"),
+        ("client_options", {1: "x"}, "mapping"),
+        ("on_connect", 5, "callable"),
+        ("stdio_errlog", NoFileno(), "fileno"),
+        ("http_client_factory", "httpx", "callable"),
+    ],
+)
+def test_invalid_session_values_fail_at_construction(field, value, rule):
+    """A bad SessionConfig value raises naming the class, field and rule."""
+    with pytest.raises(ConfigurationError) as info:
+        SessionConfig(**{field: value})
+
+    message = str(info.value)
+    assert f"SessionConfig.{field}" in message
+    assert rule in message
+    assert repr(value) in message
+
+
+def test_session_config_refuses_a_server_in_the_client_options():
+    """client_options cannot carry the server: the supervisor owns it."""
+    with pytest.raises(ConfigurationError, match="client_options must not"):
+        SessionConfig(client_options={"server": "http://x"})
+
+
+def test_session_reconnect_max_delay_is_at_least_the_delay():
+    """reconnect_max_delay below reconnect_delay is refused."""
+    with pytest.raises(ConfigurationError, match="reconnect_max_delay must"):
+        SessionConfig(reconnect_delay=5, reconnect_max_delay=1)
+
+
+def test_a_closed_errlog_is_refused(tmp_path):
+    """A closed file has no usable descriptor for the server's stderr."""
+    with (tmp_path / "log").open("w") as log:
+        pass
+
+    with pytest.raises(ConfigurationError, match="stdio_errlog"):
+        SessionConfig(stdio_errlog=log)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("circuit_breaker", 5, "CircuitBreakerConfig"),
+        ("circuit_breaker", None, "CircuitBreakerConfig"),
+        ("tool_circuit_breaker", "x", "CircuitBreakerConfig or None"),
+        ("retry", None, "RetryConfig"),
+        ("bulkheads", 5, "mapping"),
+        ("bulkheads", {"nope": BulkheadConfig()}, "must be among"),
+        ("bulkheads", {"tools": 5}, "BulkheadConfig or None"),
+        ("timeout", 0, "> 0 or None"),
+        ("timeout", "x", "> 0 or None"),
+        ("timeout", float("nan"), "> 0 or None"),
+        ("session", 5, "SessionConfig"),
+        ("trust_tool_annotations", "yes", "bool"),
+        ("retryable_tools", "echo", "collection of tool names"),
+        ("retryable_tools", [1], "collection of tool names"),
+        ("retryable_tools", 5, "collection of tool names"),
+        ("max_tracked_tools", 0, ">= 1"),
+        ("max_tracked_tools", 2.5, "integer"),
+        ("progress_timeout_cap", -1, "> 0 or None"),
+        ("log_payloads", "yes", "bool"),
+    ],
+)
+def test_invalid_client_values_fail_at_construction(field, value, rule):
+    """A bad ResilientClientConfig value raises naming the field."""
+    with pytest.raises(ConfigurationError) as info:
+        ResilientClientConfig(**{field: value})
+
+    message = str(info.value)
+    assert f"ResilientClientConfig.{field}" in message
+    assert rule in message
+
+
+def test_client_config_defaults_log_no_payloads():
+    """Tool arguments and results are logged only when asked to."""
+    assert ResilientClientConfig().log_payloads is False

@@ -58,6 +58,7 @@ __all__ = [
     "CircuitState",
     "ConfigurationError",
     "HlogFormatError",
+    "InvalidResponseError",
     "JitterMode",
     "LatencyHistogram",
     "LatencyRecorder",
@@ -98,6 +99,7 @@ __all__ = [
 # MCP names load on first use.
 _MCP_NAMES = frozenset(
     {
+        "InvalidResponseError",
         "NotSentError",
         "OperationMetrics",
         "RequestTimeoutError",

@@ -22,6 +22,7 @@ from ._client_config import (
 )
 from ._config import SessionConfig
 from ._errors import (
+    InvalidResponseError,
     NotSentError,
     RequestTimeoutError,
     ServerError,
@@ -32,6 +33,8 @@ from ._errors import (
     parse_retry_after,
     root_cause,
     translate_mcp_error,
+    translate_runtime_error,
+    translate_validation_error,
 )
 from ._http import (
     HTTPResponseBox,
@@ -58,6 +61,7 @@ __all__ = [
     "OPERATION_KINDS",
     "SEED_BULKHEADS",
     "HTTPResponseBox",
+    "InvalidResponseError",
     "LiveSession",
     "NotSentError",
     "OperationMetrics",
@@ -89,5 +93,7 @@ __all__ = [
     "record_http_error",
     "root_cause",
     "translate_mcp_error",
+    "translate_runtime_error",
+    "translate_validation_error",
     "watch_transport",
 ]

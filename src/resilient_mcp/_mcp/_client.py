@@ -37,9 +37,11 @@ from typing import Any, Final, TypeVar, final
 import anyio
 import anyio.abc
 import attrs
+import pydantic_core
 
 from mcp.client import Client
 from mcp_types import (
+    INVALID_PARAMS,
     CallToolResult,
     CompleteResult,
     EmptyResult,
@@ -77,6 +79,8 @@ from ._session import (
 T = TypeVar("T")
 
 logger: Final = logging.getLogger("resilient_mcp")
+payload_logger: Final = logging.getLogger("resilient_mcp.payloads")
+"""Tool arguments and results, only with ``log_payloads=True``."""
 
 UNKNOWN_TOOL_REFRESH: Final = 1.0  # seconds between listings for unknowns
 TOOL_LATENCY_DIGITS: Final = 2  # significant digits of per-tool histograms
@@ -590,6 +594,7 @@ class ResilientMCPClient:
             PermanentError: The request was invalid.
             TemporaryError: The server failed (after the retries allowed).
         """
+        _check_arguments(name, arguments)
         if self._needs_annotations(name) and (
             self._tools_stale or self._unknown_tool(name)
         ):
@@ -609,11 +614,30 @@ class ResilientMCPClient:
                 **kwargs,
             },
         )
+        if self.config.log_payloads:
+            return await self._call_logged(pipeline, op)
         start = current_time()
         try:
             return await pipeline.call(op)
         finally:
             self._tool_recorder.record(name, current_time() - start)
+
+    async def _call_logged(
+        self, pipeline: ResiliencePipeline, op: _ToolCall
+    ) -> CallToolResult:
+        """:meth:`call_tool` with ``log_payloads``: the opt-in debug log."""
+        name = op.name
+        payload_logger.debug("tools/call %r arguments: %r", name, op.arguments)
+        start = current_time()
+        try:
+            result = await pipeline.call(op)
+        except Exception as exc:
+            payload_logger.debug("tools/call %r failed: %r", name, exc)
+            raise
+        finally:
+            self._tool_recorder.record(name, current_time() - start)
+        payload_logger.debug("tools/call %r result: %r", name, result)
+        return result
 
     # -- metrics -------------------------------------------------------------
 
@@ -924,6 +948,37 @@ class ResilientMCPClient:
             self._pushback = (now, float(retry_after))
             if self._breaker.state is CircuitState.OPEN:
                 self._breaker.trip(now, float(retry_after))
+
+
+def _check_arguments(name: str, arguments: object) -> None:
+    """
+    Refuse, before any policy sees the call, arguments the SDK cannot send.
+
+    The SDK would raise a bare pydantic, serialisation or Unicode error
+    from inside the call, where the server's breaker counted it as the
+    server's failure; nothing was sent, and no retry can help.  Values are
+    serialised as the SDK does (pydantic's JSON serialiser: dates, UUIDs,
+    models are fine); the message names types, never values.
+
+    Raises:
+        PermanentError: With code ``-32602`` (invalid params).
+    """
+    if arguments is None:
+        return
+    problem: str | None = None
+    if not isinstance(arguments, Mapping):
+        problem = f"must be a mapping, not {type(arguments).__name__}"
+    elif not all(isinstance(key, str) for key in arguments):
+        problem = "must have string keys only"
+    else:
+        try:
+            pydantic_core.to_json(arguments)
+        except ValueError as exc:  # PydanticSerializationError: types only
+            problem = f"are not JSON-serialisable ({exc})"
+    if problem is not None:
+        raise PermanentError(
+            INVALID_PARAMS, f"tool {name!r}: the arguments {problem}"
+        )
 
 
 def _safety(tool: Any) -> tuple[bool, bool]:

@@ -9,7 +9,7 @@ resources, completions 3 and 10).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -122,7 +122,11 @@ def _of_type(kind: type, *, optional: bool = False) -> Any:
 
 
 def _names(value: Any) -> frozenset[str]:
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Iterable)
+        or not all(isinstance(v, str) for v in value)
+    ):
         raise ConfigurationError(
             "ResilientClientConfig.retryable_tools must be a collection of "
             f"tool names, got {value!r}"
@@ -204,6 +208,14 @@ class ResilientClientConfig:
     Opt-in progress-aware timeout for tool calls: each progress
     notification from the server restarts the attempt's ``timeout``, up to
     this many seconds in all.  ``None`` (default): progress changes nothing.
+    """
+
+    log_payloads: bool = attrs.field(default=False, validator=_of_type(bool))
+    """
+    Opt-in, for debugging only: log every tool call's arguments and its
+    result (or error) at DEBUG on the ``resilient_mcp.payloads`` logger.
+    Off by default, and nothing else ever logs them, because arguments and
+    results may carry personal data and secrets.
     """
 
     @max_tracked_tools.validator

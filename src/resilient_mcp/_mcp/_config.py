@@ -31,8 +31,56 @@ DEFAULT_RECONNECT_BACKOFF_FACTOR: Final = 2.0  # multiplier per failure
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0  # seconds
 
 
-def _options(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return MappingProxyType(dict(value or {}))
+def _options(value: Any) -> Mapping[str, Any]:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(key, str) for key in value
+    ):
+        raise ConfigurationError(
+            "SessionConfig.client_options must be a mapping of keyword "
+            f"arguments (names to values) for mcp.Client, got {value!r}"
+        )
+    return MappingProxyType(dict(value))
+
+
+def _fail(attribute: attrs.Attribute[Any], rule: str, value: object) -> None:
+    raise ConfigurationError(
+        f"SessionConfig.{attribute.name} must be {rule}, got {value!r}"
+    )
+
+
+def _bool(
+    inst: object,  # noqa: ARG001 (attrs' validator signature)
+    attribute: attrs.Attribute[Any],
+    value: object,
+) -> None:
+    if not isinstance(value, bool):
+        _fail(attribute, "True or False", value)
+
+
+def _callable_or_none(
+    inst: object,  # noqa: ARG001 (attrs' validator signature)
+    attribute: attrs.Attribute[Any],
+    value: object,
+) -> None:
+    if value is not None and not callable(value):
+        _fail(attribute, "a callable or None", value)
+
+
+def _errlog(
+    inst: object,  # noqa: ARG001 (attrs' validator signature)
+    attribute: attrs.Attribute[Any],
+    value: Any,
+) -> None:
+    # The SDK hands it to the subprocess as its stderr, which needs a real
+    # file descriptor: fail here rather than at the first connection.
+    if value is None:
+        return
+    try:
+        value.fileno()
+    except (AttributeError, OSError, ValueError):
+        _fail(attribute, "a file with a fileno() (or None)", value)
 
 
 def _check_options(
@@ -89,11 +137,11 @@ class SessionConfig:
     )
     """Multiplier applied to the delay after each further failure."""
 
-    reconnect_jitter: bool = True
+    reconnect_jitter: bool = attrs.field(default=True, validator=_bool)
     """Vary each delay by +-10 %, so that many clients of one restarted
     server do not reconnect in lockstep."""
 
-    eager_reconnect: bool = False
+    eager_reconnect: bool = attrs.field(default=False, validator=_bool)
     """Connect at start and reconnect as soon as the backoff allows, even
     when no caller needs a session.  When false (the default), connection
     attempts happen only on demand."""
@@ -111,16 +159,20 @@ class SessionConfig:
     """Keyword arguments for every ``mcp.Client`` (``mode``,
     ``read_timeout_seconds``, ``cache``, callbacks, ...)."""
 
-    on_connect: Callable[[Client], Awaitable[object]] | None = None
+    on_connect: Callable[[Client], Awaitable[object]] | None = attrs.field(
+        default=None, validator=_callable_or_none
+    )
     """Awaited with each new client before it is published, in the
     supervisor's task and within ``connect_timeout`` (for example to call
     ``list_tools()`` once).  If it raises, the attempt has failed."""
 
-    stdio_errlog: TextIO | None = None
+    stdio_errlog: TextIO | None = attrs.field(default=None, validator=_errlog)
     """Where a stdio server's stderr goes; ``sys.stderr`` when ``None``.
     It must have a ``fileno()``."""
 
-    http_client_factory: Callable[[], httpx2.AsyncClient] | None = None
+    http_client_factory: Callable[[], httpx2.AsyncClient] | None = attrs.field(
+        default=None, validator=_callable_or_none
+    )
     """Builds the httpx2 client for URL servers (the SDK's default client
     when ``None``); the supervisor enters it and adds its status hook."""
 

@@ -9,6 +9,7 @@ so the SDK's error stays reachable as ``__cause__`` (and as ``.cause``).
 SDK error                              resilient_mcp error
 =====================================  =====================================
 ``-32000`` connection closed           :class:`SessionLostError`
+(or one request's SSE stream failed)
 ``-32001`` request timeout             :class:`RequestTimeoutError`
 ``-32603`` internal error, legacy      :class:`ServerError` (with the HTTP
 code ``0`` (a plain handler crash)     status and ``Retry-After`` when the
@@ -22,6 +23,11 @@ the same with HTTP 4xx other than      :class:`~resilient_mcp.PermanentError`
 ``-32022``
 ``-32042`` URL elicitation required    unchanged (it asks for user action)
 any other code                         unchanged (the seed's "retry limited")
+a result the SDK rejects (pydantic     :class:`InvalidResponseError` (the
+``ValidationError``), or structured    message names the fields at fault,
+content against the output schema      never their values)
+a request the SDK cannot build         :class:`~resilient_mcp.PermanentError`
+(``ValidationError`` of its params)    with code ``-32602``
 =====================================  =====================================
 
 A tool result with ``is_error=True`` is not an exception at all: it is the
@@ -49,6 +55,7 @@ from mcp_types import (
     REQUEST_TIMEOUT,
     UNSUPPORTED_PROTOCOL_VERSION,
 )
+from pydantic import ValidationError
 
 from .._errors import PermanentError, ResilienceError, TemporaryError
 
@@ -80,6 +87,21 @@ stand-in for a bare 404 (``Session terminated``)."""
 
 TEMPORARY_HTTP_STATUSES: Final = frozenset({408, 425, 429})
 """4xx statuses that say "try again later"; every 5xx does too."""
+
+RESPONSE_STREAM_LOST: Final = "SSE stream"
+"""The start of the ``-32000`` messages the streamable HTTP transport makes
+up for *one* request whose SSE response stream failed (an event over its
+``max_sse_event_size``, a stream that ended without the answer): that
+request is lost, the session is not."""
+
+STRUCTURED_CONTENT_INVALID: Final = (
+    "Invalid structured content returned by tool ",
+    "has an output schema but did not return structured content",
+)
+"""What the SDK's ``RuntimeError`` says when a tool's structured content
+does not match the tool's output schema."""
+
+MAX_REPORTED_FIELDS: Final = 5  # validation errors named in a message
 
 
 class NotSentError(TemporaryError):
@@ -124,7 +146,10 @@ class SessionLostError(TemporaryError):
 
     The request may or may not have run on the server, so only idempotent
     operations should be retried.  The supervisor reconnects on its own;
-    the cause is the SDK's ``MCPError`` (``-32000``).
+    the cause is the SDK's ``MCPError`` (``-32000``).  Over streamable
+    HTTP the SSE stream carrying one request's answer can fail alone (an
+    event over the transport's size limit, say): that request gets this
+    error too ("MCP response stream lost"), and the session carries on.
 
     .. versionadded:: 0.1.0
     """
@@ -177,6 +202,28 @@ class ServerError(TemporaryError):
         super().__init__(message, cause, retry_after=retry_after)
         self.code = code
         self.status_code = status_code
+
+
+class InvalidResponseError(TemporaryError):
+    """
+    The server answered, but not with what the request expects.
+
+    Raised when the SDK rejects a result (a ``pydantic.ValidationError``:
+    a result of the wrong shape for the negotiated protocol) and when a
+    tool's structured content violates the tool's own output schema.  The
+    request reached the server and may have run, so only operations that
+    are safe to repeat are retried; it counts against the server's circuit
+    breaker, since a server that answers nonsense is not healthy.
+
+    The message names the result type and the fields at fault, never
+    their values: results may carry personal data, and error messages end
+    up in logs and spans.  The SDK's own error, values included, is the
+    ``__cause__``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    never_sent: Final = False
 
 
 class SessionClosedError(ResilienceError, RuntimeError):
@@ -239,13 +286,14 @@ def is_session_fatal(exc: BaseException) -> bool:
     """
     Whether *exc*, raised by a call, means its session cannot be used again.
 
-    True for ``-32000`` (the transport closed or crashed) and for the
-    ``-32600`` "session not found" answers of a restarted HTTP server.
+    True for ``-32000`` (the transport closed or crashed; not when only
+    one request's SSE stream failed) and for the ``-32600`` "session not
+    found" answers of a restarted HTTP server.
     """
     if not isinstance(exc, MCPError):
         return False
     if exc.code == CONNECTION_CLOSED:
-        return True
+        return not exc.message.startswith(RESPONSE_STREAM_LOST)
     return exc.code == INVALID_REQUEST and exc.message in (
         SESSION_EXPIRED_MESSAGES
     )
@@ -276,7 +324,12 @@ def translate_mcp_error(
     if isinstance(exc, UrlElicitationRequiredError):
         pass  # a request for user action, not a failure
     elif code == CONNECTION_CLOSED:
-        error = SessionLostError(f"MCP session lost: {message}", exc)
+        what = (
+            "MCP response stream lost"
+            if message.startswith(RESPONSE_STREAM_LOST)
+            else "MCP session lost"
+        )
+        error = SessionLostError(f"{what}: {message}", exc)
     elif code == REQUEST_TIMEOUT:
         error = RequestTimeoutError(f"MCP request timed out: {message}", exc)
     elif code == INVALID_REQUEST and message in SESSION_EXPIRED_MESSAGES:
@@ -290,6 +343,75 @@ def translate_mcp_error(
     elif code in (INTERNAL_ERROR, LEGACY_HANDLER_CRASH):
         error = _server_error(exc, status_code, retry_after)
     return error
+
+
+def translate_validation_error(exc: ValidationError) -> Exception:
+    """
+    Map a pydantic error raised by an SDK call to the error replacing it.
+
+    The SDK validates the parameters it builds from the caller's
+    arguments, and every result it receives; the model's name tells the
+    two apart.
+
+    Args:
+        exc: What the SDK call raised.
+
+    Returns:
+        :class:`InvalidResponseError` for a result, else a
+        :class:`~resilient_mcp.PermanentError` with code ``-32602`` (the
+        request could not be built; nothing was sent).  Either message
+        names the fields at fault, never their values.
+    """
+    title = exc.title
+    problems = exc.errors(
+        include_url=False, include_context=False, include_input=False
+    )
+    fields = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or '(root)'}: "
+        f"{problem['msg']}"
+        for problem in problems[:MAX_REPORTED_FIELDS]
+    )
+    more = len(problems) - MAX_REPORTED_FIELDS
+    if more > 0:
+        fields += f"; and {more} more"
+    if "Result" in title:
+        return InvalidResponseError(
+            f"MCP server sent an invalid result ({title}): {fields}", exc
+        )
+    return PermanentError(
+        INVALID_PARAMS, f"invalid request parameters ({title}): {fields}"
+    )
+
+
+def translate_runtime_error(exc: RuntimeError) -> Exception | None:
+    """
+    Map the SDK's ``RuntimeError`` about structured content, if it is one.
+
+    Args:
+        exc: What the SDK call raised.
+
+    Returns:
+        :class:`InvalidResponseError` naming the tool, and where in the
+        content the schema was violated (never the values); ``None`` for
+        any other ``RuntimeError``.
+    """
+    text = str(exc)
+    invalid, missing = STRUCTURED_CONTENT_INVALID
+    if text.startswith(invalid):
+        tool = text[len(invalid) :].partition(":")[0]
+        cause = exc.__cause__
+        path = getattr(cause, "json_path", "$")
+        rule = getattr(cause, "validator", "schema")
+        return InvalidResponseError(
+            f"MCP tool {tool!r} returned structured content that violates "
+            f"its output schema (at {path}: {rule})",
+            exc,
+        )
+    if missing in text:
+        return InvalidResponseError(
+            f"MCP server sent no structured content: {text}", exc
+        )
+    return None
 
 
 def _server_error(

@@ -45,6 +45,7 @@ from mcp.client import Client
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
 
 from .._backoff import compute_delay
 from .._config import RetryConfig
@@ -57,6 +58,8 @@ from ._errors import (
     is_session_fatal,
     root_cause,
     translate_mcp_error,
+    translate_runtime_error,
+    translate_validation_error,
 )
 from ._http import HTTPResponseBox, capture_http_errors
 from ._transport import ServerSpec, enter_transport, is_spec
@@ -584,6 +587,8 @@ class SessionSupervisor:
             SessionLostError: The session died during the call.
             RequestTimeoutError: The SDK's read timeout expired.
             ServerError: The server answered ``-32603`` (or HTTP 5xx/429).
+            InvalidResponseError: The server's answer did not match the
+                request's result type, or the tool's output schema.
             PermanentError: The request itself was wrong (``-32602``,
                 ``-32601``, ...), or an HTTP 4xx.
             SessionClosedError: The supervisor is closed.
@@ -628,12 +633,19 @@ class SessionSupervisor:
                 if error is exc:
                     raise
                 raise error from exc
+            except ValidationError as exc:
+                # A result of the wrong shape, or parameters the SDK could
+                # not build: the pydantic text quotes the values, ours not.
+                raise translate_validation_error(exc) from exc
             except RuntimeError as exc:
                 # The client was exited under the call: it is gone.
                 if session.lost.is_set():
                     raise SessionLostError(
                         f"MCP session closed during the call: {exc}", exc
                     ) from exc
+                invalid = translate_runtime_error(exc)
+                if invalid is not None:
+                    raise invalid from exc
                 raise
 
     async def acquire(self) -> LiveSession:
