@@ -28,10 +28,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pydantic_core
 import pytest
 import trio
 import trio.testing
 
+from hypothesis import given
+from hypothesis import strategies as st
 from mcp.server import Server
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -52,6 +55,7 @@ from resilient_mcp import (
     ResilientMCPClient,
     RetryConfig,
 )
+from resilient_mcp._mcp._client import _check_arguments
 from resilient_mcp.testing.chaos import (
     PADDING_KEY,
     ChaosTransport,
@@ -272,6 +276,51 @@ async def test_unsendable_arguments_fail_clearly_and_trip_nothing(
     assert CircuitState.CLOSED == metrics.circuit_breaker.state
     assert 0 == metrics.circuit_breaker.total_requests
     assert 0 == tool_breaker.metrics().total_requests
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.sampled_from(["\ud800", "a\udfff", "caf\u00e9"])  # lone surrogates
+    | st.binary(max_size=4)
+    | st.dates()
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+        | st.frozensets(st.integers(), max_size=2)
+    ),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.text(max_size=5) | st.integers(), _VALUES))
+def test_the_argument_check_agrees_with_the_sdks_serialiser(arguments):
+    """
+    The check refuses exactly what the SDK's serialiser cannot serialise.
+
+    Its fast path (flat dicts of numbers and ASCII text) must never pass
+    what pydantic's serialiser refuses, nor refuse what it accepts.
+    """
+    try:
+        pydantic_core.to_json(arguments)
+    except ValueError:
+        serialisable = False
+    else:
+        serialisable = all(isinstance(key, str) for key in arguments)
+    try:
+        _check_arguments("t", arguments)
+    except PermanentError:
+        accepted = False
+    else:
+        accepted = True
+
+    assert serialisable == accepted
 
 
 async def test_arguments_the_sdk_can_serialise_still_pass(autojump_clock):

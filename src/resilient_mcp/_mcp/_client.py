@@ -965,6 +965,10 @@ def _check_arguments(name: str, arguments: object) -> None:
     """
     if arguments is None:
         return
+    if type(arguments) is dict and all(
+        type(key) is str and _plain(value) for key, value in arguments.items()
+    ):
+        return  # the common case, without serialising anything
     problem: str | None = None
     if not isinstance(arguments, Mapping):
         problem = f"must be a mapping, not {type(arguments).__name__}"
@@ -979,6 +983,16 @@ def _check_arguments(name: str, arguments: object) -> None:
         raise PermanentError(
             INVALID_PARAMS, f"tool {name!r}: the arguments {problem}"
         )
+
+
+_PLAIN_TYPES: Final = frozenset({int, float, bool, type(None)})
+
+
+def _plain(value: object) -> bool:
+    """Whether *value* surely serialises: a number, a bool, None, ASCII."""
+    if type(value) in _PLAIN_TYPES:
+        return True
+    return type(value) is str and value.isascii()
 
 
 def _safety(tool: Any) -> tuple[bool, bool]:
@@ -1020,17 +1034,23 @@ class _ToolCall:
         owner = self.client
         registry = owner._tool_breakers
         breaker = registry.get(self.name) if registry is not None else None
+        start = current_time()
         permit = 0
         if breaker is not None:
-            admitted = breaker.admit(current_time())
+            admitted = breaker.admit(start)
             if isinstance(admitted, CircuitBreakerError):
                 await checkpoint()
                 raise admitted
             permit = admitted
-        start = current_time()
         try:
-            result = await self._send()
+            if owner._progress_cap is None or owner._tool_timeout is None:
+                result = await owner._supervisor.call(self._request)
+            else:
+                result = await self._send_with_progress(
+                    owner._progress_cap, owner._tool_timeout
+                )
         except Exception as exc:
+            owner._note_pushback(exc)
             if breaker is not None:
                 breaker.on_failure(permit, current_time(), exc)
             raise
@@ -1038,37 +1058,44 @@ class _ToolCall:
             if breaker is not None:
                 breaker.on_cancel(permit)
             raise
-        now = current_time()
         if result.is_error:
-            owner._tool_errors += 1
-            owner._tool_error_counts.get(self.name)[0] += 1
-            if breaker is not None:
-                breaker.on_failure(permit, now, ToolError(self.name))
+            self._tool_error(breaker, permit)
         elif breaker is not None:
+            now = current_time()
             breaker.on_success(permit, now, now - start)
         return result
 
-    async def _send(self) -> CallToolResult:
+    def _tool_error(self, breaker: CircuitBreaker | None, permit: int) -> None:
+        """Count an ``is_error`` result, against the tool's breaker too."""
         owner = self.client
-        cap = owner._progress_cap
-        timeout = owner._tool_timeout
-        if cap is None or timeout is None:
-            return await owner._call(self._request)
-        # Progress-aware timeout: each progress notification pushes the
-        # deadline out by another `timeout`, never past start + cap.
+        owner._tool_errors += 1
+        owner._tool_error_counts.get(self.name)[0] += 1
+        if breaker is not None:
+            breaker.on_failure(permit, current_time(), ToolError(self.name))
+
+    async def _send_with_progress(
+        self, cap: float, step: float
+    ) -> CallToolResult:
+        """
+        The call under a progress-aware timeout.
+
+        Each progress notification pushes the deadline out by another
+        *step* seconds, never past start + *cap*.
+        """
+        owner = self.client
         start = current_time()
         hard = start + cap
-        scope = deadline_scope(min(start + timeout, hard))
+        scope = deadline_scope(min(start + step, hard))
         user_callback = self.options.get("progress_callback")
 
         async def on_progress(*args: Any) -> None:
-            scope.deadline = min(current_time() + timeout, hard)
+            scope.deadline = min(current_time() + step, hard)
             if user_callback is not None:
                 await user_callback(*args)
 
         options = {**self.options, "progress_callback": on_progress}
         with scope:
-            return await owner._call(
+            return await owner._supervisor.call(
                 lambda client: client.call_tool(
                     self.name, self.arguments, **options
                 )

@@ -105,6 +105,24 @@ def create_http_client(
     return install_status_hook(client)
 
 
+def open_box() -> tuple[
+    HTTPResponseBox, contextvars.Token[HTTPResponseBox | None]
+]:
+    """
+    Start collecting this task's failed POSTs; :func:`close_box` stops.
+
+    The allocation-light form of :func:`capture_http_errors`, for the
+    per-call path.
+    """
+    box = HTTPResponseBox()
+    return box, _BOX.set(box)
+
+
+def close_box(token: contextvars.Token[HTTPResponseBox | None]) -> None:
+    """Stop the collection :func:`open_box` started (same task)."""
+    _BOX.reset(token)
+
+
 @contextmanager
 def capture_http_errors() -> Iterator[HTTPResponseBox]:
     """

@@ -42,6 +42,7 @@ import anyio.abc
 import attrs
 
 from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
@@ -61,7 +62,7 @@ from ._errors import (
     translate_runtime_error,
     translate_validation_error,
 )
-from ._http import HTTPResponseBox, capture_http_errors
+from ._http import HTTPResponseBox, capture_http_errors, close_box, open_box
 from ._transport import ServerSpec, enter_transport, is_spec
 
 
@@ -197,6 +198,7 @@ class _Session:
     cause: BaseException | None = None
     recycle: bool = False
     in_process: bool = False
+    http_statuses: bool = True  # whether calls collect HTTP statuses
     calls: set[anyio.CancelScope] = attrs.field(factory=set)
 
     def mark_lost(self, cause: BaseException | None = None) -> None:
@@ -384,6 +386,12 @@ class SessionSupervisor:
                 with connect_scope:
                     spec = await self._resolve_spec()
                     session.in_process = isinstance(spec, MCPServer | Server)
+                    # Only HTTP answers carry statuses (a transport of the
+                    # user's may be HTTP: it collects them too).
+                    session.http_statuses = not (
+                        session.in_process
+                        or isinstance(spec, StdioServerParameters)
+                    )
                     async with AsyncExitStack() as stack:
                         target = await enter_transport(
                             stack,
@@ -619,34 +627,39 @@ class SessionSupervisor:
         self, session: _Session, operation: Callable[[Client], Awaitable[T]]
     ) -> T:
         client = cast("Client", session.client)
-        with capture_http_errors() as box:
-            try:
-                return await operation(client)
-            except MCPError as exc:
-                if is_session_fatal(exc):
-                    self._report(session, exc)
-                error = translate_mcp_error(
-                    exc,
-                    status_code=box.status_code,
-                    retry_after=box.retry_after,
-                )
-                if error is exc:
-                    raise
-                raise error from exc
-            except ValidationError as exc:
-                # A result of the wrong shape, or parameters the SDK could
-                # not build: the pydantic text quotes the values, ours not.
-                raise translate_validation_error(exc) from exc
-            except RuntimeError as exc:
-                # The client was exited under the call: it is gone.
-                if session.lost.is_set():
-                    raise SessionLostError(
-                        f"MCP session closed during the call: {exc}", exc
-                    ) from exc
-                invalid = translate_runtime_error(exc)
-                if invalid is not None:
-                    raise invalid from exc
+        # Only HTTP answers have statuses to collect (no contextvar and no
+        # box on the other transports' per-call path).
+        box, token = open_box() if session.http_statuses else (None, None)
+        try:
+            return await operation(client)
+        except MCPError as exc:
+            if is_session_fatal(exc):
+                self._report(session, exc)
+            error = translate_mcp_error(
+                exc,
+                status_code=None if box is None else box.status_code,
+                retry_after=None if box is None else box.retry_after,
+            )
+            if error is exc:
                 raise
+            raise error from exc
+        except ValidationError as exc:
+            # A result of the wrong shape, or parameters the SDK could
+            # not build: the pydantic text quotes the values, ours not.
+            raise translate_validation_error(exc) from exc
+        except RuntimeError as exc:
+            # The client was exited under the call: it is gone.
+            if session.lost.is_set():
+                raise SessionLostError(
+                    f"MCP session closed during the call: {exc}", exc
+                ) from exc
+            invalid = translate_runtime_error(exc)
+            if invalid is not None:
+                raise invalid from exc
+            raise
+        finally:
+            if token is not None:
+                close_box(token)
 
     async def acquire(self) -> LiveSession:
         """
