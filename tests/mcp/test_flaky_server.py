@@ -16,7 +16,12 @@ import pytest
 import trio
 
 from mcp.client import Client
-from mcp_types import PromptReference, ResourceTemplateReference
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    CONNECTION_CLOSED,
+    PromptReference,
+    ResourceTemplateReference,
+)
 
 from resilient_mcp.testing.flaky_server import (
     ITEM_TEMPLATE,
@@ -314,3 +319,66 @@ async def test_fault_middleware_rate_and_handshake():
     assert 503 == handshake.status_code
     assert "retry-after" not in handshake.headers
     assert 200 == garbage.status_code
+
+
+async def test_flaky_hangs_and_crashes_at_the_configured_rates(
+    autojump_clock,
+):
+    """
+    ``flaky`` fails, hangs and "crashes" call by call as its seed decides.
+
+    The outcomes of 200 calls match, call for call, what a fresh state with
+    the same seed decides, and each fate happens about as often as its
+    rate says.  (Crashing is off in-process: it answers an error.)
+    """
+    config = FlakyServerConfig(
+        failure_rate=0.1,
+        hang_rate=0.2,
+        crash_rate=0.3,
+        seed=7,
+        allow_crash=False,
+    )
+    replay = FlakyState(config)
+    expected = [replay.fate() for _ in range(200)]
+    seen = []
+    async with Client(create_flaky_server(config)) as client:
+        for _ in range(200):
+            with trio.move_on_after(60):
+                try:
+                    await client.call_tool("flaky", {})
+                except MCPError as exc:
+                    crashed = "crash is disabled" in exc.error.message
+                    seen.append("crash" if crashed else "fail")
+                else:
+                    seen.append("ok")
+                continue
+            seen.append("hang")
+
+    assert expected == seen
+    counts = {fate: seen.count(fate) for fate in ("fail", "hang", "crash")}
+    assert 10 <= counts["fail"] <= 35
+    assert 25 <= counts["hang"] <= 60
+    assert 40 <= counts["crash"] <= 80
+
+
+def test_the_fate_rates_must_add_up_to_at_most_one():
+    """Exclusive fates cannot have more than certainty between them."""
+    with pytest.raises(ValueError, match="failure_rate \\+ hang_rate"):
+        FlakyServerConfig(failure_rate=0.5, hang_rate=0.4, crash_rate=0.2)
+    state = FlakyState(FlakyServerConfig(failure_rate=0.5))
+    with pytest.raises(ValueError, match="at most 1"):
+        state.configure(hang_rate=0.6)
+    assert 0.0 == state.hang_rate  # nothing was changed
+
+
+@pytest.mark.slow
+async def test_a_crash_rate_of_one_ends_the_stdio_process(stdio_params):
+    """Over stdio, ``--crash-rate 1`` makes ``flaky`` end the process."""
+    with trio.fail_after(30):
+        async with Client(stdio_params("--crash-rate", "1")) as client:
+            pid = (await structured(client, "stats"))["pid"]
+            with pytest.raises(MCPError) as info:
+                await client.call_tool("flaky", {})
+
+    assert CONNECTION_CLOSED == info.value.code
+    assert pid > 0

@@ -94,7 +94,9 @@ def create_flaky_server(
     * ``flaky(text="ok", mode="error")``: fails with probability
       ``failure_rate`` (seeded), or for the next ``fail_next`` calls; a
       failure is a JSON-RPC ``-32603`` error, or with
-      ``mode="tool_error"`` an ``is_error`` result.
+      ``mode="tool_error"`` an ``is_error`` result.  It also hangs with
+      probability ``hang_rate`` and crashes the process with probability
+      ``crash_rate``.
     * ``slow(seconds, text="done")``: sleeps, then returns *text*.
     * ``hang()``: never answers.
     * ``crash(exit_code=1)``: ends the server process with
@@ -190,9 +192,14 @@ def _add_tools(server: MCPServer, state: FlakyState) -> None:  # noqa: C901
     async def flaky(
         text: str = "ok", mode: Literal["error", "tool_error"] = "error"
     ) -> str:
-        """Return the text, or fail at the configured rate."""
+        """Return the text, or fail, hang or crash at the configured rates."""
         executions["flaky"] += 1
-        if state.should_fail():
+        fate = state.fate()
+        if fate == "hang":
+            await anyio.sleep_forever()
+        if fate == "crash":
+            _crash(state, 1)
+        if fate != "ok":
             if mode == "tool_error":
                 raise ToolError("injected failure")
             raise MCPError(
@@ -220,12 +227,8 @@ def _add_tools(server: MCPServer, state: FlakyState) -> None:  # noqa: C901
     async def crash(exit_code: int = 1) -> str:
         """End the server process at once, mid-request."""
         executions["crash"] += 1
-        if not state.config.allow_crash:
-            raise MCPError(
-                code=INTERNAL_ERROR,
-                message="crash is disabled on this server",
-            )
-        os._exit(exit_code)
+        _crash(state, exit_code)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @server.tool(annotations=SAFE)
     async def tool_error(message: str = "tool failed on purpose") -> str:
@@ -242,6 +245,15 @@ def _add_tools(server: MCPServer, state: FlakyState) -> None:  # noqa: C901
         )
 
 
+def _crash(state: FlakyState, exit_code: int) -> None:
+    """End the process at once, or answer an error where that is off."""
+    if not state.config.allow_crash:
+        raise MCPError(
+            code=INTERNAL_ERROR, message="crash is disabled on this server"
+        )
+    os._exit(exit_code)
+
+
 def _add_control_tools(server: MCPServer, state: FlakyState) -> None:
     @server.tool(annotations=SAFE)
     async def stats() -> dict[str, Any]:
@@ -252,6 +264,8 @@ def _add_control_tools(server: MCPServer, state: FlakyState) -> None:
     async def configure(
         *,
         failure_rate: float | None = None,
+        hang_rate: float | None = None,
+        crash_rate: float | None = None,
         fail_next: int | None = None,
         latency: float | None = None,
         http_status: int | None = None,
@@ -268,6 +282,8 @@ def _add_control_tools(server: MCPServer, state: FlakyState) -> None:
         """
         state.configure(
             failure_rate=failure_rate,
+            hang_rate=hang_rate,
+            crash_rate=crash_rate,
             fail_next=fail_next,
             latency=latency,
             http_status=http_status,

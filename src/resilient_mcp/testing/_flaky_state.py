@@ -14,7 +14,7 @@ import os
 import random
 
 from collections import Counter
-from typing import Any, Final, final
+from typing import Any, Final, Literal, TypeAlias, final
 
 import attrs
 
@@ -24,6 +24,9 @@ DEFAULT_HTTP_FAULT_STATUS: Final = 503  # HTTP status of an injected fault
 
 CONTROL_TOOLS: Final = frozenset({"configure", "stats"})
 """Tools that are never delayed, failed or rejected: tests steer with them."""
+
+Fate: TypeAlias = Literal["ok", "fail", "hang", "crash"]
+"""What :meth:`FlakyState.fate` decides for one call of ``flaky``."""
 
 HANDSHAKE_METHODS: Final = frozenset({"initialize", "server/discover"})
 """Requests that are never delayed, and spared by HTTP faults unless
@@ -37,6 +40,18 @@ def _rate(
         raise ValueError(
             f"{type(inst).__name__}.{attribute.name} must be a probability "
             f"in [0, 1], got {value!r}"
+        )
+
+
+def _fates_add_up(
+    inst: object, attribute: attrs.Attribute[float], value: object
+) -> None:
+    _rate(inst, attribute, value)
+    total = inst.failure_rate + inst.hang_rate + value  # type: ignore[attr-defined]
+    if total > 1.0:
+        raise ValueError(
+            f"{type(inst).__name__}: failure_rate + hang_rate + crash_rate "
+            f"must be at most 1, got {total!r}"
         )
 
 
@@ -78,6 +93,12 @@ class FlakyServerConfig:
     """The server's name, as the client sees it."""
     failure_rate: float = attrs.field(default=0.0, validator=_rate)
     """Probability that a call of the ``flaky`` tool fails."""
+    hang_rate: float = attrs.field(default=0.0, validator=_rate)
+    """Probability that a call of the ``flaky`` tool never answers."""
+    crash_rate: float = attrs.field(default=0.0, validator=_fates_add_up)
+    """Probability that a call of the ``flaky`` tool ends the server
+    process (a JSON-RPC error when ``allow_crash`` is off).  The three
+    rates are exclusive: their sum is at most 1."""
     latency: float = attrs.field(
         default=0.0, converter=float, validator=_non_negative_seconds
     )
@@ -134,6 +155,10 @@ class FlakyState:
 
     failure_rate: float = attrs.field(init=False)
     """Current probability that ``flaky`` fails."""
+    hang_rate: float = attrs.field(init=False)
+    """Current probability that ``flaky`` never answers."""
+    crash_rate: float = attrs.field(init=False)
+    """Current probability that ``flaky`` ends the process."""
     fail_next: int = attrs.field(init=False, default=0)
     """The next this many ``flaky`` calls fail whatever the rate."""
     latency: float = attrs.field(init=False)
@@ -160,6 +185,8 @@ class FlakyState:
     def __attrs_post_init__(self) -> None:
         config = self.config
         self.failure_rate = config.failure_rate
+        self.hang_rate = config.hang_rate
+        self.crash_rate = config.crash_rate
         self.latency = config.latency
         self.http_status = config.http_status
         self.http_reject_count = config.http_reject_count
@@ -178,6 +205,8 @@ class FlakyState:
         self,
         *,
         failure_rate: float | None = None,
+        hang_rate: float | None = None,
+        crash_rate: float | None = None,
         fail_next: int | None = None,
         latency: float | None = None,
         http_status: int | None = None,
@@ -196,6 +225,8 @@ class FlakyState:
         """
         knobs = {
             "failure_rate": failure_rate,
+            "hang_rate": hang_rate,
+            "crash_rate": crash_rate,
             "latency": latency,
             "http_status": http_status,
             "http_reject_count": http_reject_count,
@@ -204,7 +235,12 @@ class FlakyState:
         changes: dict[str, Any] = {
             k: v for k, v in knobs.items() if v is not None
         }
-        attrs.evolve(self.config, **changes)  # validates, or raises
+        current = {
+            "failure_rate": self.failure_rate,
+            "hang_rate": self.hang_rate,
+            "crash_rate": self.crash_rate,
+        }
+        attrs.evolve(self.config, **(current | changes))  # or raises
         if fail_next is not None and fail_next < 0:
             raise ValueError(f"fail_next must be >= 0, got {fail_next!r}")
         for name, value in changes.items():
@@ -233,6 +269,35 @@ class FlakyState:
             self.fail_next -= 1
             return True
         return self.rng.random() < self.failure_rate
+
+    def fate(self) -> Fate:
+        """
+        Decide what this call of ``flaky`` does, and count it.
+
+        One draw decides: below ``failure_rate`` it fails, in the next
+        ``hang_rate`` it hangs, in the next ``crash_rate`` it crashes the
+        process.  With only ``failure_rate`` set it agrees draw for draw
+        with :meth:`should_fail`.
+
+        Returns:
+            ``"fail"`` while ``fail_next`` is positive (which it
+            decrements), else ``"fail"``, ``"hang"``, ``"crash"`` or
+            ``"ok"`` by the rates.
+        """
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return "fail"
+        u = self.rng.random()
+        fates: tuple[tuple[Fate, float], ...] = (
+            ("fail", self.failure_rate),
+            ("hang", self.hang_rate),
+            ("crash", self.crash_rate),
+        )
+        for fate, rate in fates:
+            if u < rate:
+                return fate
+            u -= rate
+        return "ok"
 
     def should_reject_http(self) -> bool:
         """
@@ -264,6 +329,8 @@ class FlakyState:
             "executions": dict(self.executions),
             "http_rejections": self.http_rejections,
             "failure_rate": self.failure_rate,
+            "hang_rate": self.hang_rate,
+            "crash_rate": self.crash_rate,
             "fail_next": self.fail_next,
             "latency": self.latency,
             "http_status": self.http_status,

@@ -80,6 +80,18 @@ def _parser() -> argparse.ArgumentParser:
             help="probability that the flaky tool fails (default 0)",
         )
         p.add_argument(
+            "--hang-rate",
+            type=float,
+            default=0.0,
+            help="probability that the flaky tool never answers (default 0)",
+        )
+        p.add_argument(
+            "--crash-rate",
+            type=float,
+            default=0.0,
+            help="probability that the flaky tool ends the process",
+        )
+        p.add_argument(
             "--latency",
             type=float,
             default=0.0,
@@ -149,6 +161,8 @@ def _config(args: argparse.Namespace) -> FlakyServerConfig:
     return FlakyServerConfig(
         name=args.name,
         failure_rate=args.failure_rate,
+        hang_rate=args.hang_rate,
+        crash_rate=args.crash_rate,
         latency=args.latency,
         seed=args.seed,
         allow_crash=not args.no_crash,
