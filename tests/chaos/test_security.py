@@ -32,6 +32,7 @@ import trio
 import trio.testing
 
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared import _otel as mcp_otel
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -82,6 +83,11 @@ def spans(monkeypatch):
     # utilities reset these two globals the same way.
     monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
     monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    # The MCP SDK's module-level ProxyTracer keeps the first real tracer it
+    # meets: without this, the in-process servers of every later test would
+    # go on making spans on this (shut down) provider, each logging a
+    # warning that pytest keeps (the soak run saw 14,000 of them).
+    monkeypatch.setattr(mcp_otel._tracer, "_real_tracer", None)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
