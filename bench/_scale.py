@@ -11,9 +11,9 @@ measurements:
   drain the queue is divided by N.  The drains run in pairs, ours then
   bare then ours..., and the ratio is taken per pair.
 * **Many tools.**  10,000 tool names, each with its own circuit breaker
-  and latency histogram, in a :class:`~resilient_mcp._registry.
-  BoundedRegistry` (``max_size=10_000``): total bytes, and what each part
-  costs per tool.
+  (in a :class:`~resilient_mcp._registry.BoundedRegistry`) and its own key
+  in a :class:`~resilient_mcp.LatencyRecorder`, each with a few latencies
+  recorded: total bytes, and what each part costs per tool.
 * **A million calls.**  The full pipeline, with recording, a million
   times after a warm-up; the resident set size and the number of objects
   the garbage collector tracks, before and after, must not grow.
@@ -24,6 +24,7 @@ measurements:
 from __future__ import annotations
 
 import gc
+import random
 import statistics
 import time
 import tracemalloc
@@ -41,6 +42,7 @@ from resilient_mcp import (
     BulkheadConfig,
     CircuitBreaker,
     LatencyHistogram,
+    LatencyRecorder,
 )
 from resilient_mcp._registry import BoundedRegistry
 
@@ -188,68 +190,123 @@ def _us(seconds: float) -> str:
 # -- many tools ----------------------------------------------------------
 
 
+CALLS_PER_TOOL: Final = 20  # latencies recorded per tool
+TOOL_LATENCY_SEED: Final = 20261128  # the latencies are the same every run
+TOOL_DIGITS: Final = 2  # the MCP client's per-tool histograms
+FULL_HISTOGRAMS: Final = 100  # dense histograms measured (each 184 KiB)
+
+
+def _latencies(tools: int) -> list[float]:
+    """
+    CALLS_PER_TOOL latencies per tool, log-normal around 5 ms.
+
+    A tool's calls spread over a decade or so of latency, so each tool's
+    histogram holds about as many buckets as it has values: what a tool
+    that has served a few calls holds, not an empty histogram.
+    """
+    rng = random.Random(TOOL_LATENCY_SEED)
+    return [
+        rng.lognormvariate(-5.3, 1.0) for _ in range(tools * CALLS_PER_TOOL)
+    ]
+
+
 def _fill(
-    tools: int, factory: Callable[[str], Any]
-) -> tuple[int, int, BoundedRegistry[str, Any]]:
+    tools: int, build: Callable[[list[str], list[float]], Any]
+) -> tuple[int, int]:
+    """Bytes (tracemalloc, RSS) of what *build* holds for *tools* keys."""
+    keys = [f"tools/call:tool-{i:05d}" for i in range(tools)]
+    latencies = _latencies(tools)
     gc.collect()
     rss = rss_bytes()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    registry: BoundedRegistry[str, Any] = BoundedRegistry(
-        factory, max_size=10_000
-    )
-    for i in range(tools):
-        registry.get(f"tools/call:tool-{i:05d}")
+    held = build(keys, latencies)
     traced = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    return traced, rss_bytes() - rss, registry
+    rss = rss_bytes() - rss
+    del held
+    gc.collect()
+    return traced, rss
 
 
-def _breaker_and_histogram(key: str) -> Any:
-    return (CircuitBreaker(name=key), LatencyHistogram())
+def _recorder_and_breakers(
+    digits: int,
+) -> Callable[[list[str], list[float]], Any]:
+    def build(keys: list[str], latencies: list[float]) -> Any:
+        recorder = LatencyRecorder(
+            max_keys=len(keys), significant_figures=digits
+        )
+        breakers: BoundedRegistry[str, CircuitBreaker] = BoundedRegistry(
+            lambda key: CircuitBreaker(name=key), max_size=len(keys)
+        )
+        record = recorder.record
+        for i, key in enumerate(keys):
+            breakers.get(key)
+            for seconds in latencies[
+                i * CALLS_PER_TOOL : (i + 1) * CALLS_PER_TOOL
+            ]:
+                record(key, seconds)
+        assert len(recorder.keys()) == len(breakers) == len(keys)
+        return recorder, breakers
+
+    return build
 
 
-def _breaker_only(key: str) -> Any:
-    return CircuitBreaker(name=key)
-
-
-def _histogram_only(_key: str) -> Any:
-    return LatencyHistogram()
-
-
-def _breaker_and_small_histogram(key: str) -> Any:
-    return (
-        CircuitBreaker(name=key),
-        LatencyHistogram(highest_us=60_000_000, significant_figures=2),
+def _breakers_only(keys: list[str], _latencies: list[float]) -> Any:
+    breakers: BoundedRegistry[str, CircuitBreaker] = BoundedRegistry(
+        lambda key: CircuitBreaker(name=key), max_size=len(keys)
     )
+    for key in keys:
+        breakers.get(key)
+    return breakers
+
+
+def _empty_histograms(keys: list[str], _latencies: list[float]) -> Any:
+    return [LatencyHistogram() for _ in keys]
+
+
+def _full_histograms(keys: list[str], _latencies: list[float]) -> Any:
+    # 1 to 4 ms, every microsecond: about 2,500 buckets, past the sparse
+    # limit, so these hold the dense array (what a busy tool with a wide
+    # spread of latencies ends up with).
+    histograms = [LatencyHistogram() for _ in keys[:FULL_HISTOGRAMS]]
+    for histogram in histograms:
+        for us in range(1000, 4000):
+            histogram.record_us(us)
+    return histograms
 
 
 def many_tools(tools: int) -> Measurement:
     meter = LoadMeter.start()
     rows = []
     values: dict[str, float] = {}
-    variants = (
+    recorded = f"{CALLS_PER_TOOL} calls each"
+    variants: tuple[tuple[str, Callable[..., Any], int], ...] = (
         (
-            "CircuitBreaker + LatencyHistogram() per tool",
-            _breaker_and_histogram,
+            f"LatencyRecorder key + CircuitBreaker per tool, {recorded}",
+            _recorder_and_breakers(3),
+            tools,
         ),
-        ("CircuitBreaker only", _breaker_only),
-        ("LatencyHistogram() only (1 us..1 h, 3 digits)", _histogram_only),
         (
-            "CircuitBreaker + LatencyHistogram(highest 60 s, 2 digits)",
-            _breaker_and_small_histogram,
+            f"the same at {TOOL_DIGITS} digits (the MCP client's)",
+            _recorder_and_breakers(TOOL_DIGITS),
+            tools,
+        ),
+        ("CircuitBreaker only", _breakers_only, tools),
+        ("LatencyHistogram() only, empty", _empty_histograms, tools),
+        (
+            "LatencyHistogram() with 3,000 distinct values (dense)",
+            _full_histograms,
+            min(tools, FULL_HISTOGRAMS),
         ),
     )
-    for i, (label, factory) in enumerate(variants):
-        traced, rss, registry = _fill(tools, factory)
-        assert len(registry) == tools
-        del registry
-        gc.collect()
+    for i, (label, build, count) in enumerate(variants):
+        traced, rss = _fill(tools, build)
         rows.append(
             (
                 label,
                 _mib(traced),
-                f"{traced / tools:,.0f}",
+                f"{traced / count:,.0f}",
                 _mib(rss) if i == 0 else "",
             )
         )
@@ -264,9 +321,12 @@ def many_tools(tools: int) -> Measurement:
         values=values,
         load=meter.stop(),
         note=(
-            "BoundedRegistry(max_size=10_000) keyed by tool name.  "
-            "tracemalloc counts every allocation, the histograms' ctypes "
-            "counts arrays included; RSS is shown for the first row only "
+            f"A LatencyRecorder(max_keys={tools:,}) with a key per tool and "
+            f"a BoundedRegistry of breakers; each tool records "
+            f"{CALLS_PER_TOOL} latencies (log-normal around 5 ms, fixed "
+            "seed).  tracemalloc counts every allocation, the histograms' "
+            "counters included (and the one dense template each histogram "
+            "layout shares, once); RSS is shown for the first row only "
             "(later rows reuse memory freed by earlier ones)."
         ),
     )

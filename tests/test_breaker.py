@@ -579,3 +579,49 @@ async def test_rejections_leave_no_garbage_cycles(autojump_clock):
         gc.enable()
 
     assert 0 == unreachable
+
+
+BREAKER_BYTES_AT_MOST = 1_000  # per breaker in count mode, name included
+
+
+def test_a_breaker_per_tool_is_small():
+    """A count-mode breaker allocates its failure log only when it fails."""
+    import tracemalloc  # noqa: PLC0415 (only this test traces)
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        breakers = [CircuitBreaker(name=f"tool-{i:05d}") for i in range(1000)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+    assert 1000 == len(breakers)
+    assert held < 1000 * BREAKER_BYTES_AT_MOST
+
+
+def test_listeners_can_be_added_and_removed(run):
+    """add_listener and remove_listener change who hears of transitions."""
+
+    async def scenario():
+        heard = []
+
+        def first(_breaker, old, new):
+            heard.append(("first", old, new))
+
+        def second(_breaker, old, new):
+            heard.append(("second", old, new))
+
+        breaker = CircuitBreaker(
+            CircuitBreakerConfig(failure_threshold=1), listeners=[first]
+        )
+        breaker.add_listener(second)
+        breaker.remove_listener(first)
+        await fail(breaker)
+
+        assert [("second", CircuitState.CLOSED, CircuitState.OPEN)] == heard
+        with pytest.raises(ValueError, match="not in list"):
+            breaker.remove_listener(first)
+
+    run(scenario)

@@ -27,6 +27,7 @@ from resilient_mcp._metrics import (
 
 
 BYTES_PER_HISTOGRAM = 188_416  # 23,552 eight-byte counters at the defaults
+ONE_BUCKET_AT_MOST = 512  # bytes: the counters of a one-bucket histogram
 REFERENCE = HdrHistogram(1, HIGHEST_US, 3)  # for bucket bounds only
 
 
@@ -135,6 +136,7 @@ def test_ten_thousand_keys_stay_bounded():
     assert [f"key-{n}" for n in range(9_900, 10_000)] == sorted(
         recorder.keys(), key=lambda k: int(k.split("-")[1])
     )
+    metrics = recorder.metrics()
     assert (
         LatencyRecorderMetrics(
             keys=100,
@@ -142,9 +144,15 @@ def test_ten_thousand_keys_stay_bounded():
             evicted_keys=9_900,
             total_count=10_000,
             histograms=101,
-            histogram_bytes=101 * BYTES_PER_HISTOGRAM,
+            histogram_bytes=metrics.histogram_bytes,
         )
-        == recorder.metrics()
+        == metrics
+    )
+    # The evicted keys' dense histogram, and 100 one-bucket sparse ones.
+    assert (
+        BYTES_PER_HISTOGRAM
+        < metrics.histogram_bytes
+        < BYTES_PER_HISTOGRAM + 100 * ONE_BUCKET_AT_MOST
     )
     assert 10_000 == recorder.snapshot().count
     assert 0.097_023 == recorder.snapshot().max  # 97 ms, bucket top

@@ -414,3 +414,87 @@ def test_latency_is_recorded_for_every_call(run):
         assert 4 == recorder.snapshot().count
 
     run(scenario)
+
+
+def _configs():
+    """Pipelines whose inlined fast path must match their layers."""
+    return {
+        "every policy": lambda: full_pipeline(
+            bulkhead=BulkheadConfig(
+                name="svc", max_concurrent_requests=2, request_timeout=3
+            ),
+            recorder=LatencyRecorder(),
+        ),
+        "no timeout anywhere": lambda: full_pipeline(
+            bulkhead=BulkheadConfig(name="svc", request_timeout=None),
+            circuit_breaker=CircuitBreakerConfig(request_timeout=None),
+            timeout=None,
+            recorder=LatencyRecorder(),
+        ),
+        "bulkhead deadline first": lambda: full_pipeline(
+            bulkhead=BulkheadConfig(name="svc", request_timeout=1.5),
+            timeout=5.0,
+        ),
+        "rate mode, slow calls": lambda: full_pipeline(
+            circuit_breaker=CircuitBreakerConfig(
+                failure_rate_threshold=0.5,
+                minimum_calls=2,
+                slow_call_duration=0.5,
+            ),
+        ),
+        "timeout only": lambda: ResiliencePipeline(timeout=2.0),
+        "breaker only": lambda: ResiliencePipeline(
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=2)
+        ),
+    }
+
+
+def _operations():
+    """Operations that end every way a first attempt can end."""
+
+    def durations(*seconds):
+        left = iter(seconds)
+
+        async def op():
+            return await sleep_then(next(left, 0))
+
+        return op
+
+    return {
+        "succeeds": lambda: Script("ok"),
+        "fails": lambda: Script(Boom("boom")),
+        "fails, then succeeds": lambda: Script(ConnectionError("reset"), "ok"),
+        "always fails": lambda: Script(ConnectionError("reset")),
+        "slow, then quick": lambda: durations(10, 0.25),
+        "always slow": lambda: durations(10, 10, 10),
+        "slow-call slow": lambda: durations(1, 1, 1),
+        "cancelled": lambda: durations(60),
+    }
+
+
+@pytest.mark.parametrize("config", list(_configs()))
+@pytest.mark.parametrize("operation", list(_operations()))
+def test_fast_path_matches_the_layers(run, config, operation):
+    """call() ends, counts and records every case as its layers would."""
+
+    async def through(layered):
+        pipeline = _configs()[config]()
+        op = _operations()[operation]()
+        outcome: tuple[object, ...] = ("cancelled",)
+        with anyio.move_on_after(30):
+            try:
+                if layered:
+                    result = await pipeline._call_layered(op, ())
+                else:
+                    result = await pipeline.call(op)
+            except Exception as exc:
+                outcome = (type(exc), str(exc), getattr(exc, "__notes__", []))
+            else:
+                outcome = ("returned", result)
+        await wait_all_tasks_blocked()
+        return outcome, anyio.current_time(), pipeline.metrics()
+
+    fast = run(through, False)
+    layered = run(through, True)
+
+    assert layered == fast

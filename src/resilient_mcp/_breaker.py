@@ -27,8 +27,8 @@ from typing import Any, Final, TypeVar, final
 import attrs
 
 from ._config import CircuitBreakerConfig
-from ._errors import CircuitBreakerError, PermanentError
-from ._timeouts import checkpoint, current_time, run_bounded
+from ._errors import CallTimeout, CircuitBreakerError, PermanentError
+from ._timeouts import checkpoint, clock_and_scope, current_time, run_bounded
 
 
 T = TypeVar("T")
@@ -50,6 +50,13 @@ class CircuitState(enum.Enum):
     HALF_OPEN = "half_open"
     """Probing: a limited number of calls test whether the service is back."""
 
+
+# The states as module constants for the hot paths: on Python 3.11,
+# reading an enum member off its class (`CircuitState.CLOSED`) runs Python
+# code and costs about 0.15 us; a global costs next to nothing.
+CLOSED: Final = CircuitState.CLOSED
+OPEN: Final = CircuitState.OPEN
+HALF_OPEN: Final = CircuitState.HALF_OPEN
 
 StateListener = Callable[["CircuitBreaker", CircuitState, CircuitState], None]
 """Called as ``listener(breaker, old_state, new_state)`` on every change."""
@@ -110,12 +117,69 @@ def _config_or_default(
     return CircuitBreakerConfig() if config is None else config
 
 
-def _to_list(listeners: Iterable[StateListener]) -> list[StateListener]:
-    return list(listeners)
+def _to_tuple(listeners: Iterable[StateListener]) -> tuple[StateListener, ...]:
+    return tuple(listeners)
 
 
 def _default_is_failure(exc: BaseException) -> bool:
     return not isinstance(exc, PermanentError)
+
+
+@final
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
+class _Window:
+    """
+    The sliding window of rate mode: call and failure counts per bucket.
+
+    Only a breaker in rate mode has one; in count mode the times of the
+    last failures are all it needs.
+    """
+
+    width: float
+    """Seconds per bucket."""
+    epoch: list[int]
+    """Per bucket, which bucket-width period it counts (-1: none)."""
+    calls: list[int]
+    """Per bucket, the calls counted."""
+    failures: list[int]
+    """Per bucket, the failures counted."""
+    total_calls: int = 0
+    """The sum of ``calls``."""
+    total_failures: int = 0
+    """The sum of ``failures``."""
+
+    @classmethod
+    def empty(cls, window: float, buckets: int) -> _Window:
+        return cls(
+            window / buckets, [-1] * buckets, [0] * buckets, [0] * buckets
+        )
+
+    def clear(self) -> None:
+        for i in range(len(self.epoch)):
+            self.epoch[i] = -1
+            self.calls[i] = 0
+            self.failures[i] = 0
+        self.total_calls = 0
+        self.total_failures = 0
+
+    def slide(self, now: float) -> int:
+        """Expire buckets older than the window; return now's bucket."""
+        epoch = int(now // self.width)
+        count = len(self.epoch)
+        index = epoch % count
+        if self.epoch[index] == epoch:
+            return index
+        # Clear every bucket whose epoch has left the window.
+        for i in range(count):
+            old = self.epoch[i]
+            if old != -1 and old <= epoch - count:
+                self.total_calls -= self.calls[i]
+                self.total_failures -= self.failures[i]
+                self.calls[i] = 0
+                self.failures[i] = 0
+                self.epoch[i] = -1
+        self.epoch[index] = epoch
+        return index
 
 
 @final
@@ -147,11 +211,13 @@ class CircuitBreaker:
         default=None, converter=_config_or_default
     )
     name: str = attrs.field(default="default", kw_only=True)
-    _listeners: list[StateListener] = attrs.field(
-        factory=list, converter=_to_list, kw_only=True, alias="listeners"
+    # A tuple, replaced on change: most breakers have none, and the
+    # empty tuple costs nothing (a breaker per tool adds up).
+    _listeners: tuple[StateListener, ...] = attrs.field(
+        default=(), converter=_to_tuple, kw_only=True, alias="listeners"
     )
 
-    _state: CircuitState = attrs.field(init=False, default=CircuitState.CLOSED)
+    _state: CircuitState = attrs.field(init=False, default=CLOSED)
     _generation: int = attrs.field(init=False, default=0)
     _forced: bool = attrs.field(init=False, default=False)
     _opened_at: float | None = attrs.field(init=False, default=None)
@@ -159,16 +225,14 @@ class CircuitBreaker:
     _probes: int = attrs.field(init=False, default=0)
     _cur_successes: int = attrs.field(init=False, default=0)
     _cur_failures: int = attrs.field(init=False, default=0)
-    # Count mode: the times of the last `failure_threshold` failures.
-    _failure_times: deque[float] = attrs.field(init=False)
+    # Count mode: the times of the last `failure_threshold` failures,
+    # created at the first failure.
+    _failure_times: deque[float] | None = attrs.field(init=False, default=None)
     # Rate mode: per-bucket call and failure counts plus running sums.
-    _rate_mode: bool = attrs.field(init=False)
-    _bucket_width: float = attrs.field(init=False)
-    _bucket_epoch: list[int] = attrs.field(init=False)
-    _bucket_calls: list[int] = attrs.field(init=False)
-    _bucket_failures: list[int] = attrs.field(init=False)
-    _win_calls: int = attrs.field(init=False, default=0)
-    _win_failures: int = attrs.field(init=False, default=0)
+    _window: _Window | None = attrs.field(init=False, default=None)
+    # Count mode with no slow-call threshold: a success needs nothing but
+    # counters (the fast path of call() and of the pipeline).
+    _plain: bool = attrs.field(init=False)
     _is_failure: Callable[[BaseException], bool] = attrs.field(init=False)
     _timeout: float | None = attrs.field(init=False)
     _where: str = attrs.field(init=False)
@@ -185,13 +249,13 @@ class CircuitBreaker:
 
     def __attrs_post_init__(self) -> None:
         config = self.config
-        self._failure_times = deque(maxlen=config.failure_threshold)
-        self._rate_mode = config.failure_rate_threshold is not None
-        buckets = config.window_buckets
-        self._bucket_width = config.monitoring_window / buckets
-        self._bucket_epoch = [-1] * buckets
-        self._bucket_calls = [0] * buckets
-        self._bucket_failures = [0] * buckets
+        if config.failure_rate_threshold is not None:
+            self._window = _Window.empty(
+                config.monitoring_window, config.window_buckets
+            )
+        self._plain = (
+            self._window is None and config.slow_call_duration is None
+        )
         self._is_failure = config.is_failure or _default_is_failure
         self._timeout = config.request_timeout
         self._where = f"circuit breaker {self.name!r}"
@@ -213,7 +277,7 @@ class CircuitBreaker:
         ``HALF_OPEN`` (the transition happens on observation, so it needs a
         running event loop to read the clock).
         """
-        if self._state is CircuitState.OPEN and not self._forced:
+        if self._state is OPEN and not self._forced:
             self._maybe_half_open(current_time())
         return self._state
 
@@ -235,7 +299,42 @@ class CircuitBreaker:
             CallTimeout: *fn* ran longer than ``request_timeout``.
             Exception: Whatever *fn* raised, unchanged.
         """
-        return await self.guard(self._timeout, fn, args)
+        if self._state is not CLOSED:
+            admitted = self.admit(current_time())
+            if isinstance(admitted, CircuitBreakerError):
+                await checkpoint()
+                try:
+                    raise admitted
+                finally:
+                    del admitted  # no cycle through the frame: see guard()
+            return await self.guard(self._timeout, fn, args, permit=admitted)
+        if not self._plain:
+            return await self.guard(self._timeout, fn, args)
+        # guard() inlined for the common case, a closed circuit in count
+        # mode: one coroutine frame, one clock read per call.
+        permit = self._generation
+        timeout = self._timeout
+        try:
+            if timeout is None:
+                result = await fn(*args)
+            else:
+                now, cancel_scope = clock_and_scope()
+                with cancel_scope(deadline=now() + timeout) as scope:
+                    result = await fn(*args)
+                if scope.cancelled_caught:
+                    raise CallTimeout(timeout, self._where)  # noqa: TRY301
+        except Exception as exc:
+            self.on_failure(permit, current_time(), exc)
+            raise
+        except BaseException:
+            self.on_cancel(permit)
+            raise
+        # on_success(), inlined for count mode without a slow-call limit.
+        self._successes += 1
+        self._last_success = current_time() if timeout is None else now()
+        if permit == self._generation:
+            self._cur_successes += 1
+        return result
 
     async def guard(
         self,
@@ -243,6 +342,7 @@ class CircuitBreaker:
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
         outer_deadline: float = math.inf,
+        permit: int | None = None,
     ) -> T:
         """
         :meth:`call` with an explicit per-call *timeout* (``None``: none).
@@ -251,21 +351,25 @@ class CircuitBreaker:
         so that a timeout counts as a failure but only one cancel scope is
         entered.  *outer_deadline* is an enclosing policy's deadline to
         enforce in the same scope (see
-        :class:`~resilient_mcp._timeouts.DeadlineExpired`).
+        :class:`~resilient_mcp._timeouts.DeadlineExpired`).  *permit* is
+        the call's admission if the caller already got it from
+        :meth:`admit`.
         """
-        if self._state is CircuitState.CLOSED:
-            permit = self._generation
-        else:
-            admitted = self.admit(current_time())
-            if isinstance(admitted, CircuitBreakerError):
-                await checkpoint()
-                try:
-                    raise admitted
-                finally:
-                    # The frame would hold the error, whose traceback holds
-                    # the frame: a cycle per rejection for the collector.
-                    del admitted
-            permit = admitted
+        if permit is None:
+            if self._state is CLOSED:
+                permit = self._generation
+            else:
+                admitted = self.admit(current_time())
+                if isinstance(admitted, CircuitBreakerError):
+                    await checkpoint()
+                    try:
+                        raise admitted
+                    finally:
+                        # The frame would hold the error, whose traceback
+                        # holds the frame: a cycle per rejection for the
+                        # collector.
+                        del admitted
+                permit = admitted
         if (
             timeout is None
             and outer_deadline == math.inf
@@ -307,18 +411,15 @@ class CircuitBreaker:
             now: float | None = current_time()
         except Exception:  # no event loop running: report as of last event
             now = None
-        if (
-            now is not None
-            and self._state is CircuitState.OPEN
-            and not self._forced
-        ):
+        if now is not None and self._state is OPEN and not self._forced:
             self._maybe_half_open(now)
         rate: float | None = None
-        if self._state is CircuitState.CLOSED:
-            if self._rate_mode:
+        window = self._window
+        if self._state is CLOSED:
+            if window is not None:
                 if now is not None:
-                    self._slide(now)
-                calls, failures = self._win_calls, self._win_failures
+                    window.slide(now)
+                calls, failures = window.total_calls, window.total_failures
                 rate = failures / calls if calls else 0.0
             else:
                 failures = self._count_window_failures(now)
@@ -357,8 +458,8 @@ class CircuitBreaker:
         This also lifts :meth:`force_open`.
         """
         self._forced = False
-        if self._state is not CircuitState.CLOSED:
-            self._transition(CircuitState.CLOSED, None)
+        if self._state is not CLOSED:
+            self._transition(CLOSED, None)
         else:
             self._new_generation()
 
@@ -386,20 +487,27 @@ class CircuitBreaker:
                 extended to it when it would otherwise close earlier.
         """
         until = now + max(self.config.recovery_timeout, min_open)
-        if self._state is CircuitState.OPEN:
+        if self._state is OPEN:
             self._open_until = max(self._open_until, until)
             return
         # Set before the transition, so that listeners see a whole state.
         self._open_until = until
-        self._transition(CircuitState.OPEN, now)
+        self._transition(OPEN, now)
 
     def add_listener(self, listener: StateListener) -> None:
         """Call ``listener(breaker, old, new)`` after every state change."""
-        self._listeners.append(listener)
+        self._listeners = (*self._listeners, listener)
 
     def remove_listener(self, listener: StateListener) -> None:
-        """Stop calling a listener added before."""
-        self._listeners.remove(listener)
+        """
+        Stop calling a listener added before.
+
+        Raises:
+            ValueError: *listener* was not added.
+        """
+        listeners = list(self._listeners)
+        listeners.remove(listener)
+        self._listeners = tuple(listeners)
 
     # -- the pure state machine ----------------------------------------
     #
@@ -418,21 +526,22 @@ class CircuitBreaker:
             already counted.
         """
         state = self._state
-        if state is CircuitState.CLOSED:
+        if state is CLOSED:
             return self._generation
-        if state is CircuitState.OPEN and (
-            self._forced or not self._maybe_half_open(now)
-        ):
-            self._rejected += 1
-            retry_after = (
-                None if self._forced else max(0.0, self._open_until - now)
-            )
-            return CircuitBreakerError(
-                self.name, CircuitState.OPEN, retry_after
-            )
+        if state is OPEN:
+            # _maybe_half_open() and max() inlined: a rejection is the
+            # path that callers of a failing service hammer.
+            if self._forced:
+                self._rejected += 1
+                return CircuitBreakerError(self.name, OPEN, None)
+            left = self._open_until - now
+            if left > 0.0:
+                self._rejected += 1
+                return CircuitBreakerError(self.name, OPEN, left)
+            self._transition(HALF_OPEN, now)
         if self._probes >= self.config.half_open_max_calls:
             self._rejected += 1
-            return CircuitBreakerError(self.name, CircuitState.HALF_OPEN)
+            return CircuitBreakerError(self.name, HALF_OPEN)
         self._probes += 1
         return self._generation
 
@@ -448,15 +557,15 @@ class CircuitBreaker:
         if permit != self._generation:
             return
         state = self._state
-        if state is CircuitState.CLOSED:
+        if state is CLOSED:
             self._cur_successes += 1
-            if self._rate_mode:
-                self._add_to_window(now, failed=False)
-        elif state is CircuitState.HALF_OPEN:
+            if self._window is not None:
+                self._add_to_window(self._window, now, failed=False)
+        elif state is HALF_OPEN:
             self._probes -= 1
             self._cur_successes += 1
             if self._cur_successes >= self.config.success_threshold:
-                self._transition(CircuitState.CLOSED, now)
+                self._transition(CLOSED, now)
 
     def on_failure(self, permit: int, now: float, exc: BaseException) -> None:
         """Count a call that raised *exc* (as a failure if it counts)."""
@@ -472,10 +581,7 @@ class CircuitBreaker:
         self._release_probe(permit)
 
     def _release_probe(self, permit: int) -> None:
-        if (
-            permit == self._generation
-            and self._state is CircuitState.HALF_OPEN
-        ):
+        if permit == self._generation and self._state is HALF_OPEN:
             self._probes -= 1
 
     # -- internals -----------------------------------------------------
@@ -486,17 +592,21 @@ class CircuitBreaker:
         if permit != self._generation:
             return
         state = self._state
-        if state is CircuitState.HALF_OPEN:
+        if state is HALF_OPEN:
             self._probes -= 1
             self._cur_failures += 1
             self.trip(now)
-        elif state is CircuitState.CLOSED:
+        elif state is CLOSED:
             self._cur_failures += 1
             config = self.config
-            if self._rate_mode:
-                self._add_to_window(now, failed=True)
+            if self._window is not None:
+                self._add_to_window(self._window, now, failed=True)
                 return
             times = self._failure_times
+            if times is None:
+                times = self._failure_times = deque(
+                    maxlen=config.failure_threshold
+                )
             times.append(now)
             if (
                 len(times) == config.failure_threshold
@@ -504,51 +614,37 @@ class CircuitBreaker:
             ):
                 self.trip(now)
 
-    def _add_to_window(self, now: float, *, failed: bool) -> None:
-        index = self._slide(now)
-        self._bucket_calls[index] += 1
-        self._win_calls += 1
+    def _add_to_window(
+        self, window: _Window, now: float, *, failed: bool
+    ) -> None:
+        index = window.slide(now)
+        window.calls[index] += 1
+        window.total_calls += 1
         if failed:
-            self._bucket_failures[index] += 1
-            self._win_failures += 1
+            window.failures[index] += 1
+            window.total_failures += 1
         config = self.config
         threshold = config.failure_rate_threshold
         assert threshold is not None  # noqa: S101
         if (
-            self._win_calls >= config.minimum_calls
-            and self._win_failures >= threshold * self._win_calls
+            window.total_calls >= config.minimum_calls
+            and window.total_failures >= threshold * window.total_calls
         ):
             self.trip(now)
 
-    def _slide(self, now: float) -> int:
-        """Expire buckets older than the window; return now's bucket."""
-        epoch = int(now // self._bucket_width)
-        count = len(self._bucket_epoch)
-        index = epoch % count
-        if self._bucket_epoch[index] == epoch:
-            return index
-        # Clear every bucket whose epoch has left the window.
-        for i in range(count):
-            old = self._bucket_epoch[i]
-            if old != -1 and old <= epoch - count:
-                self._win_calls -= self._bucket_calls[i]
-                self._win_failures -= self._bucket_failures[i]
-                self._bucket_calls[i] = 0
-                self._bucket_failures[i] = 0
-                self._bucket_epoch[i] = -1
-        self._bucket_epoch[index] = epoch
-        return index
-
     def _count_window_failures(self, now: float | None) -> int:
+        times = self._failure_times
+        if times is None:
+            return 0
         if now is None:
-            return len(self._failure_times)
+            return len(times)
         window = self.config.monitoring_window
-        return sum(1 for t in self._failure_times if now - t < window)
+        return sum(1 for t in times if now - t < window)
 
     def _maybe_half_open(self, now: float) -> bool:
         """Move an open circuit to half-open if its time is up."""
         if now >= self._open_until:
-            self._transition(CircuitState.HALF_OPEN, now)
+            self._transition(HALF_OPEN, now)
             return True
         return False
 
@@ -557,22 +653,19 @@ class CircuitBreaker:
         self._probes = 0
         self._cur_successes = 0
         self._cur_failures = 0
-        self._failure_times.clear()
-        for i in range(len(self._bucket_epoch)):
-            self._bucket_epoch[i] = -1
-            self._bucket_calls[i] = 0
-            self._bucket_failures[i] = 0
-        self._win_calls = 0
-        self._win_failures = 0
+        if self._failure_times is not None:
+            self._failure_times.clear()
+        if self._window is not None:
+            self._window.clear()
 
     def _transition(self, new: CircuitState, now: float | None) -> None:
         old = self._state
         self._state = new
         self._new_generation()
-        if new is CircuitState.OPEN:
+        if new is OPEN:
             self._trips += 1
             self._opened_at = now
-        level = logging.WARNING if new is CircuitState.OPEN else logging.INFO
+        level = logging.WARNING if new is OPEN else logging.INFO
         logger.log(
             level,
             "Circuit breaker state changed: %s -> %s (breaker=%s)",
@@ -583,7 +676,7 @@ class CircuitBreaker:
         self._notify(old, new)
 
     def _notify(self, old: CircuitState, new: CircuitState) -> None:
-        for listener in tuple(self._listeners):
+        for listener in self._listeners:
             try:
                 listener(self, old, new)
             except Exception:

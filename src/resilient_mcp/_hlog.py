@@ -360,7 +360,7 @@ async def run_hlog_writer(
                 # shutting down): the shield lets the fsync complete.
                 with anyio.CancelScope(shield=True):
                     now = current_time()
-                    if now > last or recorder._overall.total_count:
+                    if now > last or recorder._interval_count():
                         recorder.dump_interval(
                             writer, start=last - origin, length=now - last
                         )

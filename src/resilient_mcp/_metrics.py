@@ -7,14 +7,26 @@ Values are recorded in whole microseconds into HdrHistograms, so that
 percentiles are exact to the configured number of significant digits
 instead of the "maximum called p95" of the seed's Go example.
 
+A histogram starts *sparse*: a dictionary from counts-array index to
+count, holding only the buckets in use.  A default ``hdrh`` histogram is
+an array of 23,552 counters (184 KiB) allocated up front, while a tool's
+latencies typically fill a few dozen buckets; a recorder that keeps a
+histogram per tool for 10,000 tools would hold 1.8 GB of zeros.  Once a
+sparse histogram holds about as many buckets as would cost the dense
+array's bytes, it is *promoted*: its counts move into the ``hdrh`` array
+and it stays dense.  Both forms hold the same counters at the same
+indices, so every statistic, merge and encoding is the same whichever
+form a histogram is in (``tests/test_metrics_sparse.py`` checks that
+with Hypothesis).
+
 Recording is the hot path, so :class:`LatencyRecorder` and
 :class:`LatencyHistogram` do not call ``HdrHistogram.record_value``: they
 compute the counts-array index inline (the same arithmetic, minus a few
 Python calls) and bump the counters directly.  A Hypothesis test
 (``tests/test_metrics_fast_path.py``) proves the histograms identical.
-Reading is rare, so the statistics are computed here from the counts
-array with the definitions of the Java HdrHistogram, which the Python
-port does not follow everywhere (see ``docs/metrics.md``).
+Reading is rare, so the statistics are computed here from the counters
+with the definitions of the Java HdrHistogram, which the Python port does
+not follow everywhere (see ``docs/metrics.md``).
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from __future__ import annotations
 import base64
 import bisect
 import ctypes
+import functools
 import itertools
 import math
 import struct
@@ -30,7 +43,7 @@ import zlib
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias, final
 
 import attrs
 
@@ -51,6 +64,12 @@ US_PER_SECOND: Final = 1_000_000
 DEFAULT_MAX_KEYS: Final = 256  # operation keys with their own histogram
 DEFAULT_TICKS_PER_HALF_DISTANCE: Final = 5  # rows per halving of 100% - p
 MAX_DECODED_COUNTS: Final = 1 << 22  # counters (32 MiB) a payload may ask
+# What one bucket of a sparse histogram costs, about: its dict slot and
+# entry with the table's slack, plus the index (and, past 256, the count)
+# as int objects.  A sparse histogram is promoted to the dense array once
+# it holds the dense array's bytes divided by this.
+SPARSE_BYTES_PER_BUCKET: Final = 128  # bytes
+LAYOUT_CACHE_SIZE: Final = 32  # layouts whose shared template is kept
 
 _COMPRESSION_COOKIE_BASE: Final = 0x1C849304  # V2 compressed envelope
 _ENVELOPE: Final = struct.Struct(">II")  # cookie, compressed length
@@ -100,7 +119,159 @@ def _new_hdr(lowest: int, highest: int, digits: int) -> _Hdr:
     return hdr
 
 
-def _index_of(hdr: _Hdr, value: int) -> int:
+@functools.lru_cache(maxsize=LAYOUT_CACHE_SIZE)
+def _template(lowest: int, highest: int, digits: int) -> _Hdr:
+    """
+    An empty dense histogram of a layout, shared by its sparse ones.
+
+    Sparse histograms borrow its layout arithmetic (index to value, bucket
+    bounds) and never write to it.
+    """
+    return _new_hdr(lowest, highest, digits)
+
+
+class _Full(Exception):  # noqa: N818 (a signal, not an error)
+    """A sparse histogram has no room for another bucket: promote it."""
+
+
+class _SparseCounts(dict[int, int]):
+    """
+    Counters by counts-array index, for the buckets in use only.
+
+    A missing index reads as 0, so that ``counts[index] += n`` works as on
+    the dense array, until the dictionary holds *limit* buckets: then a
+    new bucket raises :class:`_Full` before anything is stored, and the
+    owner moves to the dense array.
+    """
+
+    # One of these per operation key: a slot, not a __dict__ (which would
+    # cost more than the few buckets most keys hold).
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def __missing__(self, index: int) -> int:
+        if len(self) >= self.limit:
+            raise _Full
+        return 0
+
+
+@final
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
+class _Sparse:
+    """
+    A histogram that holds only its non-zero counters, in a dictionary.
+
+    The same counters at the same indices as the ``hdrh`` histogram of the
+    layout of *layout*, which it borrows for the layout's arithmetic.
+    """
+
+    layout: _Hdr
+    counts: _SparseCounts
+    total_count: int = 0
+    min_value: int = sys.maxsize
+    max_value: int = 0
+
+    @property
+    def lowest_trackable_value(self) -> int:
+        return self.layout.lowest_trackable_value
+
+    @property
+    def highest_trackable_value(self) -> int:
+        return self.layout.highest_trackable_value
+
+    @property
+    def significant_figures(self) -> int:
+        return self.layout.significant_figures
+
+    @property
+    def unit_magnitude(self) -> int:
+        return self.layout.unit_magnitude
+
+    @property
+    def sub_bucket_half_count_magnitude(self) -> int:
+        return self.layout.sub_bucket_half_count_magnitude
+
+    @property
+    def sub_bucket_count(self) -> int:
+        return self.layout.sub_bucket_count
+
+    @property
+    def sub_bucket_mask(self) -> int:
+        return self.layout.sub_bucket_mask
+
+    @property
+    def bucket_count(self) -> int:
+        return self.layout.bucket_count
+
+    @property
+    def counts_len(self) -> int:
+        return self.layout.counts_len
+
+    @property
+    def word_size(self) -> int:
+        return self.layout.word_size
+
+    def get_value_from_index(self, index: int) -> int:
+        return self.layout.get_value_from_index(index)
+
+    def get_lowest_equivalent_value(self, value: int) -> int:
+        return self.layout.get_lowest_equivalent_value(value)
+
+    def get_highest_equivalent_value(self, value: int) -> int:
+        return self.layout.get_highest_equivalent_value(value)
+
+
+_Hist: TypeAlias = "_Hdr | _Sparse"
+"""A histogram in either form."""
+
+
+def _sparse_limit(layout: _Hdr) -> int:
+    """Buckets a sparse histogram of *layout* may hold before promotion."""
+    dense_bytes = layout.counts_len * layout.word_size
+    return max(1, dense_bytes // SPARSE_BYTES_PER_BUCKET)
+
+
+def _new_sparse(lowest: int, highest: int, digits: int) -> _Sparse:
+    layout = _template(lowest, highest, digits)
+    return _Sparse(layout, _SparseCounts(_sparse_limit(layout)))
+
+
+def _new_like(hist: _Hist) -> _Sparse:
+    """An empty (sparse) histogram with the layout of *hist*."""
+    return _new_sparse(
+        hist.lowest_trackable_value,
+        hist.highest_trackable_value,
+        hist.significant_figures,
+    )
+
+
+def _dense(hist: _Hist) -> _Hdr:
+    """
+    *hist* as an ``hdrh`` histogram: itself if dense, else a dense copy.
+
+    The copy holds the same counters at the same indices and the same
+    count, minimum and maximum, so it encodes to the same bytes.
+    """
+    if not isinstance(hist, _Sparse):
+        return hist
+    hdr = _new_hdr(
+        hist.lowest_trackable_value,
+        hist.highest_trackable_value,
+        hist.significant_figures,
+    )
+    counts = hdr.counts
+    for index, count in hist.counts.items():
+        counts[index] = count
+    hdr.total_count = hist.total_count
+    hdr.min_value = hist.min_value
+    hdr.max_value = hist.max_value
+    return hdr
+
+
+def _index_of(hdr: _Hist, value: int) -> int:
     """
     The counts-array index of *value*, as ``hdrh`` computes it.
 
@@ -115,22 +286,29 @@ def _index_of(hdr: _Hdr, value: int) -> int:
     return ((shift - hdr.unit_magnitude) << half) + (value >> shift)
 
 
-def _record(hdr: _Hdr, value: int, count: int) -> None:
-    """Record *value* (already clamped to the histogram's range)."""
-    half = hdr.sub_bucket_half_count_magnitude
-    shift = (value | hdr.sub_bucket_mask).bit_length() - half - 1
-    hdr.counts[((shift - hdr.unit_magnitude) << half) + (value >> shift)] += (
-        count
-    )
+def _record(hdr: _Hist, value: int, count: int) -> _Hist:
+    """
+    Record *value* (already clamped to the histogram's range).
+
+    Returns:
+        The histogram to keep: *hdr*, or its dense promotion.
+    """
+    index = _index_of(hdr, value)
+    try:
+        hdr.counts[index] += count
+    except _Full:
+        hdr = _dense(hdr)
+        hdr.counts[index] += count
     hdr.total_count += count
     # Comparisons, not max() and min(): no call on the hot path.
     if value > hdr.max_value:  # noqa: PLR1730
         hdr.max_value = value
     if value < hdr.min_value:  # noqa: PLR1730
         hdr.min_value = value
+    return hdr
 
 
-def _same_layout(a: _Hdr, b: _Hdr) -> bool:
+def _same_layout(a: _Hist, b: _Hist) -> bool:
     return (
         a.bucket_count == b.bucket_count
         and a.sub_bucket_count == b.sub_bucket_count
@@ -139,16 +317,19 @@ def _same_layout(a: _Hdr, b: _Hdr) -> bool:
     )
 
 
-def _clear(hdr: _Hdr) -> None:
+def _clear(hdr: _Hist) -> None:
     """
     Zero *hdr* in place.
 
     ``HdrHistogram.reset`` zeroes all 23,552 counters of a default
     histogram in a Python loop (about 2 ms); every non-zero counter lies
     between the indices of the minimum and the maximum, so one
-    ``memset`` of that range does the same in microseconds.
+    ``memset`` of that range does the same in microseconds.  A dense
+    histogram stays dense.
     """
-    if hdr.total_count:
+    if isinstance(hdr, _Sparse):
+        hdr.counts.clear()
+    elif hdr.total_count:
         low = _index_of(hdr, min(hdr.min_value, hdr.max_value))
         high = _index_of(hdr, hdr.max_value)
         counts: Any = hdr.counts
@@ -161,7 +342,7 @@ def _clear(hdr: _Hdr) -> None:
     hdr.max_value = 0
 
 
-def _add(dst: _Hdr, src: _Hdr) -> None:
+def _add(dst: _Hist, src: _Hist) -> _Hist:
     """
     Add the counts of *src* to *dst*.
 
@@ -169,18 +350,24 @@ def _add(dst: _Hdr, src: _Hdr) -> None:
     takes ``min()`` with ``get_min_value()``, which is 0 for an empty
     histogram), so this keeps its own books.
 
+    Returns:
+        The histogram to keep: *dst*, or its dense promotion.
+
     Raises:
         ValueError: A value of *src* is beyond the range of *dst*.
     """
     if not src.total_count:
-        return
+        return dst
     if _same_layout(dst, src):
-        # One C loop over the counts arrays (hdrh's add_array).
-        dst.encoder.add(src.encoder)
+        if isinstance(dst, _Sparse) or isinstance(src, _Sparse):
+            dst = _add_counts(dst, _nonzero(src))
+        else:
+            # One C loop over the counts arrays (hdrh's add_array).
+            dst.encoder.add(src.encoder)
         dst.total_count += src.total_count
         dst.min_value = min(dst.min_value, src.min_value)
         dst.max_value = max(dst.max_value, src.max_value)
-        return
+        return dst
     top = dst.get_highest_equivalent_value(
         dst.get_value_from_index(dst.counts_len - 1)
     )
@@ -192,11 +379,25 @@ def _add(dst: _Hdr, src: _Hdr) -> None:
             f"ends at {top}"
         )
     for index, count in counts:
-        _record(dst, src.get_value_from_index(index), count)
+        dst = _record(dst, src.get_value_from_index(index), count)
+    return dst
+
+
+def _add_counts(dst: _Hist, items: list[tuple[int, int]]) -> _Hist:
+    """Add counters of *dst*'s own layout; promote *dst* if it fills."""
+    counts = dst.counts
+    for index, count in items:
+        try:
+            counts[index] += count
+        except _Full:
+            dst = _dense(dst)
+            counts = dst.counts
+            counts[index] += count
+    return dst
 
 
 def _used_counts(hdr: _Hdr) -> list[int]:
-    """The counters up to the maximum's, as a list of ints."""
+    """The counters of a dense histogram up to the maximum's, as ints."""
     if not hdr.total_count:
         return []
     counts: Any = hdr.counts
@@ -205,7 +406,10 @@ def _used_counts(hdr: _Hdr) -> list[int]:
     return used
 
 
-def _nonzero(hdr: _Hdr) -> list[tuple[int, int]]:
+def _nonzero(hdr: _Hist) -> list[tuple[int, int]]:
+    """The non-zero counters, as (index, count), by index."""
+    if isinstance(hdr, _Sparse):
+        return sorted((i, c) for i, c in hdr.counts.items() if c)
     return [(i, c) for i, c in enumerate(_used_counts(hdr)) if c]
 
 
@@ -217,7 +421,7 @@ def _target_count(percentile: float, total: int) -> int:
     return max(math.ceil((requested / 100.0) * total), 1)
 
 
-def _values_at(hdr: _Hdr, percentiles: Sequence[float]) -> list[int]:
+def _values_at(hdr: _Hist, percentiles: Sequence[float]) -> list[int]:
     """
     The values at *percentiles*, by the Java HdrHistogram's definition.
 
@@ -231,12 +435,20 @@ def _values_at(hdr: _Hdr, percentiles: Sequence[float]) -> list[int]:
     total = hdr.total_count
     if not total:
         return [0 for _ in percentiles]
-    cumulative = list(itertools.accumulate(_used_counts(hdr)))
+    if isinstance(hdr, _Sparse):
+        # The same search over the non-zero counters only: the first
+        # counter whose running sum reaches the target is never a zero.
+        pairs = _nonzero(hdr)
+        indices: Sequence[int] = [index for index, _ in pairs]
+        cumulative = list(itertools.accumulate(c for _, c in pairs))
+    else:
+        cumulative = list(itertools.accumulate(_used_counts(hdr)))
+        indices = range(len(cumulative))
     last = len(cumulative) - 1
     values = []
     for percentile in percentiles:
         target = _target_count(percentile, total)
-        index = min(bisect.bisect_left(cumulative, target), last)
+        index = indices[min(bisect.bisect_left(cumulative, target), last)]
         value = hdr.get_value_from_index(index)
         if percentile == 0.0:
             values.append(hdr.get_lowest_equivalent_value(value))
@@ -245,12 +457,12 @@ def _values_at(hdr: _Hdr, percentiles: Sequence[float]) -> list[int]:
     return values
 
 
-def _median_equivalent(hdr: _Hdr, value: int) -> int:
+def _median_equivalent(hdr: _Hist, value: int) -> int:
     low = hdr.get_lowest_equivalent_value(value)
     return low + ((hdr.get_highest_equivalent_value(value) + 1 - low) >> 1)
 
 
-def _mean(hdr: _Hdr) -> float:
+def _mean(hdr: _Hist) -> float:
     total = hdr.total_count
     if not total:
         return 0.0
@@ -262,7 +474,7 @@ def _mean(hdr: _Hdr) -> float:
     return weighted / total
 
 
-def _stddev(hdr: _Hdr) -> float:
+def _stddev(hdr: _Hist) -> float:
     total = hdr.total_count
     if not total:
         return 0.0
@@ -275,13 +487,13 @@ def _stddev(hdr: _Hdr) -> float:
     return math.sqrt(squares / total)
 
 
-def _min_value(hdr: _Hdr) -> int:
+def _min_value(hdr: _Hist) -> int:
     if not hdr.total_count:
         return 0
     return hdr.get_lowest_equivalent_value(hdr.min_value)
 
 
-def _max_value(hdr: _Hdr) -> int:
+def _max_value(hdr: _Hist) -> int:
     if not hdr.total_count:
         return 0
     return hdr.get_highest_equivalent_value(hdr.max_value)
@@ -318,7 +530,7 @@ class PercentileRow:
         return 1.0 / (1.0 - self.percentile / 100.0)
 
 
-def _distribution(hdr: _Hdr, ticks: int) -> list[PercentileRow]:
+def _distribution(hdr: _Hist, ticks: int) -> list[PercentileRow]:
     """
     The rows of Java's ``outputPercentileDistribution``.
 
@@ -391,7 +603,7 @@ class LatencySnapshot:
 _SNAPSHOT_PERCENTILES: Final = (50.0, 90.0, 95.0, 99.0, 99.9)
 
 
-def _snapshot(hdr: _Hdr) -> LatencySnapshot:
+def _snapshot(hdr: _Hist) -> LatencySnapshot:
     p50, p90, p95, p99, p999 = (
         value / US_PER_SECOND
         for value in _values_at(hdr, _SNAPSHOT_PERCENTILES)
@@ -517,6 +729,10 @@ class LatencyHistogram:
     can never make recording fail.  Seconds are rounded to the nearest
     microsecond.
 
+    The counters are allocated as they are first used (see the module
+    docstring), so an empty histogram costs a few hundred bytes, and one
+    that fills many buckets no more than ``hdrh``'s array.
+
     Not thread-safe: record from one thread (the event loop's).
 
     Args:
@@ -536,7 +752,12 @@ class LatencyHistogram:
     significant_figures: int = attrs.field(
         default=SIGNIFICANT_FIGURES, kw_only=True
     )
-    _hist: _Hdr = attrs.field(init=False)
+    _hist: _Hist = attrs.field(init=False)
+    # The layout, copied out of the histogram for the hot path.
+    _mask: int = attrs.field(init=False)
+    _half: int = attrs.field(init=False)
+    _unit: int = attrs.field(init=False)
+    _top_seconds: float = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         _check_range(
@@ -545,17 +766,26 @@ class LatencyHistogram:
             self.highest_us,
             self.significant_figures,
         )
-        self._hist = _new_hdr(
-            self.lowest_us, self.highest_us, self.significant_figures
+        self._bind(
+            _new_sparse(
+                self.lowest_us, self.highest_us, self.significant_figures
+            )
         )
 
+    def _bind(self, hist: _Hist) -> None:
+        self._hist = hist
+        self._mask = hist.sub_bucket_mask
+        self._half = hist.sub_bucket_half_count_magnitude
+        self._unit = hist.unit_magnitude
+        self._top_seconds = self.highest_us / US_PER_SECOND
+
     @classmethod
-    def _wrap(cls, hdr: _Hdr) -> LatencyHistogram:
+    def _wrap(cls, hdr: _Hist) -> LatencyHistogram:
         self = cls.__new__(cls)
         self.lowest_us = hdr.lowest_trackable_value
         self.highest_us = hdr.highest_trackable_value
         self.significant_figures = hdr.significant_figures
-        self._hist = hdr
+        self._bind(hdr)
         return self
 
     def __repr__(self) -> str:
@@ -563,8 +793,17 @@ class LatencyHistogram:
 
     @property
     def hdr(self) -> Any:
-        """The underlying :class:`hdrh.histogram.HdrHistogram`."""
-        return self._hist
+        """
+        The underlying :class:`hdrh.histogram.HdrHistogram`.
+
+        A histogram that is still sparse becomes dense for good here (it
+        allocates ``hdrh``'s whole counts array), so that what is done
+        through the returned object is seen by this one, and vice versa.
+        """
+        hist = self._hist
+        if isinstance(hist, _Sparse):
+            hist = self._hist = _dense(hist)
+        return hist
 
     @property
     def bucket_count(self) -> int:
@@ -578,13 +817,33 @@ class LatencyHistogram:
 
     def record(self, seconds: float, count: int = 1) -> None:
         """Record a duration of *seconds*, *count* times."""
-        _record(self._hist, _to_us(seconds, self.highest_us), count)
+        # _to_us and _record inlined: this is the hot path.
+        if seconds >= self._top_seconds:
+            value = self.highest_us
+        elif seconds > 0.0:
+            value = int(seconds * US_PER_SECOND + 0.5)
+        else:
+            value = 0
+        hist = self._hist
+        half = self._half
+        shift = (value | self._mask).bit_length() - half - 1
+        index = ((shift - self._unit) << half) + (value >> shift)
+        try:
+            hist.counts[index] += count
+        except _Full:
+            hist = self._hist = _dense(hist)
+            hist.counts[index] += count
+        hist.total_count += count
+        if value > hist.max_value:  # noqa: PLR1730
+            hist.max_value = value
+        if value < hist.min_value:  # noqa: PLR1730
+            hist.min_value = value
 
     def record_us(self, value_us: int, count: int = 1) -> None:
         """Record a duration in whole microseconds, *count* times."""
         value_us = max(value_us, 0)
         value_us = min(value_us, self.highest_us)
-        _record(self._hist, value_us, count)
+        self._hist = _record(self._hist, value_us, count)
 
     def record_corrected(
         self, seconds: float, expected_interval: float, count: int = 1
@@ -595,8 +854,8 @@ class LatencyHistogram:
         See :meth:`LatencyRecorder.record_corrected`.
         """
         top = self.highest_us
-        _record_corrected(
-            (self._hist,),
+        self._hist = _record_corrected(
+            self._hist,
             _to_us(seconds, top),
             _to_us(expected_interval, top),
             count,
@@ -694,18 +953,12 @@ class LatencyHistogram:
         Raises:
             ValueError: *other* holds values beyond this histogram's range.
         """
-        _add(self._hist, other._hist)
+        self._hist = _add(self._hist, other._hist)
 
     def copy(self) -> LatencyHistogram:
         """An independent copy, with the same settings and counts."""
         hdr = self._hist
-        clone = _new_hdr(
-            hdr.lowest_trackable_value,
-            hdr.highest_trackable_value,
-            hdr.significant_figures,
-        )
-        _add(clone, hdr)
-        return LatencyHistogram._wrap(clone)
+        return LatencyHistogram._wrap(_add(_new_like(hdr), hdr))
 
     def reset(self) -> None:
         """Forget every value."""
@@ -716,9 +969,10 @@ class LatencyHistogram:
         Encode in HdrHistogram's V2 compressed base64 form.
 
         This is the payload of an ``.hlog`` interval line, readable by the
-        Java, C and Python HdrHistogram libraries.
+        Java, C and Python HdrHistogram libraries.  A sparse histogram is
+        encoded through a dense copy, so both forms give the same bytes.
         """
-        return self._hist.encode().decode("ascii")
+        return _dense(self._hist).encode().decode("ascii")
 
     @classmethod
     def decode(cls, encoded: str | bytes) -> LatencyHistogram:
@@ -738,7 +992,7 @@ class LatencyHistogram:
         return cls._wrap(_decode(encoded))
 
 
-def _covers(wide: _Hdr, narrow: _Hdr) -> bool:
+def _covers(wide: _Hist, narrow: _Hist) -> bool:
     return _same_layout(wide, narrow) or (
         wide.lowest_trackable_value <= narrow.lowest_trackable_value
         and wide.highest_trackable_value >= narrow.highest_trackable_value
@@ -765,7 +1019,7 @@ def merge_histograms(
 
     .. versionadded:: 0.1.0
     """
-    merged: _Hdr | None = None
+    merged: _Hist | None = None
     for histogram in histograms:
         hdr = histogram._hist
         if merged is None or not _covers(merged, hdr):
@@ -773,7 +1027,7 @@ def merge_histograms(
             lowest = min(
                 base.lowest_trackable_value, hdr.lowest_trackable_value
             )
-            wider = _new_hdr(
+            wider: _Hist = _new_sparse(
                 lowest,
                 max(
                     base.highest_trackable_value,
@@ -783,30 +1037,29 @@ def merge_histograms(
                 max(base.significant_figures, hdr.significant_figures),
             )
             if merged is not None:
-                _add(wider, merged)
+                wider = _add(wider, merged)
             merged = wider
-        _add(merged, hdr)
+        merged = _add(merged, hdr)
     if merged is None:
         return LatencyHistogram()
     return LatencyHistogram._wrap(merged)
 
 
 def _record_corrected(
-    hdrs: tuple[_Hdr, ...], value: int, expected: int, count: int
-) -> None:
+    hist: _Hist, value: int, expected: int, count: int
+) -> _Hist:
     # Java's recordValueWithExpectedInterval and C's
     # hdr_record_corrected_values: the missing values go down in steps of
     # the interval while they are at least one interval.  The Python hdrh
     # also records the remainder below the interval, one value too many.
-    for hdr in hdrs:
-        _record(hdr, value, count)
+    hist = _record(hist, value, count)
     if expected <= 0:
-        return
+        return hist
     missing = value - expected
     while missing >= expected:
-        for hdr in hdrs:
-            _record(hdr, missing, count)
+        hist = _record(hist, missing, count)
         missing -= expected
+    return hist
 
 
 @attrs.frozen(kw_only=True)
@@ -827,10 +1080,18 @@ class LatencyRecorderMetrics:
     total_count: int
     """Values recorded, over all keys, since the recorder was created."""
     histograms: int
-    """HdrHistograms allocated (per key and overall; interval and
-    cumulative)."""
+    """HdrHistograms allocated (per key, and one for the values of evicted
+    keys; interval and cumulative)."""
     histogram_bytes: int
-    """Bytes in those histograms' counts arrays."""
+    """Bytes in those histograms' counters (the counts array of a dense
+    histogram, the dictionary of a sparse one)."""
+
+
+def _counter_bytes(hist: _Hist) -> int:
+    if isinstance(hist, _Sparse):
+        return sys.getsizeof(hist.counts)
+    counts: Any = hist.counts
+    return ctypes.sizeof(counts)
 
 
 @final
@@ -850,11 +1111,18 @@ class LatencyRecorder:
     >>> recorder.snapshot("tools/call:search").p50
     0.120063
 
-    Values are stored in microseconds; one histogram costs about 184 KiB
-    at the defaults (see ``docs/metrics.md``), so *max_keys* bounds the
-    memory.  Recording is cheap (a dictionary lookup and two counter
-    increments, no allocation once the key is known); reading walks the
-    counts arrays.
+    Values are stored in microseconds.  A key's histogram allocates its
+    counters as buckets are first used, and a few hundred bytes cover a
+    key whose latencies fill a few buckets; one that fills many costs at
+    most a dense histogram's 184 KiB at the defaults (see
+    ``docs/metrics.md``), so *max_keys* bounds the memory.  Recording is
+    cheap (a dictionary lookup and a counter increment, no allocation once
+    the key and its bucket are known); reading walks the counters.
+
+    The total column is not written on every call: the overall histogram
+    is the sum of the keys' histograms and of what evicted keys left
+    behind, added up when it is read, bucket for bucket, so it is exactly
+    the histogram of every value recorded.
 
     Histograms are kept twice: the current interval's, which
     :meth:`dump_interval` writes to an ``.hlog`` and clears, and the
@@ -883,14 +1151,22 @@ class LatencyRecorder:
     )
     max_keys: int = attrs.field(default=DEFAULT_MAX_KEYS, kw_only=True)
 
-    _overall: _Hdr = attrs.field(init=False)
-    _overall_totals: _Hdr | None = attrs.field(init=False, default=None)
-    _pending: OrderedDict[str, _Hdr] = attrs.field(
+    # The values of evicted keys, this interval and before.  Dense from
+    # the start: it collects every evicted key's values, so it is the one
+    # histogram bound to fill many buckets.
+    _gone: _Hist = attrs.field(init=False)
+    _gone_totals: _Hist | None = attrs.field(init=False, default=None)
+    _pending: OrderedDict[str, _Hist] = attrs.field(
         init=False, factory=OrderedDict
     )
-    _totals: dict[str, _Hdr] = attrs.field(init=False, factory=dict)
+    _totals: dict[str, _Hist] = attrs.field(init=False, factory=dict)
     _evicted: int = attrs.field(init=False, default=0)
     _writing: bool = attrs.field(init=False, default=False)
+    # The most recently used key and its histogram: recording it again
+    # needs neither the lookup nor the move to the end of the LRU order,
+    # where it already is.  Reset whenever that could stop being true.
+    _last_key: str | None = attrs.field(init=False, default=None)
+    _last_hist: _Hist | None = attrs.field(init=False, default=None)
     # The layout, copied out of the histograms for the hot path.
     _mask: int = attrs.field(init=False)
     _half: int = attrs.field(init=False)
@@ -905,11 +1181,13 @@ class LatencyRecorder:
             self.significant_figures,
         )
         _check_int("LatencyRecorder.max_keys", self.max_keys, 1, 2**31)
-        overall = self._new()
-        self._overall = overall
-        self._mask = overall.sub_bucket_mask
-        self._half = overall.sub_bucket_half_count_magnitude
-        self._unit = overall.unit_magnitude
+        gone = _new_hdr(
+            self.lowest_us, self.highest_us, self.significant_figures
+        )
+        self._gone = gone
+        self._mask = gone.sub_bucket_mask
+        self._half = gone.sub_bucket_half_count_magnitude
+        self._unit = gone.unit_magnitude
         self._top_seconds = self.highest_us / US_PER_SECOND
 
     def __repr__(self) -> str:
@@ -918,34 +1196,33 @@ class LatencyRecorder:
             f"{self._overall_count()} values, {self._evicted} evicted>"
         )
 
-    def _new(self) -> _Hdr:
-        return _new_hdr(
+    def _new(self) -> _Sparse:
+        return _new_sparse(
             self.lowest_us, self.highest_us, self.significant_figures
         )
 
-    def _admit(self, key: str) -> _Hdr:
+    def _admit(self, key: str) -> _Hist:
         if not key:
             raise ValueError("an operation key must be a non-empty string")
         pending = self._pending
         if len(pending) >= self.max_keys:
-            # Reuse the least recently used key's counts array rather than
-            # allocate another: churning through keys costs no memory.
-            old, hdr = pending.popitem(last=False)
-            self._totals.pop(old, None)
+            # The stalest key's values stay in the overall histogram.
+            old, hist = pending.popitem(last=False)
+            self._gone = _add(self._gone, hist)
+            totals = self._totals.pop(old, None)
+            if totals is not None:
+                self._gone_totals = self._fold(totals, self._gone_totals)
             self._evicted += 1
-            _clear(hdr)
-        else:
-            hdr = self._new()
-        pending[key] = hdr
-        return hdr
+        hist = pending[key] = self._new()
+        return hist
 
     def record(self, key: str, seconds: float, count: int = 1) -> None:
         """
         Record that an operation took *seconds*.
 
-        The value goes to *key*'s histogram and to the overall one.  Seconds
-        are rounded to the nearest microsecond; values above the range are
-        recorded as its top, negative ones (and NaN) as 0.
+        The value goes to *key*'s histogram, and so into the overall one.
+        Seconds are rounded to the nearest microsecond; values above the
+        range are recorded as its top, negative ones (and NaN) as 0.
 
         Args:
             key: The operation, for example ``"tools/call:search"``.
@@ -962,28 +1239,29 @@ class LatencyRecorder:
             value = int(seconds * US_PER_SECOND + 0.5)
         else:
             value = 0
-        pending = self._pending
-        hdr = pending.get(key)
-        if hdr is None:
-            hdr = self._admit(key)
-        else:
-            pending.move_to_end(key)
+        hist = self._last_hist
+        if key != self._last_key or hist is None:
+            pending = self._pending
+            hist = pending.get(key)
+            if hist is None:
+                hist = self._admit(key)
+            else:
+                pending.move_to_end(key)
+            self._last_key = key
+            self._last_hist = hist
         half = self._half
         shift = (value | self._mask).bit_length() - half - 1
         index = ((shift - self._unit) << half) + (value >> shift)
-        hdr.counts[index] += count
-        hdr.total_count += count
-        if value > hdr.max_value:  # noqa: PLR1730
-            hdr.max_value = value
-        if value < hdr.min_value:  # noqa: PLR1730
-            hdr.min_value = value
-        hdr = self._overall
-        hdr.counts[index] += count
-        hdr.total_count += count
-        if value > hdr.max_value:  # noqa: PLR1730
-            hdr.max_value = value
-        if value < hdr.min_value:  # noqa: PLR1730
-            hdr.min_value = value
+        try:
+            hist.counts[index] += count
+        except _Full:
+            hist = self._last_hist = self._pending[key] = _dense(hist)
+            hist.counts[index] += count
+        hist.total_count += count
+        if value > hist.max_value:  # noqa: PLR1730
+            hist.max_value = value
+        if value < hist.min_value:  # noqa: PLR1730
+            hist.min_value = value
 
     def record_corrected(
         self, key: str, seconds: float, expected_interval: float
@@ -1015,38 +1293,48 @@ class LatencyRecorder:
         top = self.highest_us
         value = _to_us(seconds, top)
         expected = _to_us(expected_interval, top)
-        hdr = self._pending.get(key)
-        if hdr is None:
-            hdr = self._admit(key)
+        pending = self._pending
+        hist = pending.get(key)
+        if hist is None:
+            hist = self._admit(key)
         else:
-            self._pending.move_to_end(key)
-        _record_corrected((hdr, self._overall), value, expected, 1)
+            pending.move_to_end(key)
+        pending[key] = _record_corrected(hist, value, expected, 1)
+        self._last_key = None  # it may have been promoted
 
     def keys(self) -> list[str]:
         """The operation keys that have a histogram now, sorted."""
         return sorted(self._pending)
 
-    def _cumulative(self, key: str | None, *, fresh: bool = False) -> _Hdr:
+    def _interval(self) -> _Hist:
+        """A new histogram of every value of the current interval."""
+        overall = _add(self._new(), self._gone)
+        for pending in self._pending.values():
+            overall = _add(overall, pending)
+        return overall
+
+    def _cumulative(self, key: str | None, *, fresh: bool = False) -> _Hist:
         """The totals plus the current interval; a new histogram if *fresh*."""
         if key is None:
-            pending = self._overall
-            totals = self._overall_totals
-        else:
-            found = self._pending.get(key)
-            if found is None:
-                raise KeyError(
-                    f"no latencies for {key!r}: never recorded, or evicted "
-                    f"(the recorder keeps {self.max_keys} keys)"
-                )
-            pending = found
-            totals = self._totals.get(key)
-        if totals is None and not fresh:
+            overall = self._interval()
+            if self._gone_totals is not None:
+                overall = _add(overall, self._gone_totals)
+            for totals in self._totals.values():
+                overall = _add(overall, totals)
+            return overall
+        pending = self._pending.get(key)
+        if pending is None:
+            raise KeyError(
+                f"no latencies for {key!r}: never recorded, or evicted "
+                f"(the recorder keeps {self.max_keys} keys)"
+            )
+        found = self._totals.get(key)
+        if found is None and not fresh:
             return pending
-        combined = self._new()
-        if totals is not None:
-            _add(combined, totals)
-        _add(combined, pending)
-        return combined
+        combined: _Hist = self._new()
+        if found is not None:
+            combined = _add(combined, found)
+        return _add(combined, pending)
 
     def snapshot(self, key: str | None = None) -> LatencySnapshot:
         """
@@ -1082,10 +1370,17 @@ class LatencyRecorder:
         """
         return LatencyHistogram._wrap(self._cumulative(key, fresh=True))
 
+    def _interval_count(self) -> int:
+        """How many values the current interval holds, over all keys."""
+        return self._gone.total_count + sum(
+            pending.total_count for pending in self._pending.values()
+        )
+
     def _overall_count(self) -> int:
-        totals = self._overall_totals
+        totals = self._gone_totals
         extra = totals.total_count if totals is not None else 0
-        return self._overall.total_count + extra
+        extra += sum(totals.total_count for totals in self._totals.values())
+        return self._interval_count() + extra
 
     def metrics(self) -> LatencyRecorderMetrics:
         """
@@ -1094,17 +1389,17 @@ class LatencyRecorder:
         Returns:
             A frozen :class:`LatencyRecorderMetrics`.
         """
-        hdrs: list[Any] = [self._overall, *self._pending.values()]
-        hdrs.extend(self._totals.values())
-        if self._overall_totals is not None:
-            hdrs.append(self._overall_totals)
+        hists: list[_Hist] = [self._gone, *self._pending.values()]
+        hists.extend(self._totals.values())
+        if self._gone_totals is not None:
+            hists.append(self._gone_totals)
         return LatencyRecorderMetrics(
             keys=len(self._pending),
             max_keys=self.max_keys,
             evicted_keys=self._evicted,
             total_count=self._overall_count(),
-            histograms=len(hdrs),
-            histogram_bytes=sum(ctypes.sizeof(h.counts) for h in hdrs),
+            histograms=len(hists),
+            histogram_bytes=sum(_counter_bytes(h) for h in hists),
         )
 
     def start_interval(self) -> None:
@@ -1114,16 +1409,15 @@ class LatencyRecorder:
         What was recorded so far stays in :meth:`snapshot` but will not
         appear in the next :meth:`dump_interval`.
         """
-        self._overall_totals = self._fold(self._overall, self._overall_totals)
+        self._gone_totals = self._fold(self._gone, self._gone_totals)
         totals = self._totals
         for key, pending in self._pending.items():
             if pending.total_count:
                 totals[key] = self._fold(pending, totals.get(key))
 
-    def _fold(self, pending: _Hdr, totals: _Hdr | None) -> _Hdr:
-        if totals is None:
-            totals = self._new()
-        _add(totals, pending)
+    def _fold(self, pending: _Hist, totals: _Hist | None) -> _Hist:
+        """Add *pending* to *totals* (new if ``None``); clear *pending*."""
+        totals = _add(self._new() if totals is None else totals, pending)
         _clear(pending)
         return totals
 
@@ -1149,7 +1443,9 @@ class LatencyRecorder:
         from ._hlog import hlog_tag  # noqa: PLC0415 - circular
 
         writer.write_interval(
-            LatencyHistogram._wrap(self._overall), start=start, length=length
+            LatencyHistogram._wrap(self._interval()),
+            start=start,
+            length=length,
         )
         lines = 1
         for key in sorted(self._pending):

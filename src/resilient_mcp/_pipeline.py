@@ -18,6 +18,15 @@ There is no nursery per call: a call has no concurrency of its own to
 supervise, and each policy is a cancel scope or a ``try`` in the caller's
 own task, so cancellation and errors propagate exactly as if the operation
 had been awaited directly.
+
+Each policy is a layer of its own (``_counted``, the bulkhead,
+``_retrying``, ``_attempt``, the breaker's ``guard``), but most calls find
+a free slot and a closed circuit and succeed at once, and for them the
+layers cost more than the work: a coroutine frame and a clock read each.
+So :meth:`ResiliencePipeline.call` runs that common case in one coroutine,
+reading the clock once at the start and once at the end for every policy,
+and hands anything else (a full bulkhead, an open or half-open circuit, a
+failed first attempt) to the layers at the point where it happens.
 """
 
 from __future__ import annotations
@@ -31,14 +40,16 @@ from typing import Any, Final, TypeVar, final
 
 import attrs
 
-from ._breaker import CircuitBreaker, CircuitBreakerMetrics
+from ._breaker import CLOSED, CircuitBreaker, CircuitBreakerMetrics
 from ._bulkhead import Bulkhead, BulkheadMetrics
 from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
-from ._errors import BulkheadError, CircuitBreakerError
+from ._errors import BulkheadError, CallTimeout, CircuitBreakerError
 from ._metrics import LatencyRecorder, LatencySnapshot
 from ._retry import RetryManager, RetryMetrics
 from ._timeouts import (
+    WOULD_BLOCK,
     DeadlineExpired,
+    clock_and_scope,
     current_time,
     deadline_scope,
     run_bounded,
@@ -252,7 +263,9 @@ class ResiliencePipeline:
         ]
         return f"<ResiliencePipeline {self.name!r} {', '.join(parts)}>"
 
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def call(  # noqa: C901, PLR0912, PLR0915 (inlined hot path)
+        self, fn: Callable[..., Awaitable[T]], *args: Any
+    ) -> T:
         """
         Run ``await fn(*args)`` through every configured policy.
 
@@ -274,12 +287,153 @@ class ResiliencePipeline:
         tracer = call_tracer()
         if tracer is not None:
             return await self._call_traced(tracer, fn, args)
+        breaker = self.circuit_breaker
+        if breaker is not None and breaker._state is not CLOSED:
+            return await self._call_layered(fn, args)
+        # The common case, every layer inlined into this one coroutine: a
+        # free slot, a closed circuit, and a first attempt that succeeds.
+        # Each policy does here exactly what its layer does (the comments
+        # name the method), with one clock read at the start and one at
+        # the end shared by all of them.  Anything else leaves this path
+        # at the point where it happens, for the layers' own code.
+        now, cancel_scope = clock_and_scope()
+        start = now()
+        bulkhead = self.bulkhead
+        deadline = math.inf
+        if bulkhead is not None:
+            # Bulkhead.call_deferring_deadline
+            borrower = object()
+            limiter = bulkhead._limiter or bulkhead._make_limiter()
+            try:
+                limiter.acquire_on_behalf_of_nowait(borrower)
+            except WOULD_BLOCK:
+                queued = True
+            else:
+                queued = False
+            if queued:  # outside the `except` block, as in Bulkhead.call
+                return await self._call_layered(fn, args, start, borrower)
+            bulkhead._zero_waits += 1
+            bulkhead._active += 1
+            if bulkhead._timeout is not None:
+                deadline = start + bulkhead._timeout
+        recorder = self.recorder
+        retry = self.retry
+        timeout = self.timeout
+        permit = breaker._generation if breaker is not None else 0
+        first: Exception | None = None
+        try:
+            try:
+                try:
+                    # run_bounded: one scope for the attempt's timeout and
+                    # the bulkhead's deadline, none if both are infinite.
+                    if timeout is None and deadline == math.inf:
+                        result = await fn(*args)
+                    else:
+                        own = math.inf if timeout is None else start + timeout
+                        limit = own
+                        # A comparison, not min(): no call on the hot path.
+                        if deadline < own:
+                            limit = deadline
+                        with cancel_scope(deadline=limit) as scope:
+                            result = await fn(*args)
+                        if scope.cancelled_caught:
+                            if own < deadline:
+                                assert timeout is not None  # noqa: S101
+                                raise CallTimeout(  # noqa: TRY301
+                                    timeout,
+                                    self._where
+                                    if breaker is None
+                                    else breaker._where,
+                                )
+                            raise DeadlineExpired  # noqa: TRY301
+                except Exception as exc:
+                    first = exc
+                except BaseException:
+                    # Cancelled, or the bulkhead's deadline passed: neither
+                    # a failure nor retried (CircuitBreaker.guard,
+                    # _retrying).
+                    if breaker is not None:
+                        breaker.on_cancel(permit)
+                    if retry is not None:
+                        retry._cancelled += 1
+                    raise
+                if first is None:
+                    end = (
+                        now()
+                        if breaker is not None or recorder is not None
+                        else 0.0
+                    )
+                    if breaker is not None:
+                        if breaker._plain:
+                            # CircuitBreaker.on_success, for count mode
+                            # without a slow-call limit.
+                            breaker._successes += 1
+                            breaker._last_success = end
+                            if permit == breaker._generation:
+                                breaker._cur_successes += 1
+                        else:
+                            breaker.on_success(permit, end, end - start)
+                    if retry is not None:
+                        retry._successes += 1
+                else:
+                    # The first attempt failed: on to the retry loop, out
+                    # of the `except` block, still holding the slot.
+                    if breaker is not None:
+                        breaker.on_failure(permit, now(), first)
+                    if retry is None:
+                        raise first
+                    result = await self._retry_after(
+                        first, fn, args, start, deadline
+                    )
+                    end = now()
+            except DeadlineExpired:
+                # Bulkhead.call_deferring_deadline: its deadline passed.
+                assert bulkhead is not None  # noqa: S101
+                assert bulkhead._timeout is not None  # noqa: S101
+                bulkhead._timed_out += 1
+                raise CallTimeout(bulkhead._timeout, bulkhead._where) from None
+            finally:
+                if bulkhead is not None:
+                    bulkhead._active -= 1
+                    bulkhead._completed += 1
+                    limiter.release_on_behalf_of(borrower)
+        except Exception as exc:
+            # _counted, and the recording in _call_layered.
+            self._counts[_INDEX[self._classify(exc)]] += 1
+            if recorder is not None:
+                recorder.record(self._key, now() - start)
+            raise
+        except BaseException:
+            self._counts[_CANCELLED] += 1
+            if recorder is not None:
+                recorder.record(self._key, now() - start)
+            raise
+        self._counts[_SUCCESS] += 1
+        if recorder is not None:
+            recorder.record(self._key, end - start)
+        return result
+
+    async def _call_layered(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        start: float | None = None,
+        borrower: object = None,
+    ) -> T:
+        """
+        :meth:`call` through every policy's own layer, for the uncommon.
+
+        *start* is when the call entered :meth:`call`, if it has read the
+        clock; *borrower* the queued call's token if the bulkhead has
+        already turned it away from a free slot.
+        """
         recorder = self.recorder
         if recorder is None:
-            return await self._counted(fn, args)
-        start = current_time()
+            return await self._counted(fn, args, borrower)
+        if start is None:
+            start = current_time()
         try:
-            return await self._counted(fn, args)
+            return await self._counted(fn, args, borrower)
         finally:
             recorder.record(self._key, current_time() - start)
 
@@ -344,12 +498,22 @@ class ResiliencePipeline:
             )
 
     async def _counted(
-        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        borrower: object = None,
     ) -> T:
         result: T
+        bulkhead = self.bulkhead
         try:
-            if self.bulkhead is not None:
-                result = await self.bulkhead.call_deferring_deadline(
+            if borrower is not None:
+                # Queued: Bulkhead.call_deferring_deadline's slow half.
+                assert bulkhead is not None  # noqa: S101
+                result = await bulkhead._call_queued(
+                    self._retrying, (math.inf, fn, args), borrower
+                )
+            elif bulkhead is not None:
+                result = await bulkhead.call_deferring_deadline(
                     self._retrying, fn, args
                 )
             else:
@@ -386,6 +550,19 @@ class ResiliencePipeline:
         else:
             retry._successes += 1
             return result
+        return await self._retry_after(first, fn, args, start, deadline)
+
+    async def _retry_after(
+        self,
+        first: Exception,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        start: float,
+        deadline: float,
+    ) -> T:
+        """The retry loop after a failed first attempt, in the same slot."""
+        retry = self.retry
+        assert retry is not None  # noqa: S101
         again = (math.inf, fn, args)
         retried: T
         if deadline == math.inf:

@@ -49,6 +49,23 @@ def current_time() -> float:
     return asyncio.get_running_loop().time()
 
 
+_TRIO_CLOCK_AND_SCOPE: Final = (trio.current_time, trio.CancelScope)
+
+
+def clock_and_scope() -> tuple[Callable[[], float], Callable[..., Any]]:
+    """
+    The running loop's clock and its cancel scope class, looked up once.
+
+    For a hot path that reads the clock more than once and may enter a
+    scope: one backend check instead of one per use.  The clock is
+    :func:`trio.current_time` or the asyncio loop's ``time``; the scope
+    class is :class:`trio.CancelScope` or :class:`anyio.CancelScope`.
+    """
+    if _sniffio.name == "trio":
+        return _TRIO_CLOCK_AND_SCOPE
+    return asyncio.get_running_loop().time, anyio.CancelScope
+
+
 def current_effective_deadline() -> float:
     """The deadline that applies to the calling task (``inf`` for none)."""
     if _sniffio.name == "trio":
@@ -56,12 +73,18 @@ def current_effective_deadline() -> float:
     return anyio.current_effective_deadline()
 
 
-async def checkpoint() -> None:
-    """A full checkpoint: check for cancellation, and let others run."""
+def checkpoint() -> Awaitable[None]:
+    """
+    A full checkpoint: check for cancellation, and let others run.
+
+    ``await checkpoint()``, as if it were a coroutine function; it hands
+    back the backend's own checkpoint to await, one coroutine frame fewer
+    on the paths that must checkpoint without doing anything else (a
+    rejection by an open circuit or a full bulkhead).
+    """
     if _sniffio.name == "trio":
-        await trio.lowlevel.checkpoint()
-    else:
-        await anyio.lowlevel.checkpoint()
+        return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (awaited by caller)
+    return anyio.lowlevel.checkpoint()
 
 
 async def sleep(seconds: float) -> None:
@@ -119,7 +142,10 @@ async def run_bounded(  # noqa: PLR0917 (hot path: no kwargs)
         DeadlineExpired: *outer_deadline* passed first (or at once).
     """
     own = math.inf if timeout is None else now + timeout
-    deadline = min(outer_deadline, own)
+    deadline = own
+    # A comparison, not min(): no call on the hot path.
+    if outer_deadline < own:
+        deadline = outer_deadline
     if deadline == math.inf:
         return await fn(*args)
     with deadline_scope(deadline):

@@ -301,8 +301,9 @@ class ResilientMCPClient:
             if bulkhead is not None
         }
         self._recorder = LatencyRecorder()
-        # Per-tool histograms at 2 significant digits (1 %): 27 KB each
-        # instead of 185 KB at 3, so 1,000 tracked tools cost about 27 MB.
+        # Per-tool histograms at 2 significant digits (1 %): sparse while
+        # latencies cluster, 27 KB at most (185 KB at 3 digits), so 1,000
+        # tracked tools cost 27 MB in the worst case.
         self._tool_recorder = LatencyRecorder(
             max_keys=config.max_tracked_tools,
             significant_figures=TOOL_LATENCY_DIGITS,

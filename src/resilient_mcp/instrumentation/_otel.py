@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.metadata
 import sys
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
@@ -201,6 +202,8 @@ class CallTracer:
 class _Cache:
     module: object
     """The ``opentelemetry.trace`` module the answer was computed with."""
+    namespace: Mapping[str, object]
+    """Its globals: one dictionary lookup per call, cheaper than getattr."""
     raw: object
     """Its private global provider then (or ``_NO_GLOBAL``)."""
     provider: object
@@ -209,7 +212,7 @@ class _Cache:
     """The answer."""
 
 
-_cache = _Cache(None, _UNSEEN, _UNSEEN, None)
+_cache = _Cache(None, {}, _UNSEEN, _UNSEEN, None)
 
 
 def call_tracer() -> CallTracer | None:
@@ -233,7 +236,7 @@ def call_tracer() -> CallTracer | None:
     cache = _cache
     if (
         module is cache.module
-        and getattr(module, _PROVIDER_GLOBAL, _UNSEEN) is cache.raw
+        and cache.namespace.get(_PROVIDER_GLOBAL, _UNSEEN) is cache.raw
     ):
         return cache.tracer
     return _refresh(module)
@@ -251,7 +254,7 @@ def _refresh(module: ModuleType) -> CallTracer | None:
         tracer = cache.tracer
     else:
         tracer = _tracer_for(module, provider)
-    _cache = _Cache(module, raw, provider, tracer)
+    _cache = _Cache(module, vars(module), raw, provider, tracer)
     return tracer
 
 
