@@ -48,9 +48,43 @@ ServerSpec: TypeAlias = (
 streamable HTTP URL, or a ready transport."""
 
 
+class ReadStreamBase:
+    """
+    The iteration and context-manager half of the SDK's read streams.
+
+    Subclasses provide ``receive()`` and ``aclose()``.
+    """
+
+    async def receive(self) -> SessionMessage | Exception:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
 @final
 @attrs.define(eq=False)
-class _WatchedReadStream:
+class _WatchedReadStream(ReadStreamBase):
     """A read stream that calls *on_close* when its peer goes away."""
 
     inner: ReadStream[SessionMessage | Exception]
@@ -74,26 +108,6 @@ class _WatchedReadStream:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> SessionMessage | Exception:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 @asynccontextmanager

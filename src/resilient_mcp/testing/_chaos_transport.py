@@ -48,6 +48,7 @@ from mcp_types import (
 )
 
 from .._mcp._http import create_http_client
+from .._mcp._transport import ReadStreamBase
 from ._chaos import (
     Corrupt,
     Corruption,
@@ -110,7 +111,7 @@ def _error_data(error: BaseException) -> ErrorData:
 
 @final
 @attrs.define(eq=False, repr=False)
-class _ChaosReadStream:
+class _ChaosReadStream(ReadStreamBase):
     """The client's read side: what the link delivers, with its context."""
 
     receiver: MemoryObjectReceiveStream[_Item]
@@ -123,26 +124,6 @@ class _ChaosReadStream:
 
     async def aclose(self) -> None:
         await self.receiver.aclose()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> SessionMessage | Exception:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 @final
