@@ -25,6 +25,7 @@ from prometheus_client.openmetrics.exposition import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from _raw_http import exchange, status_of
 from _scenario import Boom, Script
 from resilient_mcp import (
     BulkheadConfig,
@@ -66,23 +67,6 @@ def make_pipeline():
             CircuitBreakerConfig(failure_threshold=1), name="search-server"
         ),
     )
-
-
-async def exchange(port, request):
-    """Send raw bytes to the server and read its answer until it closes."""
-    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(request)
-        chunks = []
-        while True:
-            try:
-                chunks.append(await stream.receive())
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                return b"".join(chunks)
-
-
-def status_of(response):
-    """The status code of a raw response."""
-    return int(response.split(b" ", 2)[1])
 
 
 def test_scrape_over_http_and_the_seed_recipes(real_backend):

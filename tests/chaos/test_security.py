@@ -25,7 +25,6 @@ import os
 import signal
 import sys
 
-import anyio
 import httpx2
 import pytest
 import trio
@@ -42,6 +41,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.util._once import Once
 from prometheus_client import CollectorRegistry
 
+from _raw_http import exchange, status_of
 from resilient_mcp import (
     CallTimeout,
     InvalidResponseError,
@@ -269,23 +269,6 @@ async def test_credentials_in_the_url_and_headers_are_never_logged(
 # -- the metrics endpoint ----------------------------------------------------
 
 
-async def fetch(port, request, host="127.0.0.1"):
-    """Send raw bytes and read the answer until the server closes."""
-    async with await anyio.connect_tcp(host, port) as stream:
-        await stream.send(request)
-        chunks = []
-        while True:
-            try:
-                chunks.append(await stream.receive())
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                return b"".join(chunks)
-
-
-def status_of(response):
-    """The status code of a raw response."""
-    return int(response.split(b" ", 2)[1])
-
-
 async def test_the_metrics_endpoint_listens_on_loopback_by_default(caplog):
     """
     Without a host, serve_metrics listens on 127.0.0.1 only.
@@ -298,11 +281,11 @@ async def test_the_metrics_endpoint_listens_on_loopback_by_default(caplog):
             port = await nursery.start(
                 functools.partial(serve_metrics, CollectorRegistry(), port=0)
             )
-            healthy = await fetch(port, b"GET /healthz HTTP/1.0\r\n\r\n")
+            healthy = await exchange(port, b"GET /healthz HTTP/1.0\r\n\r\n")
             refused = None
             if sys.platform == "linux":  # all of 127/8 is local there
                 with pytest.raises(OSError) as refused:
-                    await fetch(
+                    await exchange(
                         port, b"GET /metrics HTTP/1.0\r\n\r\n", "127.0.0.2"
                     )
             nursery.cancel_scope.cancel()
@@ -343,7 +326,9 @@ async def test_the_metrics_endpoint_serves_nothing_else(request_line, status):
             port = await nursery.start(
                 functools.partial(serve_metrics, CollectorRegistry(), port=0)
             )
-            answer = await fetch(port, request_line + b"\r\nHost: x\r\n\r\n")
+            answer = await exchange(
+                port, request_line + b"\r\nHost: x\r\n\r\n"
+            )
             nursery.cancel_scope.cancel()
 
     assert status == status_of(answer)
