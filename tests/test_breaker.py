@@ -20,6 +20,7 @@ from resilient_mcp import (
     CircuitState,
     PermanentError,
 )
+from resilient_mcp._timeouts import REJECTIONS_PER_SCHEDULE_POINT
 from resilient_mcp.testing import fail_once
 
 
@@ -451,13 +452,27 @@ def _walk(tb):
         tb = tb.tb_next
 
 
-async def test_rejection_is_a_checkpoint(autojump_clock):
-    """A rejected call still checkpoints, so a tight loop can't starve."""
+async def test_rejection_is_a_cancel_point(autojump_clock):
+    """A cancelled caller gets its cancellation, not the rejection."""
     breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1))
     await fail(breaker)
 
-    with trio.testing.assert_checkpoints(), pytest.raises(CircuitBreakerError):
-        await breaker.call(ok)
+    for _ in range(REJECTIONS_PER_SCHEDULE_POINT + 1):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await breaker.call(ok)
+        assert scope.cancelled_caught
+
+
+async def test_a_loop_of_rejections_lets_other_tasks_run(autojump_clock):
+    """Rejections are schedule points often enough that nobody starves."""
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1))
+    await fail(breaker)
+
+    with trio.testing.assert_checkpoints():
+        for _ in range(REJECTIONS_PER_SCHEDULE_POINT):
+            with pytest.raises(CircuitBreakerError):
+                await breaker.call(ok)
 
 
 def test_repr_shows_live_state():

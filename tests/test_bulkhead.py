@@ -16,6 +16,7 @@ from resilient_mcp import (
     BulkheadError,
     CallTimeout,
 )
+from resilient_mcp._timeouts import REJECTIONS_PER_SCHEDULE_POINT
 from resilient_mcp.testing import wait_all_tasks_blocked
 
 
@@ -245,16 +246,24 @@ async def test_one_task_may_hold_two_slots(autojump_clock):
     assert "inner" == await bulkhead.call(outer)
 
 
-async def test_rejection_is_a_checkpoint(autojump_clock):
-    """A rejected call still checkpoints."""
+async def test_rejection_is_a_cancel_point_and_sometimes_yields(
+    autojump_clock,
+):
+    """A cancelled caller is cancelled; a loop of rejections yields."""
     bulkhead = Bulkhead(
         BulkheadConfig(max_concurrent_requests=1, queue_size=0)
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(bulkhead.call, functools.partial(sleep_then, 1))
         await trio.testing.wait_all_tasks_blocked()
-        with trio.testing.assert_checkpoints(), pytest.raises(BulkheadError):
+        with trio.CancelScope() as scope:
+            scope.cancel()
             await bulkhead.call(ok)
+        assert scope.cancelled_caught
+        with trio.testing.assert_checkpoints():
+            for _ in range(REJECTIONS_PER_SCHEDULE_POINT):
+                with pytest.raises(BulkheadError):
+                    await bulkhead.call(ok)
 
 
 def test_repr_shows_live_state():

@@ -72,3 +72,21 @@ def test_error_fields_and_messages():
     assert "queue full" in str(bulkhead)
     assert -32602 == permanent.code
     assert "[-32602] Invalid params" == str(permanent)
+
+
+@pytest.mark.parametrize("retry_after", [None, 0.25])
+def test_circuit_breaker_error_formats_lazily_and_pickles(retry_after):
+    """The message is built on demand, and the error survives pickling."""
+    import pickle  # noqa: PLC0415
+
+    error = CircuitBreakerError("svc", CircuitState.HALF_OPEN, retry_after)
+    when = "" if retry_after is None else "; retry after 0.250s"
+    expected = f"Circuit breaker 'svc' is HALF_OPEN: call rejected{when}"
+    assert expected == str(error)
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+    assert (copy.name, copy.state, copy.retry_after) == (
+        "svc",
+        CircuitState.HALF_OPEN,
+        retry_after,
+    )
+    assert expected == str(copy)

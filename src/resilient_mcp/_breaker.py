@@ -28,7 +28,12 @@ import attrs
 
 from ._config import CircuitBreakerConfig
 from ._errors import CallTimeout, CircuitBreakerError, PermanentError
-from ._timeouts import checkpoint, clock_and_scope, current_time, run_bounded
+from ._timeouts import (
+    clock_and_scope,
+    current_time,
+    rejection_checkpoint,
+    run_bounded,
+)
 
 
 T = TypeVar("T")
@@ -300,9 +305,21 @@ class CircuitBreaker:
             Exception: Whatever *fn* raised, unchanged.
         """
         if self._state is not CLOSED:
-            admitted = self.admit(current_time())
+            at = current_time()
+            if self._state is OPEN and at < self._open_until:
+                # admit() inlined for an open circuit that stays open: the
+                # path that callers of a failing service hammer.
+                self._rejected += 1
+                left = None if self._forced else self._open_until - at
+                error = CircuitBreakerError(self.name, OPEN, left)
+                await rejection_checkpoint()
+                try:
+                    raise error
+                finally:
+                    del error  # no cycle through the frame: see guard()
+            admitted = self.admit(at)
             if isinstance(admitted, CircuitBreakerError):
-                await checkpoint()
+                await rejection_checkpoint()
                 try:
                     raise admitted
                 finally:
@@ -361,7 +378,7 @@ class CircuitBreaker:
             else:
                 admitted = self.admit(current_time())
                 if isinstance(admitted, CircuitBreakerError):
-                    await checkpoint()
+                    await rejection_checkpoint()
                     try:
                         raise admitted
                     finally:

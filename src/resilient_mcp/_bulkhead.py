@@ -37,10 +37,10 @@ from ._metrics import LatencyHistogram
 from ._timeouts import (
     WOULD_BLOCK,
     DeadlineExpired,
-    checkpoint,
     current_time,
     deadline_scope,
     new_limiter,
+    rejection_checkpoint,
 )
 
 
@@ -220,7 +220,7 @@ class Bulkhead:
             limiter.acquire_on_behalf_of_nowait(borrower)
         except WOULD_BLOCK:
             self._rejected += 1
-            await checkpoint()
+            await rejection_checkpoint()
             raise BulkheadError(self.config.name, queue_full=False) from None
         self._zero_waits += 1
         return await self._run(fn, args, borrower)
@@ -300,7 +300,7 @@ class Bulkhead:
             self._queue_in.send_nowait(None)
         except anyio.WouldBlock:
             self._rejected += 1
-            await checkpoint()
+            await rejection_checkpoint()
             raise BulkheadError(self.config.name, queue_full=True) from None
         self._queued += 1
         start = current_time()

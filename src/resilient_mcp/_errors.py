@@ -104,15 +104,22 @@ class CircuitBreakerError(ResilienceError):
         state: CircuitState,
         retry_after: float | None = None,
     ) -> None:
+        # The message is formatted when asked for (__str__), not here: a
+        # rejection is the path callers of a failing service hammer, and
+        # most rejections are caught without ever being printed.
+        super().__init__(name, state, retry_after)
         self.name = name
         self.state = state
         self.retry_after = retry_after
-        if retry_after is None:
-            when = ""
-        else:
+
+    def __str__(self) -> str:
+        retry_after = self.retry_after
+        when = ""
+        if retry_after is not None:
             when = f"; retry after {retry_after:.3f}s"
-        super().__init__(
-            f"Circuit breaker {name!r} is {state.name}: call rejected{when}"
+        return (
+            f"Circuit breaker {self.name!r} is {self.state.name}: "
+            f"call rejected{when}"
         )
 
 

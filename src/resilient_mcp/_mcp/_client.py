@@ -66,7 +66,12 @@ from .._metrics import LatencyRecorder, LatencySnapshot
 from .._pipeline import FAILURE_OUTCOMES, Outcome, ResiliencePipeline
 from .._registry import BoundedRegistry
 from .._retry import RetryManager
-from .._timeouts import checkpoint, current_time, deadline_scope
+from .._timeouts import (
+    checkpoint,
+    current_time,
+    deadline_scope,
+    rejection_checkpoint,
+)
 from ._client_config import ResilientClientConfig
 from ._errors import NotSentError, RequestTimeoutError, leaf_exceptions
 from ._session import (
@@ -1040,7 +1045,7 @@ class _ToolCall:
         if breaker is not None:
             admitted = breaker.admit(start)
             if isinstance(admitted, CircuitBreakerError):
-                await checkpoint()
+                await rejection_checkpoint()
                 raise admitted
             permit = admitted
         try:

@@ -1,0 +1,45 @@
+"""The event-loop clock that every policy reads."""
+
+from __future__ import annotations
+
+import asyncio
+
+import trio
+import trio.testing
+
+from resilient_mcp import _timeouts
+
+
+def test_the_direct_trio_clock_is_found():
+    """The installed trio has the run context the hot paths read."""
+    assert _timeouts._TRIO_RUN is not None
+
+
+def test_trio_clock_reads_are_trio_current_time():
+    """Both readers give trio's own time, on a clock that moves by hand."""
+    clock = trio.testing.MockClock(rate=0)
+
+    async def main():
+        now, scope_class = _timeouts.clock_and_scope()
+        assert scope_class is trio.CancelScope
+        for jump in (0.0, 1.5, 3600.0):
+            clock.jump(jump)
+            expected = trio.current_time()
+            assert _timeouts.current_time() == expected
+            assert now() == expected
+
+    trio.run(main, clock=clock)
+
+
+def test_asyncio_clock_reads_are_the_loops_time():
+    """On asyncio both readers are the running loop's own clock."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        now, _ = _timeouts.clock_and_scope()
+        assert now == loop.time
+        before = loop.time()
+        read = _timeouts.current_time()
+        assert before <= read <= loop.time()
+
+    asyncio.run(main())
