@@ -48,7 +48,9 @@ from ._metrics import LatencyRecorder, LatencySnapshot
 from ._retry import RetryManager, RetryMetrics
 from ._timeouts import (
     WOULD_BLOCK,
+    DeadlineAware,
     DeadlineExpired,
+    DeadlinePassed,
     clock_and_scope,
     current_time,
     deadline_scope,
@@ -334,9 +336,18 @@ class ResiliencePipeline:
                         # A comparison, not min(): no call on the hot path.
                         if deadline < own:
                             limit = deadline
-                        with cancel_scope(deadline=limit) as scope:
-                            result = await fn(*args)
-                        if scope.cancelled_caught:
+                        if type(fn) is DeadlineAware:
+                            # It enforces the limit in a scope of its own.
+                            try:
+                                result = await fn.run(limit, *args)
+                                expired = False
+                            except DeadlinePassed:
+                                expired = True
+                        else:
+                            with cancel_scope(deadline=limit) as scope:
+                                result = await fn(*args)
+                            expired = scope.cancelled_caught
+                        if expired:
                             if own < deadline:
                                 assert timeout is not None  # noqa: S101
                                 raise CallTimeout(  # noqa: TRY301

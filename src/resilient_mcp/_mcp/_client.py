@@ -67,6 +67,7 @@ from .._pipeline import FAILURE_OUTCOMES, Outcome, ResiliencePipeline
 from .._registry import BoundedRegistry
 from .._retry import RetryManager
 from .._timeouts import (
+    DeadlineAware,
     checkpoint,
     current_time,
     deadline_scope,
@@ -366,6 +367,7 @@ class ResilientMCPClient:
             name=name,
         )
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._bounded = DeadlineAware(self._call_until)
 
     def _pipeline(
         self,
@@ -524,7 +526,9 @@ class ResilientMCPClient:
             hit = await self._from_cache(read)
             if hit is not None:
                 return hit
-        return await self._pipelines["resources/read"].call(self._call, read)
+        return await self._pipelines["resources/read"].call(
+            self._bounded, read
+        )
 
     async def get_prompt(
         self,
@@ -537,7 +541,7 @@ class ResilientMCPClient:
         async def get(client: Client) -> GetPromptResult:
             return await client.get_prompt(name, arguments, **kwargs)
 
-        return await self._pipelines["prompts/get"].call(self._call, get)
+        return await self._pipelines["prompts/get"].call(self._bounded, get)
 
     async def complete(
         self,
@@ -551,7 +555,7 @@ class ResilientMCPClient:
             return await client.complete(ref, argument, context_arguments)
 
         return await self._pipelines["completion/complete"].call(
-            self._call, complete
+            self._bounded, complete
         )
 
     async def send_ping(self) -> EmptyResult:
@@ -565,7 +569,7 @@ class ResilientMCPClient:
         async def ping(client: Client) -> EmptyResult:
             return await client.session.send_ping()
 
-        return await self._pipelines["ping"].call(self._call, ping)
+        return await self._pipelines["ping"].call(self._bounded, ping)
 
     async def call_tool(
         self,
@@ -610,18 +614,18 @@ class ResilientMCPClient:
             if self._retry_safe(name)
             else self._unsafe_calls
         )
-        op = _ToolCall(
-            self,
-            name,
-            arguments,
-            {
+        if read_timeout_seconds is None and progress_callback is None:
+            options = kwargs  # a fresh dict, and usually empty
+        else:
+            options = {
                 "read_timeout_seconds": read_timeout_seconds,
                 "progress_callback": progress_callback,
                 **kwargs,
-            },
-        )
+            }
+        call = _ToolCall(self, name, arguments, options)
+        op = DeadlineAware(call.run)
         if self.config.log_payloads:
-            return await self._call_logged(pipeline, op)
+            return await self._call_logged(pipeline, call, op)
         start = current_time()
         try:
             return await pipeline.call(op)
@@ -629,14 +633,16 @@ class ResilientMCPClient:
             self._tool_recorder.record(name, current_time() - start)
 
     async def _call_logged(
-        self, pipeline: ResiliencePipeline, op: _ToolCall
+        self, pipeline: ResiliencePipeline, call: _ToolCall, op: DeadlineAware
     ) -> CallToolResult:
         """:meth:`call_tool` with ``log_payloads``: the opt-in debug log."""
-        name = op.name
-        payload_logger.debug("tools/call %r arguments: %r", name, op.arguments)
+        name = call.name
+        payload_logger.debug(
+            "tools/call %r arguments: %r", name, call.arguments
+        )
         start = current_time()
         try:
-            result = await pipeline.call(op)
+            result: CallToolResult = await pipeline.call(op)
         except Exception as exc:
             payload_logger.debug("tools/call %r failed: %r", name, exc)
             raise
@@ -774,7 +780,7 @@ class ResilientMCPClient:
         if cursor is None and use_cache:
             result = await self._from_cache(first)
         if result is None:
-            result = await pipeline.call(self._call, first)
+            result = await pipeline.call(self._bounded, first)
         if not all_pages or result.next_cursor is None:
             return result
         items = list(getattr(result, field))
@@ -785,7 +791,7 @@ class ResilientMCPClient:
             async def following(client: Client, after: str = after) -> Any:
                 return await page(client, after)
 
-            result = await pipeline.call(self._call, following)
+            result = await pipeline.call(self._bounded, following)
             items.extend(getattr(result, field))
             after = result.next_cursor
             if after in seen:
@@ -939,10 +945,17 @@ class ResilientMCPClient:
             if now - at <= 1.0:  # the failure that opened it said so
                 breaker.trip(now, seconds)
 
-    async def _call(self, operation: Callable[[Client], Awaitable[T]]) -> T:
-        """The supervisor's call, noting a server's Retry-After."""
+    async def _call_until(
+        self, deadline: float, operation: Callable[[Client], Awaitable[T]]
+    ) -> T:
+        """
+        The supervisor's call until *deadline*, noting a Retry-After.
+
+        Wrapped in a :class:`DeadlineAware` (``self._bounded``), so that
+        the pipelines hand it their deadline: one cancel scope per attempt.
+        """
         try:
-            return await self._supervisor.call(operation)
+            return await self._supervisor._call_until(deadline, operation)
         except Exception as exc:
             self._note_pushback(exc)
             raise
@@ -1036,13 +1049,22 @@ class _ToolCall:
     arguments: dict[str, Any] | None
     options: dict[str, Any]
 
-    async def __call__(self) -> CallToolResult:
+    async def run(self, deadline: float) -> CallToolResult:
+        """
+        The attempt, cancelled at the event-loop time *deadline*.
+
+        The pipeline hands its deadline down (see :class:`DeadlineAware`)
+        and the supervisor enforces it in the one scope it enters anyway
+        for an in-process call; a timeout reaches the tool's breaker as a
+        cancellation, as when the pipeline's own scope enforced it.
+        """
         owner = self.client
         registry = owner._tool_breakers
         breaker = registry.get(self.name) if registry is not None else None
-        start = current_time()
         permit = 0
+        start = 0.0
         if breaker is not None:
+            start = current_time()
             admitted = breaker.admit(start)
             if isinstance(admitted, CircuitBreakerError):
                 await rejection_checkpoint()
@@ -1050,10 +1072,12 @@ class _ToolCall:
             permit = admitted
         try:
             if owner._progress_cap is None or owner._tool_timeout is None:
-                result = await owner._supervisor.call(self._request)
+                result = await owner._supervisor._call_until(
+                    deadline, self._request
+                )
             else:
                 result = await self._send_with_progress(
-                    owner._progress_cap, owner._tool_timeout
+                    owner._progress_cap, owner._tool_timeout, deadline
                 )
         except Exception as exc:
             owner._note_pushback(exc)
@@ -1080,13 +1104,14 @@ class _ToolCall:
             breaker.on_failure(permit, current_time(), ToolError(self.name))
 
     async def _send_with_progress(
-        self, cap: float, step: float
+        self, cap: float, step: float, deadline: float
     ) -> CallToolResult:
         """
-        The call under a progress-aware timeout.
+        The call under a progress-aware timeout, and *deadline*.
 
-        Each progress notification pushes the deadline out by another
-        *step* seconds, never past start + *cap*.
+        Each progress notification pushes the timeout out by another
+        *step* seconds, never past start + *cap*.  *deadline* is the
+        pipeline's (its bulkhead's), enforced as by :meth:`run`.
         """
         owner = self.client
         start = current_time()
@@ -1101,10 +1126,11 @@ class _ToolCall:
 
         options = {**self.options, "progress_callback": on_progress}
         with scope:
-            return await owner._supervisor.call(
+            return await owner._supervisor._call_until(
+                deadline,
                 lambda client: client.call_tool(
                     self.name, self.arguments, **options
-                )
+                ),
             )
         limit = min(current_time(), hard) - start
         raise CallTimeout(limit, f"tool {self.name!r} (progress-aware)")

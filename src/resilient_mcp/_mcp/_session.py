@@ -40,6 +40,7 @@ from typing import Final, TypeAlias, TypeVar, cast, final
 import anyio
 import anyio.abc
 import attrs
+import trio
 
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
@@ -50,7 +51,12 @@ from pydantic import ValidationError
 
 from .._backoff import compute_delay
 from .._config import RetryConfig
-from .._timeouts import checkpoint, current_time
+from .._timeouts import (
+    DeadlinePassed,
+    checkpoint,
+    current_time,
+    deadline_scope,
+)
 from ._config import SessionConfig
 from ._errors import (
     NotSentError,
@@ -199,7 +205,8 @@ class _Session:
     recycle: bool = False
     in_process: bool = False
     http_statuses: bool = True  # whether calls collect HTTP statuses
-    calls: set[anyio.CancelScope] = attrs.field(factory=set)
+    calls: set[trio.CancelScope | anyio.CancelScope] = attrs.field(factory=set)
+    calls_ended: bool = False
 
     def mark_lost(self, cause: BaseException | None = None) -> None:
         if self.cause is None:
@@ -210,6 +217,7 @@ class _Session:
         # Stream transports fail their pending calls with -32000 when the
         # client exits; in-process calls outlive it (they run the server's
         # handler in the caller's task), so they are registered and ended.
+        self.calls_ended = True
         for scope in self.calls:
             scope.cancel()
 
@@ -602,21 +610,54 @@ class SessionSupervisor:
             SessionClosedError: The supervisor is closed.
             Exception: Anything else *operation* raised, unchanged.
         """
+        return await self._call_until(math.inf, operation)
+
+    async def _call_until(
+        self, deadline: float, operation: Callable[[Client], Awaitable[T]]
+    ) -> T:
+        """
+        :meth:`call`, cancelled at the event-loop time *deadline*.
+
+        One cancel scope serves both the deadline and, in process, the
+        session's hold on the call (see :meth:`_Session.cancel_calls`):
+        the client hands its policies' deadline down to here (see
+        :class:`~resilient_mcp._timeouts.DeadlineAware`) instead of
+        entering a scope of its own around the call.
+
+        Raises:
+            DeadlinePassed: *deadline* passed, while waiting for a
+                connection or during the call.
+            Exception: As :meth:`call`.
+        """
         session = self._session
         if session is None:
-            session = await self._obtain(patient=False)
+            if deadline == math.inf:
+                session = await self._obtain(patient=False)
+            else:
+                obtained: _Session | None = None
+                with deadline_scope(deadline):
+                    obtained = await self._obtain(patient=False)
+                if obtained is None:
+                    raise DeadlinePassed
+                session = obtained
         # No checkpoint of our own on the fast path: every SDK call is one.
         if not session.in_process:
-            return await self._call_streams(session, operation)
+            if deadline == math.inf:
+                return await self._call_streams(session, operation)
+            with deadline_scope(deadline):
+                return await self._call_streams(session, operation)
+            raise DeadlinePassed
         # The in-process client runs the server's handler in our task and
         # does not fail it when the session ends; the supervisor cancels it
         # through this scope instead (see _Session.cancel_calls).
-        with anyio.CancelScope() as scope:
+        with deadline_scope(deadline) as scope:
             session.calls.add(scope)
             try:
                 return await self._call_streams(session, operation)
             finally:
                 session.calls.discard(scope)
+        if not session.calls_ended:
+            raise DeadlinePassed
         raise SessionLostError(
             f"{self.name}: MCP session {session.generation} ended during "
             "the call",
