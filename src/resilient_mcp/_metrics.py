@@ -818,10 +818,13 @@ class LatencyHistogram:
     def record(self, seconds: float, count: int = 1) -> None:
         """Record a duration of *seconds*, *count* times."""
         # _to_us and _record inlined: this is the hot path.
-        if seconds >= self._top_seconds:
-            value = self.highest_us
+        # The common case first, in one chained comparison; the literal
+        # is US_PER_SECOND without the global lookup.  NaN fails both
+        # tests and is recorded as 0.
+        if 0.0 < seconds < self._top_seconds:
+            value = int(seconds * 1_000_000.0 + 0.5)
         elif seconds > 0.0:
-            value = int(seconds * US_PER_SECOND + 0.5)
+            value = self.highest_us
         else:
             value = 0
         hist = self._hist
@@ -1233,10 +1236,13 @@ class LatencyRecorder:
             ValueError: *key* is empty.
         """
         # _to_us, _record and _index_of inlined: this is the hot path.
-        if seconds >= self._top_seconds:
-            value = self.highest_us
+        # The common case first, in one chained comparison; the literal
+        # is US_PER_SECOND without the global lookup.  NaN fails both
+        # tests and is recorded as 0.
+        if 0.0 < seconds < self._top_seconds:
+            value = int(seconds * 1_000_000.0 + 0.5)
         elif seconds > 0.0:
-            value = int(seconds * US_PER_SECOND + 0.5)
+            value = self.highest_us
         else:
             value = 0
         hist = self._last_hist

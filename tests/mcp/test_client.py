@@ -226,6 +226,51 @@ async def test_timeout_cancels_the_call_on_the_server(autojump_clock):
     assert 1 == metrics.circuit_breaker.total_failures
 
 
+async def test_bulkhead_deadline_ends_a_tool_call_as_the_bulkheads(
+    autojump_clock,
+):
+    """
+    The bulkhead's deadline, handed down to the call's one scope, ends it.
+
+    The call is cancelled on the server at the bulkhead's deadline (before
+    the attempt's own timeout), fails with the bulkhead's timeout, and
+    counts as neither breaker's failure, as with a scope of the pipeline's.
+    """
+    server, state = make_server()
+    cfg = config(
+        timeout=10.0,
+        bulkheads={"tools": BulkheadConfig(name="tools", request_timeout=3)},
+    )
+    async with ResilientMCPClient(server, config=cfg) as client:
+        with pytest.raises(CallTimeout) as info:
+            await client.call_tool("hang", {})
+        assert 3.0 == trio.current_time()
+        metrics = client.metrics()
+        tool_breaker = client.tool_circuit_breaker("hang").metrics()
+
+    assert "bulkhead 'tools'" == info.value.where
+    assert 1 == state.executions["hang"]
+    assert 1 == metrics.failures[Outcome.TIMEOUT]
+    assert 0 == metrics.circuit_breaker.total_failures
+    assert 0 == tool_breaker.total_failures
+
+
+async def test_a_tool_timeout_is_the_servers_failure_only(autojump_clock):
+    """The attempt's timeout counts on the server's breaker, not the tool's."""
+    server, _ = make_server()
+    cfg = config(timeout=2.0, retry=RetryConfig(max_attempts=1))
+    async with ResilientMCPClient(server, config=cfg) as client:
+        with pytest.raises(CallTimeout) as info:
+            await client.call_tool("hang", {})
+        metrics = client.metrics()
+        tool_breaker = client.tool_circuit_breaker("hang").metrics()
+
+    assert 2.0 == info.value.timeout
+    assert 1 == metrics.circuit_breaker.total_failures
+    assert 0 == tool_breaker.total_failures
+    assert 1 == tool_breaker.cancelled_requests
+
+
 async def test_tools_bulkhead_isolates_and_accounts(autojump_clock):
     """Over the tools bulkhead, calls are rejected; resources go on."""
     server, _ = make_server()

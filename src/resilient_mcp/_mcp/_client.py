@@ -31,6 +31,7 @@ import logging
 import math
 
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar, final
 
@@ -984,10 +985,19 @@ def _check_arguments(name: str, arguments: object) -> None:
     """
     if arguments is None:
         return
-    if type(arguments) is dict and all(
-        type(key) is str and _plain(value) for key, value in arguments.items()
-    ):
-        return  # the common case, without serialising anything
+    if type(arguments) is dict:
+        # The common case, without serialising anything: string keys, and
+        # values that surely serialise (numbers, bools, None, ASCII text).
+        # A loop, not all() over a generator: no frame per call.
+        for key, value in arguments.items():
+            kind = type(value)
+            if type(key) is not str or (
+                kind not in _PLAIN_TYPES
+                and (kind is not str or not value.isascii())
+            ):
+                break
+        else:
+            return
     problem: str | None = None
     if not isinstance(arguments, Mapping):
         problem = f"must be a mapping, not {type(arguments).__name__}"
@@ -1005,13 +1015,6 @@ def _check_arguments(name: str, arguments: object) -> None:
 
 
 _PLAIN_TYPES: Final = frozenset({int, float, bool, type(None)})
-
-
-def _plain(value: object) -> bool:
-    """Whether *value* surely serialises: a number, a bool, None, ASCII."""
-    if type(value) in _PLAIN_TYPES:
-        return True
-    return type(value) is str and value.isascii()
 
 
 def _safety(tool: Any) -> tuple[bool, bool]:
@@ -1049,7 +1052,9 @@ class _ToolCall:
     arguments: dict[str, Any] | None
     options: dict[str, Any]
 
-    async def run(self, deadline: float) -> CallToolResult:
+    async def run(  # noqa: C901, PLR0912 (the hot path, inlined)
+        self, deadline: float
+    ) -> CallToolResult:
         """
         The attempt, cancelled at the event-loop time *deadline*.
 
@@ -1064,16 +1069,28 @@ class _ToolCall:
         permit = 0
         start = 0.0
         if breaker is not None:
-            start = current_time()
-            admitted = breaker.admit(start)
-            if isinstance(admitted, CircuitBreakerError):
-                await rejection_checkpoint()
-                raise admitted
-            permit = admitted
+            if breaker._state is CircuitState.CLOSED:
+                permit = breaker._generation  # admit(), without the clock
+            else:
+                admitted = breaker.admit(current_time())
+                if isinstance(admitted, CircuitBreakerError):
+                    await rejection_checkpoint()
+                    raise admitted
+                permit = admitted
+            if breaker.config.slow_call_duration is not None:
+                start = current_time()
         try:
             if owner._progress_cap is None or owner._tool_timeout is None:
-                result = await owner._supervisor._call_until(
-                    deadline, self._request
+                # Client.call_tool(client, name=..., ...) when called with
+                # the client: no coroutine frame of ours around the SDK's.
+                request = partial(
+                    Client.call_tool,
+                    name=self.name,
+                    arguments=self.arguments,
+                    **self.options,
+                )
+                result: CallToolResult = await owner._supervisor._call_until(
+                    deadline, request
                 )
             else:
                 result = await self._send_with_progress(
@@ -1134,8 +1151,3 @@ class _ToolCall:
             )
         limit = min(current_time(), hard) - start
         raise CallTimeout(limit, f"tool {self.name!r} (progress-aware)")
-
-    async def _request(self, client: Client) -> CallToolResult:
-        return await client.call_tool(
-            self.name, self.arguments, **self.options
-        )
