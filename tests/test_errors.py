@@ -90,3 +90,15 @@ def test_circuit_breaker_error_formats_lazily_and_pickles(retry_after):
         retry_after,
     )
     assert expected == str(copy)
+
+
+def test_circuit_breaker_error_without_retry_after():
+    """Built with two arguments, it knows no time to retry after."""
+    error = CircuitBreakerError("svc", CircuitState.OPEN)
+
+    assert (error.name, error.state, error.retry_after) == (
+        "svc",
+        CircuitState.OPEN,
+        None,
+    )
+    assert "Circuit breaker 'svc' is OPEN: call rejected" == str(error)

@@ -98,19 +98,40 @@ class CircuitBreakerError(ResilienceError):
     .. versionadded:: 0.1.0
     """
 
-    def __init__(
-        self,
-        name: str,
-        state: CircuitState,
-        retry_after: float | None = None,
-    ) -> None:
-        # The message is formatted when asked for (__str__), not here: a
-        # rejection is the path callers of a failing service hammer, and
-        # most rejections are caught without ever being printed.
-        super().__init__(name, state, retry_after)
-        self.name = name
-        self.state = state
-        self.retry_after = retry_after
+    # No __init__ of our own: a rejection is the path that callers of a
+    # failing service hammer, and a Python __init__ that sets three
+    # attributes costs more than raising and catching the error (1.5 us
+    # against 0.6 us).  BaseException keeps the arguments in ``args``; the
+    # attributes read them, and the message is formatted only when asked
+    # for.  It pickles as any exception does, from ``args``.
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            name: str,
+            state: CircuitState,
+            retry_after: float | None = None,
+            /,
+        ) -> None: ...
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        name: str = self.args[0]
+        return name
+
+    @property
+    def state(self) -> CircuitState:
+        """The breaker's state when the call was rejected."""
+        state: CircuitState = self.args[1]
+        return state
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until a probe is let through, or ``None``: not known."""
+        args = self.args
+        retry_after: float | None = args[2] if len(args) > 2 else None
+        return retry_after
 
     def __str__(self) -> str:
         retry_after = self.retry_after
