@@ -43,3 +43,20 @@ def test_asyncio_clock_reads_are_the_loops_time():
         assert before <= read <= loop.time()
 
     asyncio.run(main())
+
+
+def test_each_trio_run_reads_its_own_clock():
+    """The cached clock follows the run: a new run's clock is read."""
+    reads = []
+
+    async def main():
+        now, _ = _timeouts.clock_and_scope()
+        reads.append((now(), trio.current_time()))
+
+    for start in (5.0, 100.0, 7.0):
+        clock = trio.testing.MockClock(rate=0)
+        clock.jump(start)
+        trio.run(main, clock=clock)
+
+    assert [(r, r) for r, _ in reads] == reads
+    assert [5.0, 100.0, 7.0] == [r for r, _ in reads]

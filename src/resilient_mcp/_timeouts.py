@@ -70,11 +70,28 @@ def clock_and_scope() -> tuple[Callable[[], float], Callable[..., Any]]:
     the scope class is :class:`trio.CancelScope` or
     :class:`anyio.CancelScope`.
     """
+    global _trio_pair  # noqa: PLW0603 (a cache, replaced whole)
     if _sniffio.name == "trio":
         if _TRIO_RUN is None:  # pragma: no cover
-            return trio.current_time, trio.CancelScope
-        return _TRIO_RUN.runner.clock.current_time, trio.CancelScope
+            return _TRIO_PUBLIC_PAIR
+        clock = _TRIO_RUN.runner.clock
+        cached = _trio_pair
+        if cached[0] is clock:
+            return cached[1]
+        pair = (clock.current_time, trio.CancelScope)
+        _trio_pair = (clock, pair)
+        return pair
     return asyncio.get_running_loop().time, anyio.CancelScope
+
+
+_TRIO_PUBLIC_PAIR: Final = (trio.current_time, trio.CancelScope)
+# The last trio clock seen, and its pair: a run's clock is fixed for the
+# run, so most calls find it here and build nothing.  One tuple, replaced
+# whole, so that threads running trio each find a consistent pair.
+_trio_pair: tuple[object, tuple[Callable[[], float], Callable[..., Any]]] = (
+    None,
+    _TRIO_PUBLIC_PAIR,
+)
 
 
 def current_effective_deadline() -> float:
