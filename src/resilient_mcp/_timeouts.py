@@ -31,7 +31,11 @@ T = TypeVar("T")
 # clock two to four times per call, so they go to it directly, through the
 # thread's run context that trio.current_time() itself reads.  A trio that
 # moved it gets the public function instead (a test checks both agree).
-_TRIO_RUN: Any = getattr(trio._core._run, "GLOBAL_RUN_CONTEXT", None)
+_TRIO_RUN: Any = getattr(
+    getattr(getattr(trio, "_core", None), "_run", None),
+    "GLOBAL_RUN_CONTEXT",
+    None,
+)
 
 # anyio dispatches every call through sniffio and a backend class, which
 # costs more than the policies themselves (anyio.current_time is about 3x

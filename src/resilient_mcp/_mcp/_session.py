@@ -652,6 +652,8 @@ class SessionSupervisor:
         # through this scope instead (see _Session.cancel_calls).
         with deadline_scope(deadline) as scope:
             session.calls.add(scope)
+            if session.calls_ended:  # it ended as this call took it up
+                scope.cancel()
             try:
                 return await self._call_streams(session, operation)
             finally:
