@@ -72,8 +72,11 @@ async def test_demo_runs_and_accounts_for_everything(tmp_path, transport):
     The demo exits 0, serves /metrics, and leaves its log and .hlog.
 
     The log has the seed's greppable lines; the .hlog holds one latency
-    per request.
+    per request.  Both replace what a previous run left (the README's
+    demo command, run twice in one directory).
     """
+    (tmp_path / "app.log").write_text("a previous run\n")
+    (tmp_path / "demo.hlog").write_text("a previous run\n")
     out, err = bytearray(), bytearray()
     with trio.fail_after(HANG_GUARD):
         process = await start_demo(tmp_path, "--transport", transport)

@@ -121,12 +121,15 @@ def add_demo_parser(
     demo.add_argument(
         "--log-file",
         default=DEFAULT_LOG,
-        help=f"where to write the log (default: {DEFAULT_LOG})",
+        help=f"where to write the log, replacing it (default: {DEFAULT_LOG})",
     )
     demo.add_argument(
         "--hlog",
         default=DEFAULT_HLOG,
-        help=f"where to write the latency log (default: {DEFAULT_HLOG})",
+        help=(
+            "where to write the latency log, replacing it "
+            f"(default: {DEFAULT_HLOG})"
+        ),
     )
     demo.add_argument(
         "--quiet", action="store_true", help="print only the final metrics"
@@ -343,10 +346,13 @@ async def _run_phases(
     )
     async with client, trio.open_nursery() as background:
         await background.start(
-            run_hlog_writer,
-            client.latency_recorder,
-            args.hlog,
-            1.0,
+            functools.partial(
+                run_hlog_writer,
+                client.latency_recorder,
+                args.hlog,
+                1.0,
+                overwrite=True,  # the demo's own output, as its log is
+            )
         )
         await _start_observability(args, client, background, progress)
         with trio.fail_after(PHASE_LIMIT):
