@@ -32,3 +32,26 @@ def run(backend: str) -> Callable[..., Any]:
         return run_virtual(fn, *args, backend=backend)
 
     return runner
+
+
+@pytest.fixture
+def no_tracer_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    No global OpenTelemetry tracer provider during the test, nor after it.
+
+    OpenTelemetry lets a process set its provider once; its own test
+    utilities reset these two globals the same way.  The MCP SDK's
+    module-level ProxyTracer keeps the first real tracer it meets: it is
+    reset too, so that a provider the test sets does not live on in every
+    later in-process server (each span on a shut-down provider logs a
+    warning; the soak run once collected 14,000 of them).  monkeypatch puts
+    all of it back when the test ends.
+    """
+    from mcp.shared import _otel as mcp_otel  # noqa: PLC0415
+    from opentelemetry import trace  # noqa: PLC0415
+    from opentelemetry.util._once import Once  # noqa: PLC0415
+
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
+    monkeypatch.setattr(mcp_otel._tracer, "_real_tracer", None)

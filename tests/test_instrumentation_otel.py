@@ -40,16 +40,6 @@ from resilient_mcp.instrumentation import (
 
 
 @pytest.fixture
-def no_tracer_provider(monkeypatch):
-    """No global tracer provider during the test, whatever came before."""
-    # OpenTelemetry lets a process set its provider once; its own test
-    # utilities reset these two globals the same way.
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
-    monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
-
-
-@pytest.fixture
 def spans(no_tracer_provider):
     """An SDK tracer provider, set globally, exporting to memory."""
     exporter = InMemorySpanExporter()

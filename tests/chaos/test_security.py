@@ -31,14 +31,12 @@ import trio
 import trio.testing
 
 from mcp.client.stdio import StdioServerParameters
-from mcp.shared import _otel as mcp_otel
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
-from opentelemetry.util._once import Once
 from prometheus_client import CollectorRegistry
 
 from _raw_http import exchange, status_of
@@ -77,17 +75,8 @@ class Opaque:
 
 
 @pytest.fixture
-def spans(monkeypatch):
+def spans(no_tracer_provider):
     """An SDK tracer provider, set globally for the test, in memory."""
-    # OpenTelemetry lets a process set its provider once; its own test
-    # utilities reset these two globals the same way.
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
-    # The MCP SDK's module-level ProxyTracer keeps the first real tracer it
-    # meets: without this, the in-process servers of every later test would
-    # go on making spans on this (shut down) provider, each logging a
-    # warning that pytest keeps (the soak run saw 14,000 of them).
-    monkeypatch.setattr(mcp_otel._tracer, "_real_tracer", None)
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
