@@ -22,6 +22,7 @@ import functools
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from math import floor
 from typing import Any, Final
 
 import anyio
@@ -400,7 +401,7 @@ def _recording(
     async def recorded() -> Any:
         start = now()
         result = await call()
-        record(int((now() - start) * 1e6 + 0.5))
+        record(floor((now() - start) * 1e6 + 0.5))
         return result
 
     return recorded
