@@ -4,8 +4,10 @@ MCP round trips: ``call_tool`` through resilience against the plain SDK.
 The arms call the same server over the same connection in the same run,
 interleaved, so the difference between them is what resilience adds to a
 real round trip.  In memory, the server is one in-process ``MCPServer``
-(an async echo tool); over stdio it is ``bench/_echo_server.py`` in a
-subprocess.  ``list_tools()`` runs once after connecting, because the SDK
+(an async echo tool), called through the SDK's direct dispatch; over stdio
+it is ``bench/_echo_server.py`` in a subprocess; and over JSON-RPC in
+memory it is an in-process ``MCPServer`` behind the SDK's
+``InMemoryTransport``, a stream transport without a second process.  ``list_tools()`` runs once after connecting, because the SDK
 otherwise slips a hidden ``tools/list`` into the first ``call_tool``.
 
 One ``ResilientMCPClient`` owns the connection (its session supervisor
@@ -29,6 +31,7 @@ from typing import Any, Final
 import attrs
 
 from mcp import Client
+from mcp.client._memory import InMemoryTransport
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from resilient_mcp import (
@@ -48,7 +51,21 @@ from ._ours import KEY, full_pipeline, new_recorder
 TOOL: Final = "echo"
 ARGUMENTS: Final = {"text": "hi"}
 SERVER_SCRIPT: Final = Path(__file__).with_name("_echo_server.py")
-TRANSPORTS: Final = ("in-memory", "stdio")
+TRANSPORTS: Final = ("in-memory", "stdio", "jsonrpc")
+"""In process (the SDK's direct dispatch), over stdio, and in memory over
+JSON-RPC (the SDK's ``InMemoryTransport``: a stream transport without a
+second process, so without its noise)."""
+
+_TITLES: Final = {
+    "in-memory": "in-memory",
+    "stdio": "stdio",
+    "jsonrpc": "in memory over JSON-RPC",
+}
+_NOTES: Final = {
+    "in-memory": "in-process MCPServer (direct dispatch), async echo tool",
+    "stdio": "MCPServer subprocess over stdio (asyncio)",
+    "jsonrpc": "in-process MCPServer behind the SDK's InMemoryTransport",
+}
 
 PLAIN: Final = "plain Client.call_tool"
 FLOOR: Final = "floor pipeline (by hand), timeout as read_timeout_seconds"
@@ -69,6 +86,9 @@ class Connection:
         """What to connect to: a server, or a transport factory (stdio)."""
         if self.transport == "in-memory":
             return build_server()
+        if self.transport == "jsonrpc":
+            # Private in the SDK, as the chaos toolkit's use of it is.
+            return functools.partial(InMemoryTransport, build_server())
         params = StdioServerParameters(
             command=sys.executable, args=[str(SERVER_SCRIPT)]
         )
@@ -179,31 +199,28 @@ def mcp_comparisons(
     for transport in TRANSPORTS:
         for backend in backends:
             connection = Connection(transport)
-            in_memory = transport == "in-memory"
             # Short rounds, many of them: the arms' calls lie close together
             # in time, so the machine's drift (seconds) cancels out of the
             # per-round differences, and the median over rounds steadies
             # the per-call jitter of a round trip (100s of us over stdio).
             if quick:
                 calls, rounds = 5, 2
-            elif in_memory:
+            elif transport == "in-memory":
                 calls, rounds = 8, 500
+            elif transport == "jsonrpc":
+                calls, rounds = 6, 300
             else:
                 calls, rounds = 4, 800
             found.append(
                 Comparison(
                     id=f"mcp-{transport}-{backend}",
-                    title=f"MCP call_tool round trip, {transport}",
+                    title=f"MCP call_tool round trip, {_TITLES[transport]}",
                     backend=backend,
                     floor=PLAIN,
                     arms=mcp_arms(connection, backend),
                     calls=calls,
                     rounds=rounds,
-                    note=(
-                        "in-process MCPServer, async echo tool"
-                        if in_memory
-                        else "MCPServer subprocess over stdio (asyncio)"
-                    ),
+                    note=_NOTES[transport],
                 )
             )
     return found
