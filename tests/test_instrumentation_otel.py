@@ -39,17 +39,6 @@ from resilient_mcp.instrumentation import (
 )
 
 
-@pytest.fixture
-def spans(no_tracer_provider):
-    """An SDK tracer provider, set globally, exporting to memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    yield exporter
-    provider.shutdown()
-
-
 async def traced_call(pipeline, fn, *args):
     """Call through *pipeline*, which makes the span itself when traced."""
     assert isinstance(call_tracer(), CallTracer)

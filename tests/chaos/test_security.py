@@ -31,12 +31,6 @@ import trio
 import trio.testing
 
 from mcp.client.stdio import StdioServerParameters
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
-    InMemorySpanExporter,
-)
 from prometheus_client import CollectorRegistry
 
 from _raw_http import exchange, status_of
@@ -72,17 +66,6 @@ SERVER_MODULE = "resilient_mcp.testing.flaky_server"
 
 class Opaque:
     """A value no JSON serialiser knows."""
-
-
-@pytest.fixture
-def spans(no_tracer_provider):
-    """An SDK tracer provider, set globally for the test, in memory."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    yield exporter
-    provider.shutdown()
 
 
 def written_by_us(caplog):
