@@ -7,8 +7,9 @@ real round trip.  In memory, the server is one in-process ``MCPServer``
 (an async echo tool), called through the SDK's direct dispatch; over stdio
 it is ``bench/_echo_server.py`` in a subprocess; and over JSON-RPC in
 memory it is an in-process ``MCPServer`` behind the SDK's
-``InMemoryTransport``, a stream transport without a second process.  ``list_tools()`` runs once after connecting, because the SDK
-otherwise slips a hidden ``tools/list`` into the first ``call_tool``.
+``InMemoryTransport``, a stream transport without a second process.
+``list_tools()`` runs once after connecting, because the SDK otherwise
+slips a hidden ``tools/list`` into the first ``call_tool``.
 
 One ``ResilientMCPClient`` owns the connection (its session supervisor
 runs the SDK ``Client`` in a task of its own); the plain arm calls that
