@@ -306,18 +306,15 @@ class CircuitBreaker:
         """
         if self._state is not CLOSED:
             at = current_time()
+            admitted: int | CircuitBreakerError
             if self._state is OPEN and at < self._open_until:
                 # admit() inlined for an open circuit that stays open: the
                 # path that callers of a failing service hammer.
                 self._rejected += 1
                 left = None if self._forced else self._open_until - at
-                error = CircuitBreakerError(self.name, OPEN, left)
-                await rejection_checkpoint()
-                try:
-                    raise error
-                finally:
-                    del error  # no cycle through the frame: see guard()
-            admitted = self.admit(at)
+                admitted = CircuitBreakerError(self.name, OPEN, left)
+            else:
+                admitted = self.admit(at)
             if isinstance(admitted, CircuitBreakerError):
                 await rejection_checkpoint()
                 try:
