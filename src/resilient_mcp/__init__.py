@@ -2,11 +2,15 @@
 resilient_mcp: a structured-concurrency resilience layer for MCP clients.
 
 The layers, from the bottom up: ``_errors`` (the exception tree) and
-``_config`` (frozen, validated configs); ``_backoff`` (pure delay math) and
-``_timeouts`` (the event loop's clock and cancel-scope deadlines); the
-policies ``_breaker``, ``_retry`` and ``_bulkhead``; and ``_pipeline``, the
-only place that sets their order.  :mod:`resilient_mcp.testing` is
-imported separately.
+``_config`` (frozen, validated configs); ``_backoff`` (pure delay math),
+``_breaker_core`` (the breaker's state machine) and ``_timeouts`` (the
+event loop's clock, cancel-scope deadlines and the timeout policy);
+``_policy`` (the interface every policy offers) and ``_engine`` (a call
+through an ordered plan of policies); the policies ``_breaker``,
+``_retry`` and ``_bulkhead``; ``_pipeline``, the only place that sets
+their order; ``instrumentation``, which attaches through ``_hooks``; and
+``_mcp``, the MCP client.  :mod:`resilient_mcp.testing` is imported
+separately.
 """
 
 from ._breaker import (
@@ -41,8 +45,14 @@ from ._metrics import (
     LatencySnapshot,
 )
 from ._pipeline import Outcome, PipelineMetrics, ResiliencePipeline
+from ._policy import Policy, PolicyBase
 from ._retry import RetryManager, RetryMetrics
+from ._timeouts import Timeout
 from ._util import fixup_module_metadata
+from .instrumentation import _otel as _tracing  # attaches the call tracer
+
+
+del _tracing
 
 
 __all__ = [
@@ -69,6 +79,8 @@ __all__ = [
     "Outcome",
     "PermanentError",
     "PipelineMetrics",
+    "Policy",
+    "PolicyBase",
     "RecoveryAction",
     "RequestTimeoutError",
     "ResilienceError",
@@ -87,6 +99,7 @@ __all__ = [
     "SessionState",
     "StateListener",
     "TemporaryError",
+    "Timeout",
     "ToolError",
     "ToolMetrics",
     "classify_error",

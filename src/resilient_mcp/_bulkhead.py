@@ -17,7 +17,6 @@ tool that calls another tool through the same client).
 from __future__ import annotations
 
 import contextlib
-import math
 import weakref
 
 from collections.abc import Awaitable, Callable
@@ -32,15 +31,16 @@ from anyio.streams.memory import (
 )
 
 from ._config import BulkheadConfig
+from ._engine import Plan
 from ._errors import BulkheadError, CallTimeout
 from ._metrics import LatencyHistogram
+from ._policy import PolicyBase
 from ._timeouts import (
     WOULD_BLOCK,
-    DeadlineExpired,
+    checkpoint,
     current_time,
     deadline_scope,
     new_limiter,
-    rejection_checkpoint,
 )
 
 
@@ -102,7 +102,7 @@ def _close_streams(*streams: Any) -> None:
 
 @final
 @attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
-class Bulkhead:
+class Bulkhead(PolicyBase):
     """
     Limit how many calls run at once, and how many may wait their turn.
 
@@ -131,8 +131,9 @@ class Bulkhead:
     _limiter: Any = attrs.field(init=False, default=None)
     _queue_in: MemoryObjectSendStream[None] = attrs.field(init=False)
     _queue_out: MemoryObjectReceiveStream[None] = attrs.field(init=False)
-    _timeout: float | None = attrs.field(init=False)
-    _where: str = attrs.field(init=False)
+    # The plans of call() and call_nowait(), made on first use.
+    _plan: Plan | None = attrs.field(init=False, default=None)
+    _nowait_plan: Plan | None = attrs.field(init=False, default=None)
     _active: int = attrs.field(init=False, default=0)
     _queued: int = attrs.field(init=False, default=0)
     _rejected: int = attrs.field(init=False, default=0)
@@ -154,8 +155,6 @@ class Bulkhead:
         # The bulkhead has no lifetime of its own to close the channel in;
         # close it when the bulkhead goes away (anyio warns otherwise).
         weakref.finalize(self, _close_streams, self._queue_in, self._queue_out)
-        self._timeout = config.request_timeout
-        self._where = f"bulkhead {config.name!r}"
 
     def __repr__(self) -> str:
         return (
@@ -168,6 +167,16 @@ class Bulkhead:
     def name(self) -> str:
         """The bulkhead's name."""
         return self.config.name
+
+    @property
+    def where(self) -> str:
+        """What the bulkhead is called in errors: ``bulkhead 'x'``."""
+        return f"bulkhead {self.config.name!r}"
+
+    @property
+    def time_limit(self) -> float | None:  # type: ignore[override]
+        """``request_timeout``: seconds for the wait plus the run."""
+        return self.config.request_timeout
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """
@@ -188,19 +197,10 @@ class Bulkhead:
                 running.
             Exception: Whatever *fn* raised, unchanged.
         """
-        borrower = object()
-        limiter = self._limiter or self._make_limiter()
-        try:
-            limiter.acquire_on_behalf_of_nowait(borrower)
-        except WOULD_BLOCK:
-            pass
-        else:
-            self._zero_waits += 1
-            return await self._run(fn, args, borrower)
-        # Wait outside the `except` block: inside it, the WouldBlock and its
-        # traceback would stay alive for the whole wait (about 1.4 KB per
-        # queued caller).
-        return await self._call_queued(fn, args, borrower)
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = Plan(call_policies=(self,))
+        return await plan.run(fn, args)
 
     async def call_nowait(
         self, fn: Callable[..., Awaitable[T]], *args: Any
@@ -214,102 +214,58 @@ class Bulkhead:
             CallTimeout: ``request_timeout`` passed while running.
             Exception: Whatever *fn* raised, unchanged.
         """
-        borrower = object()
-        limiter = self._limiter or self._make_limiter()
-        try:
-            limiter.acquire_on_behalf_of_nowait(borrower)
-        except WOULD_BLOCK:
-            self._rejected += 1
-            await rejection_checkpoint()
-            raise BulkheadError(self.config.name, queue_full=False) from None
-        self._zero_waits += 1
-        return await self._run(fn, args, borrower)
+        plan = self._nowait_plan
+        if plan is None:
+            plan = self._nowait_plan = Plan(call_policies=(_NoQueue(self),))
+        return await plan.run(fn, args)
 
-    async def call_deferring_deadline(
-        self, fn: Callable[..., Awaitable[T]], *args: Any
-    ) -> T:
+    # -- the policy interface -------------------------------------------
+
+    def enter_nowait(self, now: float) -> object:
         """
-        Like :meth:`call`, but hand the deadline to *fn* instead of a scope.
+        Take a free slot at once.
 
-        On the fast path (a free slot) *fn* is called as
-        ``fn(deadline, *args)`` with the absolute time ``request_timeout``
-        ends (``inf`` for none), and must enforce it in its own cancel
-        scope, raising :class:`~resilient_mcp._timeouts.DeadlineExpired`
-        when it passes; the bulkhead then raises its
-        :class:`CallTimeout`.  That saves the pipeline one cancel scope per
-        call.  A queued call waits and runs inside the bulkhead's own
-        scope, and *fn* gets ``inf``.
+        Returns:
+            The permit for :meth:`leave`: the token the slot is borrowed
+            for (a fresh one per call, so that one task may hold several
+            slots of the same bulkhead).
+
+        Raises:
+            trio.WouldBlock: No slot is free: :meth:`enter` queues.
         """
         borrower = object()
         limiter = self._limiter or self._make_limiter()
-        try:
-            limiter.acquire_on_behalf_of_nowait(borrower)
-        except WOULD_BLOCK:
-            queued = True
-        else:
-            queued = False
-        if queued:  # outside the `except` block, as in call()
-            return await self._call_queued(fn, (math.inf, *args), borrower)
+        limiter.acquire_on_behalf_of_nowait(borrower)
         self._zero_waits += 1
         self._active += 1
-        try:
-            timeout = self._timeout
-            if timeout is None:
-                return await fn(math.inf, *args)
-            try:
-                return await fn(current_time() + timeout, *args)
-            except DeadlineExpired:
-                self._timed_out += 1
-                raise CallTimeout(timeout, self._where) from None
-        finally:
-            self._active -= 1
-            self._completed += 1
-            limiter.release_on_behalf_of(borrower)
+        return borrower
 
-    def _make_limiter(self) -> Any:
-        self._limiter = new_limiter(self.config.max_concurrent_requests)
-        return self._limiter
+    async def enter(self, now: float) -> object:
+        """
+        Wait in the queue for a slot, from the arrival time *now*.
 
-    async def _run(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        borrower: object,
-    ) -> T:
-        self._active += 1
-        try:
-            timeout = self._timeout
-            if timeout is None:
-                return await fn(*args)
-            with deadline_scope(current_time() + timeout):
-                return await fn(*args)
-            self._timed_out += 1
-            raise CallTimeout(timeout, self._where)
-        finally:
-            self._active -= 1
-            self._completed += 1
-            self._limiter.release_on_behalf_of(borrower)
-
-    async def _call_queued(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        borrower: object,
-    ) -> T:
+        Raises:
+            BulkheadError: The queue is full too (after a checkpoint).
+            CallTimeout: ``request_timeout`` passed while waiting.
+        """
         try:
             self._queue_in.send_nowait(None)
         except anyio.WouldBlock:
-            self._rejected += 1
-            await rejection_checkpoint()
-            raise BulkheadError(self.config.name, queue_full=True) from None
+            full = True
+        else:
+            full = False
+        if full:  # outside the `except` block: no traceback kept alive
+            error = self.refuse(queue_full=True)
+            await checkpoint()
+            raise error
         self._queued += 1
-        start = current_time()
-        timeout = self._timeout
+        borrower = object()
+        timeout = self.config.request_timeout
         # No scope at all without a deadline: each costs memory per waiter.
         scope: Any = (
             contextlib.nullcontext()
             if timeout is None
-            else deadline_scope(start + timeout)
+            else deadline_scope(now + timeout)
         )
         with scope:
             try:
@@ -320,21 +276,50 @@ class Bulkhead:
             finally:
                 self._queued -= 1
                 self._queue_out.receive_nowait()
-            waited = current_time() - start
+            waited = current_time() - now
             self._waited_calls += 1
             self._wait_sum += waited
             self._wait_hist.record(waited)
             self._active += 1
-            try:
-                return await fn(*args)
-            finally:
-                self._active -= 1
-                self._completed += 1
-                self._limiter.release_on_behalf_of(borrower)
+            return borrower
         # Only our own deadline gets here: an outer cancellation propagates.
         assert timeout is not None  # noqa: S101
         self._timed_out += 1
-        raise CallTimeout(timeout, self._where)
+        raise CallTimeout(timeout, self.where)
+
+    def leave(
+        self,
+        permit: object,
+        now: float,
+        elapsed: float,
+        error: BaseException | None,
+    ) -> None:
+        """Give back the slot *permit* holds, however the call ended."""
+        self._active -= 1
+        self._completed += 1
+        self._limiter.release_on_behalf_of(permit)
+
+    def expired(self, permit: object) -> CallTimeout:
+        """Count a call that outlived ``request_timeout``; its error."""
+        self._timed_out += 1
+        timeout = self.config.request_timeout
+        assert timeout is not None  # noqa: S101
+        return CallTimeout(timeout, self.where)
+
+    def refuse(self, *, queue_full: bool) -> BulkheadError:
+        """
+        Count a rejected call, and return the error to raise.
+
+        Args:
+            queue_full: Whether the call was refused a place in the queue
+                (else it did not try to queue: :meth:`call_nowait`).
+        """
+        self._rejected += 1
+        return BulkheadError(self.config.name, queue_full=queue_full)
+
+    def _make_limiter(self) -> Any:
+        self._limiter = new_limiter(self.config.max_concurrent_requests)
+        return self._limiter
 
     def metrics(self) -> BulkheadMetrics:
         """
@@ -368,3 +353,38 @@ class Bulkhead:
             p99_wait_time=hist.percentile(99),
             max_wait_time=hist.max(),
         )
+
+
+@final
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
+class _NoQueue(PolicyBase):
+    """A bulkhead that never queues: the policy of ``call_nowait``."""
+
+    bulkhead: Bulkhead
+
+    @property
+    def name(self) -> str:
+        return self.bulkhead.name
+
+    @property
+    def time_limit(self) -> float | None:  # type: ignore[override]
+        return self.bulkhead.time_limit
+
+    def enter_nowait(self, now: float) -> object:
+        try:
+            return self.bulkhead.enter_nowait(now)
+        except WOULD_BLOCK:
+            pass
+        raise self.bulkhead.refuse(queue_full=False)
+
+    def leave(
+        self,
+        permit: object,
+        now: float,
+        elapsed: float,
+        error: BaseException | None,
+    ) -> None:
+        self.bulkhead.leave(permit, now, elapsed, error)
+
+    def expired(self, permit: object) -> CallTimeout:
+        return self.bulkhead.expired(permit)

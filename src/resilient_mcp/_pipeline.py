@@ -2,7 +2,7 @@
 The composition of the policies, and the only place that sets their order.
 
 A call goes through the bulkhead, then the retry loop, then the circuit
-breaker, then the timeout, as the seed orders them:
+breaker, then the timeout:
 
     bulkhead( retry( breaker( timeout( operation ) ) ) )
 
@@ -14,25 +14,16 @@ breaker, then the timeout, as the seed orders them:
 * The timeout is innermost, per attempt, so that a timed-out attempt
   counts as a breaker failure and may be retried.
 
-There is no nursery per call: a call has no concurrency of its own to
-supervise, and each policy is a cancel scope or a ``try`` in the caller's
-own task, so cancellation and errors propagate exactly as if the operation
-had been awaited directly.
-
-Each policy is a layer of its own (``_counted``, the bulkhead,
-``_retrying``, ``_attempt``, the breaker's ``guard``), but most calls find
-a free slot and a closed circuit and succeed at once, and for them the
-layers cost more than the work: a coroutine frame and a clock read each.
-So :meth:`ResiliencePipeline.call` runs that common case in one coroutine,
-reading the clock once at the start and once at the end for every policy,
-and hands anything else (a full bulkhead, an open or half-open circuit, a
-failed first attempt) to the layers at the point where it happens.
+The pipeline builds the policies from their configs, puts them in that
+order in a :class:`~._engine.Plan`, and keeps the books: one
+:class:`Outcome` per call, and its latency.  The plan runs each call,
+calling each policy's own methods (:mod:`._policy`); no policy's logic is
+here.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
@@ -40,23 +31,16 @@ from typing import Any, Final, TypeVar, final
 
 import attrs
 
-from ._breaker import CLOSED, CircuitBreaker, CircuitBreakerMetrics
+from . import _hooks
+from ._breaker import CircuitBreaker, CircuitBreakerMetrics
 from ._bulkhead import Bulkhead, BulkheadMetrics
 from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
-from ._errors import BulkheadError, CallTimeout, CircuitBreakerError
+from ._engine import Plan
+from ._errors import BulkheadError, CircuitBreakerError
 from ._metrics import LatencyRecorder, LatencySnapshot
+from ._policy import Policy
 from ._retry import RetryManager, RetryMetrics
-from ._timeouts import (
-    WOULD_BLOCK,
-    DeadlineAware,
-    DeadlineExpired,
-    DeadlinePassed,
-    clock_and_scope,
-    current_time,
-    deadline_scope,
-    run_bounded,
-)
-from .instrumentation._otel import CallTracer, call_tracer
+from ._timeouts import Timeout, current_time
 
 
 T = TypeVar("T")
@@ -149,6 +133,36 @@ def _policy(value: Any) -> Any:
 
 
 @final
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
+class _Books:
+    """
+    The pipeline's accounting: one outcome per call, and its latency.
+
+    The plan's ledger (:class:`~._engine.Ledger`): it settles every call
+    that ends, rejections and cancellations included.
+    """
+
+    classify: Callable[[Exception], Outcome]
+    recorder: LatencyRecorder | None
+    key: str
+    # Counts per outcome, indexed by _INDEX: a list, because hashing an
+    # Enum member runs Python code (about 0.2 us twice per call).
+    counts: list[int] = attrs.Factory(lambda: [0] * len(_OUTCOMES))
+
+    def settle(self, elapsed: float, error: BaseException | None) -> None:
+        """Count a call that ended after *elapsed* seconds."""
+        if error is None:
+            self.counts[_SUCCESS] += 1
+        elif isinstance(error, Exception):
+            self.counts[_INDEX[self.classify(error)]] += 1
+        else:
+            self.counts[_CANCELLED] += 1
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.record(self.key, elapsed)
+
+
+@final
 @attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class ResiliencePipeline:
     """
@@ -180,6 +194,10 @@ class ResiliencePipeline:
             every call (all outcomes) under *record_key*; ``None`` to
             record nothing.
         record_key: The recorder key; the pipeline's *name* by default.
+        call_policies: Policies of your own (:class:`Policy`) entered once
+            per call, inside the bulkhead, outermost first.
+        attempt_policies: Policies of your own entered once per attempt,
+            inside the circuit breaker and outside the timeout.
         retry_if: Decides which errors calls through *this* pipeline
             retry, instead of the retry manager's own ``is_retryable``
             (cancellation is never retried).  The MCP client uses it to
@@ -205,37 +223,42 @@ class ResiliencePipeline:
     )
     recorder: LatencyRecorder | None = attrs.field(default=None, kw_only=True)
     record_key: str | None = attrs.field(default=None, kw_only=True)
+    call_policies: tuple[Policy[Any], ...] = attrs.field(
+        default=(), converter=tuple, kw_only=True
+    )
+    attempt_policies: tuple[Policy[Any], ...] = attrs.field(
+        default=(), converter=tuple, kw_only=True
+    )
 
-    _where: str = attrs.field(init=False)
-    _key: str = attrs.field(init=False)
-    # Counts per outcome, indexed by _INDEX: a list, because hashing an
-    # Enum member runs Python code (about 0.2 us twice per call).
-    _counts: list[int] = attrs.field(init=False)
+    _books: _Books = attrs.field(init=False)
+    _plan: Plan = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._build_policies()
-        if self.timeout is _UNSET:
-            breaker = self.circuit_breaker
-            self.timeout = (
-                breaker.config.request_timeout if breaker is not None else None
+        self.timeout = self._check_timeout(self.timeout)
+        key = self.name if self.record_key is None else self.record_key
+        self._books = _Books(self._classify, self.recorder, key)
+        breaker = self.circuit_breaker
+        call_policies: list[Policy[Any]] = []
+        if self.bulkhead is not None:
+            call_policies.append(self.bulkhead)
+        call_policies.extend(self.call_policies)
+        attempt_policies: list[Policy[Any]] = []
+        if breaker is not None:
+            attempt_policies.append(breaker)
+        attempt_policies.extend(self.attempt_policies)
+        if self.timeout is not None:
+            where = (
+                f"pipeline {self.name!r}" if breaker is None else breaker.where
             )
-        elif self.timeout is not None:
-            timeout: Any = self.timeout
-            if (
-                not isinstance(timeout, int | float)
-                or isinstance(timeout, bool)
-                or not 0 < timeout < float("inf")
-            ):
-                from ._config import ConfigurationError  # noqa: PLC0415
-
-                raise ConfigurationError(
-                    "ResiliencePipeline.timeout must be a finite number of "
-                    f"seconds > 0 or None, got {timeout!r}"
-                )
-            self.timeout = float(timeout)
-        self._where = f"pipeline {self.name!r}"
-        self._key = self.name if self.record_key is None else self.record_key
-        self._counts = [0] * len(_OUTCOMES)
+            attempt_policies.append(Timeout(self.timeout, where=where))
+        self._plan = Plan(
+            call_policies=tuple(call_policies),
+            retry=self.retry,
+            attempt_policies=tuple(attempt_policies),
+            retry_if=self.retry_if,
+            ledger=self._books,
+        )
 
     def _build_policies(self) -> None:
         name = self.name
@@ -251,10 +274,29 @@ class ResiliencePipeline:
         if isinstance(breaker, CircuitBreakerConfig):
             self.circuit_breaker = CircuitBreaker(breaker, name=name)
 
+    def _check_timeout(self, timeout: Any) -> float | None:
+        if timeout is _UNSET:
+            breaker = self.circuit_breaker
+            return None if breaker is None else breaker.config.request_timeout
+        if timeout is None:
+            return None
+        if (
+            not isinstance(timeout, int | float)
+            or isinstance(timeout, bool)
+            or not 0 < timeout < float("inf")
+        ):
+            from ._config import ConfigurationError  # noqa: PLC0415
+
+            raise ConfigurationError(
+                "ResiliencePipeline.timeout must be a finite number of "
+                f"seconds > 0 or None, got {timeout!r}"
+            )
+        return float(timeout)
+
     @property
     def key(self) -> str:
         """The key latencies are recorded under (``record_key`` or name)."""
-        return self._key
+        return self._books.key
 
     def __repr__(self) -> str:
         parts = [
@@ -265,9 +307,7 @@ class ResiliencePipeline:
         ]
         return f"<ResiliencePipeline {self.name!r} {', '.join(parts)}>"
 
-    async def call(  # noqa: C901, PLR0912, PLR0915 (inlined hot path)
-        self, fn: Callable[..., Awaitable[T]], *args: Any
-    ) -> T:
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """
         Run ``await fn(*args)`` through every configured policy.
 
@@ -286,171 +326,14 @@ class ResiliencePipeline:
                 too long (the last attempt's, when retries ran out).
             Exception: The operation's own last error, unchanged.
         """
-        tracer = call_tracer()
+        tracer = _hooks.call_tracer()
         if tracer is not None:
             return await self._call_traced(tracer, fn, args)
-        breaker = self.circuit_breaker
-        if breaker is not None and breaker._state is not CLOSED:
-            return await self._call_layered(fn, args)
-        # The common case, every layer inlined into this one coroutine: a
-        # free slot, a closed circuit, and a first attempt that succeeds.
-        # Each policy does here exactly what its layer does (the comments
-        # name the method), with one clock read at the start and one at
-        # the end shared by all of them.  Anything else leaves this path
-        # at the point where it happens, for the layers' own code.
-        now, cancel_scope = clock_and_scope()
-        start = now()
-        bulkhead = self.bulkhead
-        deadline = math.inf
-        if bulkhead is not None:
-            # Bulkhead.call_deferring_deadline
-            borrower = object()
-            limiter = bulkhead._limiter or bulkhead._make_limiter()
-            try:
-                limiter.acquire_on_behalf_of_nowait(borrower)
-            except WOULD_BLOCK:
-                queued = True
-            else:
-                queued = False
-            if queued:  # outside the `except` block, as in Bulkhead.call
-                return await self._call_layered(fn, args, start, borrower)
-            bulkhead._zero_waits += 1
-            bulkhead._active += 1
-            if bulkhead._timeout is not None:
-                deadline = start + bulkhead._timeout
-        recorder = self.recorder
-        retry = self.retry
-        timeout = self.timeout
-        permit = breaker._generation if breaker is not None else 0
-        first: Exception | None = None
-        try:
-            try:
-                try:
-                    # run_bounded: one scope for the attempt's timeout and
-                    # the bulkhead's deadline, none if both are infinite.
-                    if timeout is None and deadline == math.inf:
-                        result = await fn(*args)
-                    else:
-                        own = math.inf if timeout is None else start + timeout
-                        limit = own
-                        # A comparison, not min(): no call on the hot path.
-                        if deadline < own:
-                            limit = deadline
-                        if type(fn) is DeadlineAware:
-                            # It enforces the limit in a scope of its own.
-                            try:
-                                result = await fn.run(limit, *args)
-                                expired = False
-                            except DeadlinePassed:
-                                expired = True
-                        else:
-                            with cancel_scope(deadline=limit) as scope:
-                                result = await fn(*args)
-                            expired = scope.cancelled_caught
-                        if expired:
-                            if own < deadline:
-                                assert timeout is not None  # noqa: S101
-                                raise CallTimeout(  # noqa: TRY301
-                                    timeout,
-                                    self._where
-                                    if breaker is None
-                                    else breaker._where,
-                                )
-                            raise DeadlineExpired  # noqa: TRY301
-                except Exception as exc:
-                    first = exc
-                except BaseException:
-                    # Cancelled, or the bulkhead's deadline passed: neither
-                    # a failure nor retried (CircuitBreaker.guard,
-                    # _retrying).
-                    if breaker is not None:
-                        breaker.on_cancel(permit)
-                    if retry is not None:
-                        retry._cancelled += 1
-                    raise
-                if first is None:
-                    end = (
-                        now()
-                        if breaker is not None or recorder is not None
-                        else 0.0
-                    )
-                    if breaker is not None:
-                        if breaker._plain:
-                            # CircuitBreaker.on_success, for count mode
-                            # without a slow-call limit.
-                            breaker._successes += 1
-                            breaker._last_success = end
-                            if permit == breaker._generation:
-                                breaker._cur_successes += 1
-                        else:
-                            breaker.on_success(permit, end, end - start)
-                    if retry is not None:
-                        retry._successes += 1
-                else:
-                    # The first attempt failed: on to the retry loop, out
-                    # of the `except` block, still holding the slot.
-                    if breaker is not None:
-                        breaker.on_failure(permit, now(), first)
-                    if retry is None:
-                        raise first
-                    result = await self._retry_after(
-                        first, fn, args, start, deadline
-                    )
-                    end = now()
-            except DeadlineExpired:
-                # Bulkhead.call_deferring_deadline: its deadline passed.
-                assert bulkhead is not None  # noqa: S101
-                assert bulkhead._timeout is not None  # noqa: S101
-                bulkhead._timed_out += 1
-                raise CallTimeout(bulkhead._timeout, bulkhead._where) from None
-            finally:
-                if bulkhead is not None:
-                    bulkhead._active -= 1
-                    bulkhead._completed += 1
-                    limiter.release_on_behalf_of(borrower)
-        except Exception as exc:
-            # _counted, and the recording in _call_layered.
-            self._counts[_INDEX[self._classify(exc)]] += 1
-            if recorder is not None:
-                recorder.record(self._key, now() - start)
-            raise
-        except BaseException:
-            self._counts[_CANCELLED] += 1
-            if recorder is not None:
-                recorder.record(self._key, now() - start)
-            raise
-        self._counts[_SUCCESS] += 1
-        if recorder is not None:
-            recorder.record(self._key, end - start)
-        return result
-
-    async def _call_layered(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        start: float | None = None,
-        borrower: object = None,
-    ) -> T:
-        """
-        :meth:`call` through every policy's own layer, for the uncommon.
-
-        *start* is when the call entered :meth:`call`, if it has read the
-        clock; *borrower* the queued call's token if the bulkhead has
-        already turned it away from a free slot.
-        """
-        recorder = self.recorder
-        if recorder is None:
-            return await self._counted(fn, args, borrower)
-        if start is None:
-            start = current_time()
-        try:
-            return await self._counted(fn, args, borrower)
-        finally:
-            recorder.record(self._key, current_time() - start)
+        return await self._plan.run(fn, args)
 
     async def _call_traced(
         self,
-        tracer: CallTracer,
+        tracer: _hooks.CallTracer,
         fn: Callable[..., Awaitable[T]],
         args: tuple[Any, ...],
     ) -> T:
@@ -469,11 +352,7 @@ class ResiliencePipeline:
         span = tracer.start(self.name)
         error: BaseException | None = None
         try:
-            try:
-                return await self._counted(attempt, args)
-            finally:
-                if self.recorder is not None:
-                    self.recorder.record(self._key, current_time() - entered)
+            return await self._plan.run(attempt, args)
         except BaseException as exc:
             error = exc
             raise
@@ -486,125 +365,25 @@ class ResiliencePipeline:
                 outcome = Outcome.CANCELLED
             breaker = self.circuit_breaker
             bulkhead = self.bulkhead
-            state = breaker.state if breaker is not None else None
-            waited = (
-                first_run - entered
-                if bulkhead is not None and first_run is not None
-                else None
-            )
             tracer.finish(
                 span,
                 outcome=outcome.value,
                 attempts=max(runs, 1),
                 breaker_name=breaker.name if breaker is not None else None,
-                breaker_state=state,
+                breaker_state=breaker.state if breaker is not None else None,
                 breaker_failures=(
                     breaker.metrics().current_failures
                     if breaker is not None
                     else None
                 ),
                 bulkhead_name=bulkhead.name if bulkhead is not None else None,
-                bulkhead_wait=waited,
+                bulkhead_wait=(
+                    first_run - entered
+                    if bulkhead is not None and first_run is not None
+                    else None
+                ),
                 error=error,
             )
-
-    async def _counted(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        borrower: object = None,
-    ) -> T:
-        result: T
-        bulkhead = self.bulkhead
-        try:
-            if borrower is not None:
-                # Queued: Bulkhead.call_deferring_deadline's slow half.
-                assert bulkhead is not None  # noqa: S101
-                result = await bulkhead._call_queued(
-                    self._retrying, (math.inf, fn, args), borrower
-                )
-            elif bulkhead is not None:
-                result = await bulkhead.call_deferring_deadline(
-                    self._retrying, fn, args
-                )
-            else:
-                result = await self._retrying(math.inf, fn, args)
-        except Exception as exc:
-            self._counts[_INDEX[self._classify(exc)]] += 1
-            raise
-        except BaseException:
-            self._counts[_CANCELLED] += 1
-            raise
-        self._counts[_SUCCESS] += 1
-        return result
-
-    async def _retrying(
-        self,
-        deadline: float,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-    ) -> T:
-        # *deadline* is the bulkhead's, handed down so that the first
-        # attempt enforces it in its own cancel scope (one scope per call).
-        retry = self.retry
-        if retry is None:
-            return await self._attempt(deadline, fn, args)
-        # The retry manager's fast path, inlined: one try, one counter.
-        start = current_time() if retry.config.max_elapsed is not None else 0.0
-        try:
-            result = await self._attempt(deadline, fn, args)
-        except Exception as exc:
-            first = exc
-        except BaseException:
-            retry._cancelled += 1
-            raise
-        else:
-            retry._successes += 1
-            return result
-        return await self._retry_after(first, fn, args, start, deadline)
-
-    async def _retry_after(
-        self,
-        first: Exception,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        start: float,
-        deadline: float,
-    ) -> T:
-        """The retry loop after a failed first attempt, in the same slot."""
-        retry = self.retry
-        assert retry is not None  # noqa: S101
-        again = (math.inf, fn, args)
-        retried: T
-        if deadline == math.inf:
-            retried = await retry.retry_after_failure(
-                self._attempt, again, first, start, self.retry_if
-            )
-            return retried
-        # From here the bulkhead's deadline bounds the waits between
-        # attempts too, so it gets a scope of its own.
-        with deadline_scope(deadline):
-            retried = await retry.retry_after_failure(
-                self._attempt, again, first, start, self.retry_if
-            )
-            return retried
-        raise DeadlineExpired
-
-    async def _attempt(
-        self,
-        deadline: float,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-    ) -> T:
-        breaker = self.circuit_breaker
-        if breaker is not None:
-            return await breaker.guard(self.timeout, fn, args, deadline)
-        timeout = self.timeout
-        if timeout is None and deadline == math.inf:
-            return await fn(*args)
-        return await run_bounded(
-            fn, args, timeout, self._where, deadline, current_time()
-        )
 
     def _classify(self, exc: Exception) -> Outcome:
         if isinstance(exc, CircuitBreakerError):
@@ -627,7 +406,7 @@ class ResiliencePipeline:
         Returns:
             A frozen :class:`PipelineMetrics`.
         """
-        counts = dict(zip(_OUTCOMES, self._counts, strict=True))
+        counts = dict(zip(_OUTCOMES, self._books.counts, strict=True))
         breaker = self.circuit_breaker
         retry = self.retry
         bulkhead = self.bulkhead
@@ -635,6 +414,7 @@ class ResiliencePipeline:
         retry_metrics = retry.metrics() if retry is not None else None
         bulkhead_metrics = bulkhead.metrics() if bulkhead is not None else None
         failed = sum(counts[o] for o in FAILURE_OUTCOMES)
+        key = self._books.key
         return PipelineMetrics(
             name=self.name,
             total_requests=sum(counts.values()),
@@ -653,7 +433,7 @@ class ResiliencePipeline:
             retry=retry_metrics,
             bulkhead=bulkhead_metrics,
             latency=(
-                self.recorder.snapshot_or_empty(self._key)
+                self.recorder.snapshot_or_empty(key)
                 if self.recorder is not None
                 else None
             ),

@@ -19,13 +19,14 @@ import attrs
 
 from ._backoff import compute_delay
 from ._config import RetryConfig
+from ._engine import Plan
 from ._errors import (
     BulkheadError,
     CircuitBreakerError,
     PermanentError,
     TemporaryError,
 )
-from ._timeouts import current_effective_deadline, current_time, sleep
+from ._timeouts import sleep
 
 
 T = TypeVar("T")
@@ -115,6 +116,8 @@ class RetryManager:
     _exhausted: int = attrs.field(init=False, default=0)
     _budget: int = attrs.field(init=False, default=0)
     _non_retryable: int = attrs.field(init=False, default=0)
+    # The plan of call(), made on first use.
+    _plan: Plan | None = attrs.field(init=False, default=None)
 
     def __repr__(self) -> str:
         return (
@@ -140,20 +143,10 @@ class RetryManager:
                 unchanged but for a note saying how many attempts were
                 made.  Cancellation is never retried.
         """
-        start = current_time() if self.config.max_elapsed is not None else 0.0
-        try:
-            result = await fn(*args)
-        except Exception as exc:
-            first = exc
-        except BaseException:
-            self._cancelled += 1
-            raise
-        else:
-            self._successes += 1
-            return result
-        # Retry outside the `except` block, so that later errors don't
-        # claim to have happened "during handling" of the first one.
-        return await self.retry_after_failure(fn, args, first, start)
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = Plan(retry=self)
+        return await plan.run(fn, args)
 
     def is_retryable(self, exc: BaseException) -> bool:
         """
@@ -183,80 +176,92 @@ class RetryManager:
         kind = type(exc).__name__.lower()
         return any(f in text or f in kind for f in fragments)
 
-    async def retry_after_failure(
-        self,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        exc: Exception,
-        start: float,
-        retry_if: Callable[[Exception], bool] | None = None,
-    ) -> T:
-        """
-        The slow path: attempt 1 failed with *exc*; retry while allowed.
+    # -- the retry loop's interface (see _engine.RetryLoop) -------------
 
-        The pipeline calls this directly after its own first attempt.
+    def next_delay(  # noqa: PLR0917 (one call per failed attempt)
+        self,
+        exc: Exception,
+        attempt: int,
+        previous: float,
+        start: float,
+        now: float,
+        deadline: float,
+        retry_if: Callable[[Exception], bool] | None = None,
+    ) -> float | None:
+        """
+        Decide, after attempt number *attempt* failed with *exc* at *now*.
 
         Args:
-            fn: The operation.
-            args: Its positional arguments.
-            exc: The error of the first attempt.
-            start: Event-loop time of the first attempt (only used with
-                ``max_elapsed``).
-            retry_if: Decides retryability instead of :meth:`is_retryable`
-                for this call (cancellation is still never retried).
+            exc: The attempt's error.
+            attempt: Its number, from 1.
+            previous: The delay before it (ignored for the first).
+            start: Event-loop time the call started (for ``max_elapsed``).
+            now: Event-loop time the attempt ended.
+            deadline: The caller's deadline (``inf`` for none): no wait
+                that would end after it is started.
+            retry_if: Decides retryability instead of
+                :meth:`is_retryable` (cancellation is never retried).
 
         Returns:
-            What *fn* returned on a later attempt.
+            Seconds to wait before the next attempt; or ``None`` to give
+            up and let *exc* propagate, which is then counted and, after
+            more than one attempt, carries a note saying why.
         """
         config = self.config
-        attempt = 1
-        previous = config.initial_delay
         retryable = self.is_retryable if retry_if is None else retry_if
-        while True:
-            if not retryable(exc):
-                self._failures += 1
-                self._non_retryable += 1
-                if attempt > 1:
-                    self._note(exc, attempt, "not retryable")
-                raise exc
-            if attempt >= config.max_attempts:
-                self._failures += 1
-                self._exhausted += 1
-                self._note(exc, attempt, "attempts exhausted")
-                raise exc
-            delay = self._delay(exc, attempt, previous)
-            previous = delay
-            now = current_time()
-            why = self._over_budget(now + delay, start)
-            if why is not None:
-                self._failures += 1
-                self._budget += 1
-                self._note(exc, attempt, why)
-                raise exc
+        why: str | None = None
+        if not retryable(exc):
+            self._non_retryable += 1
+            if attempt > 1:
+                why = "not retryable"
+        elif attempt >= config.max_attempts:
+            self._exhausted += 1
+            why = "attempts exhausted"
+        else:
             if attempt == 1:
-                self._retried += 1
-            logger.info(
-                "%s: attempt %d/%d failed (%s: %s); Retrying in %.3fs",
-                self.name,
-                attempt,
-                config.max_attempts,
-                type(exc).__name__,
-                exc,
-                delay,
-            )
-            try:
-                await sleep(delay)
-                attempt += 1
-                self._retries += 1
-                result = await fn(*args)
-            except Exception as next_exc:
-                exc = next_exc
-            except BaseException:
-                self._cancelled += 1
-                raise
-            else:
-                self._successes += 1
-                return result
+                previous = config.initial_delay
+            delay = self._delay(exc, attempt, previous)
+            why = self._over_budget(now + delay, start, deadline)
+            if why is None:
+                if attempt == 1:
+                    self._retried += 1
+                logger.info(
+                    "%s: attempt %d/%d failed (%s: %s); Retrying in %.3fs",
+                    self.name,
+                    attempt,
+                    config.max_attempts,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                return delay
+            self._budget += 1
+        self._failures += 1
+        if why is not None:
+            self._note(exc, attempt, why)
+        return None
+
+    async def backoff(self, delay: float) -> None:
+        """Wait *delay* seconds before a retry; then count the retry."""
+        await sleep(delay)
+        self._retries += 1
+
+    def leave(
+        self,
+        permit: object,
+        now: float,
+        elapsed: float,
+        error: BaseException | None,
+    ) -> None:
+        """
+        Count how a call ended (failures are counted as they give up).
+
+        A call cancelled is never a failure, and never retried.
+        """
+        if error is None:
+            self._successes += 1
+        elif not isinstance(error, Exception):
+            self._cancelled += 1
 
     def _delay(self, exc: Exception, attempt: int, previous: float) -> float:
         if _testing:
@@ -268,11 +273,13 @@ class RetryManager:
             delay = max(delay, float(hint))
         return delay
 
-    def _over_budget(self, wake: float, start: float) -> str | None:
+    def _over_budget(
+        self, wake: float, start: float, deadline: float
+    ) -> str | None:
         max_elapsed = self.config.max_elapsed
         if max_elapsed is not None and wake - start > max_elapsed:
             return f"max_elapsed of {max_elapsed:g}s would be exceeded"
-        if wake >= current_effective_deadline():
+        if wake >= deadline:
             return "the caller's deadline would pass during the wait"
         return None
 

@@ -26,23 +26,13 @@ from ._errors import CallTimeout
 
 T = TypeVar("T")
 
-# trio.current_time() is three Python calls deep (the public wrapper, the
-# runner, the clock); the clock itself is one.  The hot paths read the
-# clock two to four times per call, so they go to it directly, through the
-# thread's run context that trio.current_time() itself reads.  A trio that
-# moved it gets the public function instead (a test checks both agree).
-_TRIO_RUN: Any = getattr(
-    getattr(getattr(trio, "_core", None), "_run", None),
-    "GLOBAL_RUN_CONTEXT",
-    None,
-)
-
 # anyio dispatches every call through sniffio and a backend class, which
 # costs more than the policies themselves (anyio.current_time is about 3x
 # trio.current_time, anyio.CancelScope about 4x trio.CancelScope).  trio
-# marks its thread while it runs (sniffio's thread-local name is "trio"),
-# so one attribute read picks trio's own primitives; everything else goes
-# through anyio, which on asyncio is the reference implementation anyway.
+# marks its thread while it runs (sniffio's public thread-local name is
+# "trio"), so one attribute read picks trio's own primitives; everything
+# else goes through anyio, which on asyncio is the reference
+# implementation anyway.
 
 WOULD_BLOCK: Final = (trio.WouldBlock, anyio.WouldBlock)
 """What ``*_nowait`` raises on either backend."""
@@ -56,46 +46,23 @@ def on_trio() -> bool:
 def current_time() -> float:
     """Seconds on the running event loop's clock."""
     if _sniffio.name == "trio":
-        if _TRIO_RUN is None:  # pragma: no cover
-            return trio.current_time()
-        now: float = _TRIO_RUN.runner.clock.current_time()
-        return now
+        return trio.current_time()
     return asyncio.get_running_loop().time()
 
 
-def clock_and_scope() -> tuple[Callable[[], float], Callable[..., Any]]:
+def clock() -> Callable[[], float]:
     """
-    The running loop's clock and its cancel scope class, looked up once.
+    The running event loop's clock, to read more than once.
 
-    For a hot path that reads the clock more than once and may enter a
-    scope: one backend check instead of one per use.  The clock is the
-    running trio clock's ``current_time`` (what :func:`trio.current_time`
-    returns, one call instead of three) or the asyncio loop's ``time``;
-    the scope class is :class:`trio.CancelScope` or
-    :class:`anyio.CancelScope`.
+    ``now = clock()`` then ``now()`` for each reading: one lookup of the
+    running loop, where :func:`current_time` makes one per reading.  On
+    trio it is the run's clock (:func:`trio.lowlevel.current_clock`), whose
+    ``current_time`` is what :func:`trio.current_time` returns; on asyncio
+    the loop's ``time``.
     """
-    global _trio_pair  # noqa: PLW0603 (a cache, replaced whole)
     if _sniffio.name == "trio":
-        if _TRIO_RUN is None:  # pragma: no cover
-            return _TRIO_PUBLIC_PAIR
-        clock = _TRIO_RUN.runner.clock
-        cached = _trio_pair
-        if cached[0] is clock:
-            return cached[1]
-        pair = (clock.current_time, trio.CancelScope)
-        _trio_pair = (clock, pair)
-        return pair
-    return asyncio.get_running_loop().time, anyio.CancelScope
-
-
-_TRIO_PUBLIC_PAIR: Final = (trio.current_time, trio.CancelScope)
-# The last trio clock seen, and its pair: a run's clock is fixed for the
-# run, so most calls find it here and build nothing.  One tuple, replaced
-# whole, so that threads running trio each find a consistent pair.
-_trio_pair: tuple[object, tuple[Callable[[], float], Callable[..., Any]]] = (
-    None,
-    _TRIO_PUBLIC_PAIR,
-)
+        return trio.lowlevel.current_clock().current_time
+    return asyncio.get_running_loop().time
 
 
 def current_effective_deadline() -> float:
@@ -111,41 +78,15 @@ def checkpoint() -> Awaitable[None]:
 
     ``await checkpoint()``, as if it were a coroutine function; it hands
     back the backend's own checkpoint to await, one coroutine frame fewer
-    on the paths that must checkpoint without doing anything else (a
-    rejection by an open circuit or a full bulkhead).
+    on the paths that must checkpoint without doing anything else.  Every
+    rejection (an open circuit, a full bulkhead) is one, as trio's
+    conventions ask of every call into an async API: the caller may be
+    cancelled there, and other tasks get to run, so that a loop hammering
+    an open circuit cannot starve them.
     """
     if _sniffio.name == "trio":
         return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (awaited by caller)
     return anyio.lowlevel.checkpoint()
-
-
-REJECTIONS_PER_SCHEDULE_POINT: Final = 64
-"""A fast-fail rejection lets other tasks run once in this many."""
-
-_rejections = 0
-
-
-def rejection_checkpoint() -> Awaitable[None]:
-    """
-    The checkpoint of a fast-fail rejection (open circuit, full bulkhead).
-
-    ``await rejection_checkpoint()`` before raising the rejection.  It is
-    always a cancel point: a cancelled caller gets its cancellation, not
-    the rejection.  It is a schedule point (a full :func:`checkpoint`) on
-    one rejection in :data:`REJECTIONS_PER_SCHEDULE_POINT`, counted
-    across the thread's rejections, so that a loop that keeps hitting an
-    open circuit still lets the other tasks run.  Yielding on every
-    rejection would cost more than the rest of the rejection three times
-    over (a trio schedule point is about 5 us), where failing fast is the
-    point, as in Polly and resilience4j, which throw at once.
-    """
-    global _rejections  # noqa: PLW0603 (one counter per process, by design)
-    _rejections += 1
-    if _rejections % REJECTIONS_PER_SCHEDULE_POINT:
-        if _sniffio.name == "trio":
-            return trio.lowlevel.checkpoint_if_cancelled()  # noqa: ASYNC105
-        return anyio.lowlevel.checkpoint_if_cancelled()
-    return checkpoint()
 
 
 async def sleep(seconds: float) -> None:
@@ -168,6 +109,58 @@ def new_limiter(tokens: int) -> trio.CapacityLimiter | anyio.CapacityLimiter:
     if _sniffio.name == "trio":
         return trio.CapacityLimiter(tokens)
     return anyio.CapacityLimiter(tokens)
+
+
+@final
+class Timeout:
+    """
+    The policy that bounds each attempt: a time limit and nothing else.
+
+    The pipeline enters one cancel scope for the earliest limit of its
+    policies; when this one's passes, the attempt fails with
+    :class:`CallTimeout` (a failure the breaker counts and the retry may
+    retry).
+
+    Args:
+        seconds: The limit, in seconds.
+        where: What imposes it, for the error (``"pipeline 'x'"``).
+    """
+
+    __slots__ = ("time_limit", "where")
+
+    passive: Final = True
+    """Only a time limit: the pipeline need not enter it or tell it."""
+
+    def __init__(self, seconds: float, *, where: str) -> None:
+        self.time_limit: float = seconds
+        self.where = where
+
+    @property
+    def name(self) -> str:
+        """What imposes the limit."""
+        return self.where
+
+    def __repr__(self) -> str:
+        return f"<Timeout {self.time_limit:g}s ({self.where})>"
+
+    def enter_nowait(self, now: float) -> None:
+        """Admit every attempt: a timeout only limits time."""
+
+    async def enter(self, now: float) -> None:  # pragma: no cover
+        """Never awaited: :meth:`enter_nowait` never blocks."""
+
+    def leave(
+        self,
+        permit: None,
+        now: float,
+        elapsed: float,
+        error: BaseException | None,
+    ) -> None:
+        """Nothing to count: the pipeline counts the outcomes."""
+
+    def expired(self, permit: None) -> CallTimeout:
+        """The error of an attempt that outlived the limit."""
+        return CallTimeout(self.time_limit, self.where)
 
 
 class DeadlineExpired(BaseException):
@@ -220,43 +213,3 @@ class DeadlineAware:
 
     def __call__(self, *args: Any) -> Coroutine[Any, Any, Any]:
         return self.run(math.inf, *args)
-
-
-async def run_bounded(  # noqa: PLR0917 (hot path: no kwargs)
-    fn: Callable[..., Awaitable[T]],
-    args: tuple[Any, ...],
-    timeout: float | None,  # noqa: ASYNC109 (applied inside)
-    where: str,
-    outer_deadline: float,
-    now: float,
-) -> T:
-    """
-    Await ``fn(*args)`` until ``now + timeout`` or *outer_deadline*.
-
-    One cancel scope, for whichever comes first; none if both are
-    infinite.
-
-    Raises:
-        CallTimeout: Our own *timeout* passed first.
-        DeadlineExpired: *outer_deadline* passed first (or at once).
-    """
-    own = math.inf if timeout is None else now + timeout
-    deadline = own
-    # A comparison, not min(): no call on the hot path.
-    if outer_deadline < own:
-        deadline = outer_deadline
-    if deadline == math.inf:
-        return await fn(*args)
-    if type(fn) is DeadlineAware:
-        try:
-            return await fn.run(deadline, *args)  # type: ignore[no-any-return]
-        except DeadlinePassed:
-            pass
-    else:
-        with deadline_scope(deadline):
-            return await fn(*args)
-    # Only our own scope's cancellation gets here; an outer one propagates.
-    if own < outer_deadline:
-        assert timeout is not None  # noqa: S101
-        raise CallTimeout(timeout, where)
-    raise DeadlineExpired

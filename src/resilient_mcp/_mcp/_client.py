@@ -72,7 +72,6 @@ from .._timeouts import (
     checkpoint,
     current_time,
     deadline_scope,
-    rejection_checkpoint,
 )
 from ._client_config import ResilientClientConfig
 from ._errors import NotSentError, RequestTimeoutError, leaf_exceptions
@@ -1052,16 +1051,17 @@ class _ToolCall:
     arguments: dict[str, Any] | None
     options: dict[str, Any]
 
-    async def run(  # noqa: C901, PLR0912 (the hot path, inlined)
-        self, deadline: float
-    ) -> CallToolResult:
+    async def run(self, deadline: float) -> CallToolResult:
         """
         The attempt, cancelled at the event-loop time *deadline*.
 
         The pipeline hands its deadline down (see :class:`DeadlineAware`)
         and the supervisor enforces it in the one scope it enters anyway
         for an in-process call; a timeout reaches the tool's breaker as a
-        cancellation, as when the pipeline's own scope enforced it.
+        cancellation, as when the pipeline's own scope enforced it.  The
+        tool's breaker, if any, is a policy like the server's: entered
+        before the call, told its outcome after (an ``is_error`` result is
+        a failure of the tool, not of the server).
         """
         owner = self.client
         registry = owner._tool_breakers
@@ -1069,16 +1069,13 @@ class _ToolCall:
         permit = 0
         start = 0.0
         if breaker is not None:
-            if breaker._state is CircuitState.CLOSED:
-                permit = breaker._generation  # admit(), without the clock
-            else:
-                admitted = breaker.admit(current_time())
-                if isinstance(admitted, CircuitBreakerError):
-                    await rejection_checkpoint()
-                    raise admitted
-                permit = admitted
-            if breaker.config.slow_call_duration is not None:
-                start = current_time()
+            start = current_time()
+            try:
+                permit = breaker.enter_nowait(start)
+            except Exception:
+                await checkpoint()  # every rejection is a checkpoint
+                raise
+        error: BaseException | None = None
         try:
             if owner._progress_cap is None or owner._tool_timeout is None:
                 # Client.call_tool(client, name=..., ...) when called with
@@ -1098,27 +1095,26 @@ class _ToolCall:
                 )
         except Exception as exc:
             owner._note_pushback(exc)
-            if breaker is not None:
-                breaker.on_failure(permit, current_time(), exc)
+            error = exc
             raise
-        except BaseException:
-            if breaker is not None:
-                breaker.on_cancel(permit)
+        except BaseException as exc:
+            error = exc
             raise
+        finally:
+            if breaker is not None:
+                now = current_time()
+                if error is None and result.is_error:
+                    error = ToolError(self.name)
+                breaker.leave(permit, now, now - start, error)
         if result.is_error:
-            self._tool_error(breaker, permit)
-        elif breaker is not None:
-            now = current_time()
-            breaker.on_success(permit, now, now - start)
+            self._tool_error()
         return result
 
-    def _tool_error(self, breaker: CircuitBreaker | None, permit: int) -> None:
-        """Count an ``is_error`` result, against the tool's breaker too."""
+    def _tool_error(self) -> None:
+        """Count an ``is_error`` result."""
         owner = self.client
         owner._tool_errors += 1
         owner._tool_error_counts.get(self.name)[0] += 1
-        if breaker is not None:
-            breaker.on_failure(permit, current_time(), ToolError(self.name))
 
     async def _send_with_progress(
         self, cap: float, step: float, deadline: float

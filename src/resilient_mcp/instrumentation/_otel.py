@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import attrs
 
 from .._breaker import CircuitState
+from .._hooks import set_call_tracer
 
 
 if TYPE_CHECKING:
@@ -285,3 +286,6 @@ class _Api:
     set_span_in_context: Any
     Status: Any  # the OpenTelemetry names
     StatusCode: Any
+
+
+set_call_tracer(call_tracer)

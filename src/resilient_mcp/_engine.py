@@ -1,0 +1,454 @@
+"""
+How a call runs through an ordered plan of policies.
+
+The pipeline decides the order (:mod:`._pipeline`); this module runs a call
+through it, knowing each policy only through :class:`~._policy.Policy`
+and the retry loop only through :class:`RetryLoop`.  It holds no policy's
+logic: it enters the policies in order, enters one cancel scope per
+attempt for the earliest time limit, lets the retry policy decide after a
+failed attempt, and hands every policy its outcome, innermost first.
+
+There is no nursery per call: a call has no concurrency of its own to
+supervise, and every policy is a step or a cancel scope in the caller's
+own task, so errors and cancellation propagate exactly as if the
+operation had been awaited directly.  The clock is read once when the
+call arrives and once when its attempt ends, and every policy gets those
+two readings.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol, TypeVar, final
+
+import attrs
+import trio
+
+from ._policy import Policy
+from ._timeouts import (
+    WOULD_BLOCK,
+    DeadlineAware,
+    DeadlineExpired,
+    DeadlinePassed,
+    checkpoint,
+    clock,
+    current_effective_deadline,
+    current_time,
+    deadline_scope,
+)
+
+
+T = TypeVar("T")
+
+AnyPolicy = Policy[Any]
+
+
+class RetryLoop(Protocol):
+    """
+    What the engine asks of the retry policy (:class:`~.RetryManager`).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def next_delay(  # noqa: PLR0917 (one call per failed attempt)
+        self,
+        exc: Exception,
+        attempt: int,
+        previous: float,
+        start: float,
+        now: float,
+        deadline: float,
+        retry_if: Callable[[Exception], bool] | None,
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or ``None``: give up."""
+
+    async def backoff(self, delay: float) -> None:
+        """Wait *delay* seconds before the next attempt."""
+
+    def leave(
+        self,
+        permit: object,
+        now: float,
+        elapsed: float,
+        error: BaseException | None,
+    ) -> None:
+        """The call ended, as the retry loop saw it."""
+
+
+@final
+class _NoRetry:
+    """The retry loop of a plan without a retry policy: one attempt."""
+
+    def next_delay(self, *args: object) -> float | None:
+        return None
+
+    async def backoff(self, delay: float) -> None:  # pragma: no cover
+        raise AssertionError
+
+    def leave(self, *args: object) -> None:
+        pass
+
+
+_NO_RETRY: Final[RetryLoop] = _NoRetry()
+
+
+class Ledger(Protocol):
+    """Whoever keeps the books of a plan's calls (the pipeline)."""
+
+    def settle(self, elapsed: float, error: BaseException | None) -> None:
+        """A call ended after *elapsed* seconds, raising *error* or not."""
+
+
+@final
+@attrs.frozen(eq=False)
+class Stage:
+    """
+    The policies of one level (the call, or the attempt), ready to use.
+
+    The engine enters a stage as it would one policy: ``enter_nowait``,
+    ``enter``, ``leave`` and ``expire`` are the policy's own bound methods
+    when the stage has one policy that admits calls (the common case: no
+    loop, no list), or those of :class:`_Many` when it has several.
+    Policies that are ``passive`` (they only limit time) are never
+    entered; their limit still counts.
+    """
+
+    gated: bool
+    """Whether any policy of the stage admits calls."""
+    enter_nowait: Callable[[float], Any]
+    enter: Callable[[float], Awaitable[Any]]
+    leave: Callable[[Any, float, float, BaseException | None], None]
+    limit: float
+    """The earliest time limit of the stage's policies (``inf``: none)."""
+    expire: Callable[[Any], Exception]
+    """The error of the policy whose limit is :attr:`limit`."""
+
+    @classmethod
+    def of(cls, policies: Sequence[AnyPolicy]) -> Stage:
+        """The stage of *policies*, outermost first."""
+        gates = tuple(p for p in policies if not p.passive)
+        limit, owner = math.inf, None
+        for policy in policies:
+            seconds = policy.time_limit
+            if seconds is not None and seconds < limit:
+                limit, owner = seconds, policy
+        if len(gates) == 1:
+            (gate,) = gates
+            entry: Any = gate
+        else:
+            entry = _Many(gates)
+        if owner is None:
+            expire: Callable[[Any], Exception] = _never_expires
+        elif owner not in gates:
+            expire = functools.partial(_expire_passive, owner)
+        elif len(gates) == 1:
+            expire = owner.expired
+        else:
+            expire = functools.partial(_expire_nth, owner, gates.index(owner))
+        return cls(
+            gated=bool(gates),
+            enter_nowait=entry.enter_nowait,
+            enter=entry.enter,
+            leave=entry.leave,
+            limit=limit,
+            expire=expire,
+        )
+
+
+def _never_expires(permit: object) -> Exception:  # pragma: no cover
+    raise AssertionError
+
+
+def _expire_passive(policy: AnyPolicy, permit: object) -> Exception:
+    return policy.expired(None)
+
+
+def _expire_nth(policy: AnyPolicy, index: int, permits: Any) -> Exception:
+    return policy.expired(permits[index])
+
+
+@final
+@attrs.frozen(eq=False)
+class _Many:
+    """Several policies entered in order, as one; permits in a list."""
+
+    policies: tuple[AnyPolicy, ...]
+
+    def enter_nowait(self, now: float) -> list[Any]:
+        if not self.policies:
+            return []
+        # One path for every case: the waiting one, in enter().
+        raise trio.WouldBlock
+
+    async def enter(self, now: float) -> list[Any]:
+        policies = self.policies
+        permits: list[Any] = []
+        for policy in policies:
+            blocked = rejected = False
+            try:
+                permits.append(policy.enter_nowait(now))
+            except WOULD_BLOCK:
+                blocked = True
+            except Exception:
+                rejected = True
+            if rejected or blocked:
+                try:
+                    if rejected:
+                        await checkpoint()  # every rejection is one
+                        policy.enter_nowait(now)  # raises it again
+                    permits.append(await policy.enter(now))
+                except BaseException as exc:
+                    self.leave(permits, current_time(), 0.0, exc)
+                    raise
+        return permits
+
+    def leave(
+        self,
+        permits: list[Any],
+        now: float,
+        elapsed: float,
+        error: BaseException | None,
+    ) -> None:
+        for index in range(len(permits) - 1, -1, -1):
+            self.policies[index].leave(permits[index], now, elapsed, error)
+
+
+@final
+@attrs.frozen(eq=False)
+class Plan:
+    """
+    The policies of a pipeline, in order, ready to run calls.
+
+    Args:
+        call_policies: Entered once per call, outermost first.
+        retry: The retry loop between the call and the attempt policies.
+        attempt_policies: Entered once per attempt, outermost first.
+        retry_if: Decides retries instead of the retry policy's own
+            predicate, for calls through this plan.
+        ledger: Told of every call that ends.
+    """
+
+    call_policies: tuple[AnyPolicy, ...] = ()
+    retry: RetryLoop | None = None
+    attempt_policies: tuple[AnyPolicy, ...] = ()
+    retry_if: Callable[[Exception], bool] | None = None
+    ledger: Ledger | None = None
+    calls: Stage = attrs.field(init=False)
+    attempts: Stage = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "calls", Stage.of(self.call_policies))
+        object.__setattr__(self, "attempts", Stage.of(self.attempt_policies))
+
+    async def run(self, fn: Callable[..., Awaitable[T]], args: Any) -> T:
+        """
+        Run ``await fn(*args)`` through every policy of the plan.
+
+        Raises:
+            Exception: A policy's rejection or timeout, or the
+                operation's own last error, unchanged.
+        """
+        now = clock()
+        start = now()
+        stage = self.calls
+        try:
+            permit: Any = None
+            waited = False
+            if stage.gated:
+                permit, waited = await _enter(stage, start)
+            error: BaseException | None = None
+            end = start
+            try:
+                result, end = await self._attempts(
+                    now,
+                    fn,
+                    args,
+                    start,
+                    now() if waited else start,
+                    start + stage.limit,
+                )
+            except DeadlineExpired:
+                error = stage.expire(permit)
+                raise error from None
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                if stage.gated:
+                    if error is not None:
+                        end = now()
+                    stage.leave(permit, end, end - start, error)
+                error = None  # no cycle through this frame: see _attempts
+        except BaseException as exc:
+            ledger = self.ledger
+            if ledger is not None:
+                ledger.settle(now() - start, exc)
+            raise
+        ledger = self.ledger
+        if ledger is not None:
+            ledger.settle(end - start, None)
+        return result
+
+    async def _attempts(  # noqa: PLR0917 (private, one call site)
+        self,
+        now: Callable[[], float],
+        fn: Callable[..., Awaitable[T]],
+        args: Any,
+        start: float,
+        began: float,
+        deadline: float,
+    ) -> tuple[T, float]:
+        """
+        The attempts of one call, until one returns or the retry gives up.
+
+        *deadline* is the call policies' (``inf`` for none): every attempt
+        and every wait between attempts ends there, with
+        :class:`DeadlineExpired`.  *start* is when the call arrived,
+        *began* when its first attempt begins (later, if the call waited
+        to be admitted).  Returns the result and the time the last attempt
+        ended.
+        """
+        retry = self.retry or _NO_RETRY
+        stage = self.attempts
+        attempt = 1
+        delay = 0.0
+        try:
+            while True:
+                error: BaseException | None = None
+                admitted = False
+                permit: Any = None
+                try:
+                    if stage.gated:
+                        permit, _ = await _enter(stage, began)
+                        admitted = True
+                    own = began + stage.limit
+                    limit = min(own, deadline)
+                    try:
+                        if limit == math.inf:
+                            result = await fn(*args)
+                        else:
+                            result = await _until(fn, args, limit)
+                    except DeadlinePassed:
+                        raise _expiry(stage, permit, own, deadline) from None
+                except BaseException as exc:
+                    error = exc
+                end = now()
+                if admitted:
+                    stage.leave(permit, end, end - began, error)
+                if error is None:
+                    break
+                delay = (
+                    await self._wait_to_retry(
+                        retry, error, attempt, delay, start, end, deadline
+                    )
+                    if isinstance(error, Exception)
+                    else -1.0
+                )
+                if delay < 0.0:
+                    raise error  # noqa: TRY301 (the attempt's own error, as it was)
+                attempt += 1
+                began = now()
+        except BaseException as exc:
+            # The frame would hold the error, whose traceback holds the
+            # frame: a cycle per failed call.
+            error = None
+            retry.leave(None, now(), 0.0, exc)
+            raise
+        retry.leave(None, end, end - start, None)
+        return result, end
+
+    async def _wait_to_retry(  # noqa: PLR0917 (private, one call site)
+        self,
+        retry: RetryLoop,
+        error: Exception,
+        attempt: int,
+        previous: float,
+        start: float,
+        now: float,
+        deadline: float,
+    ) -> float:
+        """
+        Ask the retry policy about a failed attempt, and wait if it says so.
+
+        Returns:
+            The delay waited, or -1.0 when the retry policy gave up.
+
+        Raises:
+            DeadlineExpired: The call's deadline passed during the wait.
+        """
+        delay = retry.next_delay(
+            error,
+            attempt,
+            previous,
+            start,
+            now,
+            min(deadline, current_effective_deadline()),
+            self.retry_if,
+        )
+        if delay is None:
+            return -1.0
+        if deadline == math.inf:
+            await retry.backoff(delay)
+            return delay
+        with deadline_scope(deadline):
+            await retry.backoff(delay)
+            return delay
+        raise DeadlineExpired
+
+
+def _expiry(
+    stage: Stage, permit: Any, own: float, deadline: float
+) -> BaseException:
+    """
+    What ends an attempt whose cancel scope's deadline passed.
+
+    The attempt's own limit, if it came first: the policy's error (a
+    failure of the attempt, which the retry may retry).  Else the call's
+    deadline: :class:`DeadlineExpired`, for the call policy that set it.
+    """
+    if deadline <= own:
+        return DeadlineExpired()
+    return stage.expire(permit)
+
+
+async def _enter(stage: Stage, now: float) -> tuple[Any, bool]:
+    """
+    Enter *stage* at *now*: its permit, and whether the call waited.
+
+    Raises:
+        Exception: A policy's rejection, after a checkpoint (every
+            rejection is one, as trio's conventions ask).
+    """
+    try:
+        return stage.enter_nowait(now), False
+    except WOULD_BLOCK:
+        pass
+    except Exception:
+        await checkpoint()
+        raise
+    # Outside the `except` block: the WouldBlock and its traceback would
+    # stay alive for the whole wait (about 1.4 KB per queued caller).
+    return await stage.enter(now), True
+
+
+async def _until(
+    fn: Callable[..., Awaitable[T]], args: Any, deadline: float
+) -> T:
+    """
+    Await ``fn(*args)`` until the event-loop time *deadline*.
+
+    One cancel scope, or none for a :class:`DeadlineAware` operation,
+    which enforces the deadline in a scope of its own.
+
+    Raises:
+        DeadlinePassed: The deadline passed first.
+    """
+    if type(fn) is DeadlineAware:
+        result: T = await fn.run(deadline, *args)
+        return result
+    with deadline_scope(deadline):
+        return await fn(*args)
+    raise DeadlinePassed
