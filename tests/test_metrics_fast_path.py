@@ -19,8 +19,8 @@ from resilient_mcp._metrics import (
     HIGHEST_US,
     LatencyHistogram,
     LatencyRecorder,
-    _index_of,
 )
+from resilient_mcp._metrics._counts import index_of as _index_of
 
 
 PERCENTILES = (0.0, 10.0, 50.0, 90.0, 99.0, 99.9, 99.99, 100.0)

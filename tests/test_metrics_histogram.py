@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -284,3 +285,33 @@ def test_inverse_percentile():
     assert PercentileRow(value=1, percentile=100.0, total_count=1).inverse == (
         float("inf")
     )
+
+
+def test_from_hdr_shares_the_counters():
+    """from_hdr wraps an hdrh histogram without copying: the inverse of hdr."""
+    hdr = HdrHistogram(1, 2**30, 2)
+    hdr.record_value(1_000)
+
+    histogram = LatencyHistogram.from_hdr(hdr)
+    histogram.record(0.002)
+
+    assert (1, 2**30, 2) == (
+        histogram.lowest_us,
+        histogram.highest_us,
+        histogram.significant_figures,
+    )
+    assert 2 == hdr.get_total_count()
+    assert 2 == histogram.count
+    assert hdr is histogram.hdr
+
+
+def test_covers_compares_range_and_precision():
+    """A histogram covers a narrower, coarser one, and not the reverse."""
+    wide = LatencyHistogram(lowest_us=1, highest_us=2**40)
+    narrow = LatencyHistogram(
+        lowest_us=10, highest_us=2**20, significant_figures=2
+    )
+
+    assert wide.covers(narrow)
+    assert not narrow.covers(wide)
+    assert wide.covers(LatencyHistogram(lowest_us=1, highest_us=2**40))

@@ -357,3 +357,32 @@ def test_repr_shows_live_state():
     recorder.record("b", 0.001)
 
     assert "<LatencyRecorder 1/1 keys, 2 values, 1 evicted>" == repr(recorder)
+
+
+def test_interval_count_is_what_the_next_dump_holds():
+    """interval_count counts the values since the last interval began."""
+    recorder = LatencyRecorder(max_keys=1)
+    recorder.record("a", 0.001)
+    recorder.record("b", 0.002, 2)  # evicts "a"; its value stays
+
+    before = recorder.interval_count
+    recorder.start_interval()
+    recorder.record("b", 0.003)
+
+    assert 3 == before
+    assert 1 == recorder.interval_count
+    assert 4 == recorder.snapshot().count
+
+
+def test_claim_intervals_admits_one_writer_at_a_time():
+    """A second claim fails while the first is held, and works after."""
+    recorder = LatencyRecorder()
+
+    with (
+        recorder.claim_intervals(),
+        pytest.raises(RuntimeError, match="already has"),
+        recorder.claim_intervals(),
+    ):
+        pass
+    with recorder.claim_intervals():
+        pass

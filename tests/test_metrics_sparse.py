@@ -21,11 +21,11 @@ from resilient_mcp._hlog import HlogWriter, parse_hlog
 from resilient_mcp._metrics import (
     LatencyHistogram,
     LatencyRecorder,
-    _Sparse,
-    _sparse_limit,
-    _template,
     merge_histograms,
 )
+from resilient_mcp._metrics._counts import Sparse as _Sparse
+from resilient_mcp._metrics._counts import sparse_limit as _sparse_limit
+from resilient_mcp._metrics._layout import template as _template
 
 
 PERCENTILES = (0.0, 1.0, 10.0, 50.0, 90.0, 99.0, 99.9, 99.99, 100.0)

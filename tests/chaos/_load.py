@@ -342,7 +342,7 @@ def histogram_memory() -> int:
     hdrh): legitimate growth, bounded by the keys, not by the calls.  The
     load test reports it apart from the rest.
     """
-    patterns = ("*/resilient_mcp/_metrics.py", "*/hdrh/*")  # dense arrays
+    patterns = ("*/resilient_mcp/_metrics/*", "*/hdrh/*")  # dense arrays
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [
             tracemalloc.Filter(inclusive=True, filename_pattern=pattern)
