@@ -22,7 +22,7 @@ from ._demo import add_demo_parser
 from ._hist import add_hist_parser
 
 
-__all__ = ["PROG", "build_parser"]
+__all__ = ["build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
