@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from resilient_mcp.__main__ import main
-from resilient_mcp._cli import (
-    CliError,
+from resilient_mcp._cli._common import CliError
+from resilient_mcp._cli._hist_report import (
     SummaryRow,
     by_tag,
     load,

@@ -20,7 +20,7 @@ import trio.testing
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogReader
 
-from resilient_mcp._cli import format_distribution
+from resilient_mcp._cli._hist_report import format_distribution
 from resilient_mcp._config import ConfigurationError
 from resilient_mcp._hlog import (
     HlogFormatError,

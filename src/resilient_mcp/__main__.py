@@ -1,41 +1,32 @@
 """
 The ``resilient-mcp`` command: ``python -m resilient_mcp COMMAND ...``.
 
-A thin dispatcher: each command registers a subparser and a handler, and
-the handlers call library functions.  Commands:
+A thin dispatcher: each command registers a subparser and a handler
+(:mod:`resilient_mcp._cli`), and the handlers call library functions.
+Commands:
 
 ``hist``
     Inspect, merge, compare and plot HdrHistogram interval logs
-    (:mod:`resilient_mcp._cli`).
+    (:mod:`resilient_mcp._cli._hist`).
 ``demo``
     Run the seed's example against an embedded flaky MCP server
-    (:mod:`resilient_mcp._demo`).
+    (:mod:`resilient_mcp._cli._demo`, running :mod:`resilient_mcp._demo`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ._cli import PROG, add_hist_parser
-from ._demo import add_demo_parser
+from ._cli import build_parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser, with every command registered."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Tools for resilient-mcp, the MCP resilience layer.",
-    )
-    commands = parser.add_subparsers(
-        title="commands", metavar="COMMAND", required=True
-    )
-    add_hist_parser(commands)
-    add_demo_parser(commands)
-    return parser
+if TYPE_CHECKING:
+    import argparse
+
+    from collections.abc import Callable
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,28 +28,28 @@ This module imports the MCP SDK; :mod:`resilient_mcp.testing` does not.
 
 from __future__ import annotations
 
-from ._chaos import (
+from ._chaos import ChaosMetrics, Decision, FaultInjector
+from ._chaos_delays import (
+    DelayDistribution,
+    ExponentialDelay,
+    FixedDelay,
+    LognormalDelay,
+    UniformDelay,
+)
+from ._chaos_faults import (
     DEFAULT_MAX_HOLD,
     DEFAULT_OVERSIZED_BYTES,
     ChaosError,
-    ChaosMetrics,
     Corrupt,
     Corruption,
-    Decision,
-    DelayDistribution,
     Drop,
     DroppedConnectionError,
     Error,
-    ExponentialDelay,
     Fault,
-    FaultInjector,
-    FixedDelay,
     Hang,
     Latency,
-    LognormalDelay,
     Reorder,
     Strike,
-    UniformDelay,
     fault_name,
 )
 from ._chaos_proxy import ChaosProxy, ProxyMode, open_chaos_proxy
