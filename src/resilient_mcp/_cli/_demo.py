@@ -2,10 +2,6 @@
 ``resilient-mcp demo``: the command that runs :mod:`resilient_mcp._demo`.
 """
 
-# A terminal program prints.  (pyproject's per-file ignore still names
-# the old _demo.py module.)
-# ruff: noqa: T201
-
 from __future__ import annotations
 
 import argparse

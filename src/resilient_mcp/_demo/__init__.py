@@ -20,10 +20,6 @@ an ``.hlog`` latency log that ``resilient-mcp hist show`` reads.  It exits
 non-zero if the library misbehaved.
 """
 
-# A terminal program prints.  (pyproject's per-file ignore still names
-# the old _demo.py module.)
-# ruff: noqa: T201
-
 from __future__ import annotations
 
 import logging
