@@ -258,7 +258,10 @@ class Plan:
             permit: Any = None
             waited = False
             if stage.gated:
-                permit, waited = await _enter(stage, start)
+                permit = _admit(stage, start)
+                if type(permit) is _Slow:
+                    permit = await _admit_slowly(stage, start, permit)
+                    waited = True
             error: BaseException | None = None
             end = start
             try:
@@ -322,17 +325,17 @@ class Plan:
                 permit: Any = None
                 try:
                     if stage.gated:
-                        permit, _ = await _enter(stage, began)
+                        permit = _admit(stage, began)
+                        if type(permit) is _Slow:
+                            permit = await _admit_slowly(stage, began, permit)
                         admitted = True
                     own = began + stage.limit
-                    limit = min(own, deadline)
-                    try:
-                        if limit == math.inf:
-                            result = await fn(*args)
-                        else:
-                            result = await _until(fn, args, limit)
-                    except DeadlinePassed:
-                        raise _expiry(stage, permit, own, deadline) from None
+                    if min(own, deadline) == math.inf:
+                        result = await fn(*args)
+                    else:
+                        result = await _until(
+                            fn, args, stage, permit, own, deadline
+                        )
                 except BaseException as exc:
                     error = exc
                 end = now()
@@ -340,12 +343,8 @@ class Plan:
                     stage.leave(permit, end, end - began, error)
                 if error is None:
                     break
-                delay = (
-                    await self._wait_to_retry(
-                        retry, error, attempt, delay, start, end, deadline
-                    )
-                    if isinstance(error, Exception)
-                    else -1.0
+                delay = await self._wait_to_retry(
+                    retry, error, attempt, delay, start, end, deadline
                 )
                 if delay < 0.0:
                     raise error  # noqa: TRY301 (the attempt's own error, as it was)
@@ -363,7 +362,7 @@ class Plan:
     async def _wait_to_retry(  # noqa: PLR0917 (private, one call site)
         self,
         retry: RetryLoop,
-        error: Exception,
+        error: BaseException,
         attempt: int,
         previous: float,
         start: float,
@@ -373,12 +372,18 @@ class Plan:
         """
         Ask the retry policy about a failed attempt, and wait if it says so.
 
+        A cancellation (any :class:`BaseException` that is not an
+        :class:`Exception`) is never retried, and never shown to the retry
+        policy as a failure.
+
         Returns:
-            The delay waited, or -1.0 when the retry policy gave up.
+            The delay waited, or -1.0 when the call ends with *error*.
 
         Raises:
             DeadlineExpired: The call's deadline passed during the wait.
         """
+        if not isinstance(error, Exception):
+            return -1.0
         delay = retry.next_delay(
             error,
             attempt,
@@ -399,56 +404,92 @@ class Plan:
         raise DeadlineExpired
 
 
-def _expiry(
-    stage: Stage, permit: Any, own: float, deadline: float
-) -> BaseException:
+@final
+class _Slow:
     """
-    What ends an attempt whose cancel scope's deadline passed.
+    A call that :func:`_admit` could not admit at once.
 
-    The attempt's own limit, if it came first: the policy's error (a
-    failure of the attempt, which the retry may retry).  Else the call's
-    deadline: :class:`DeadlineExpired`, for the call policy that set it.
+    *error* is the policy's rejection, or ``None`` when the call may wait.
     """
-    if deadline <= own:
-        return DeadlineExpired()
-    return stage.expire(permit)
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
 
 
-async def _enter(stage: Stage, now: float) -> tuple[Any, bool]:
+_WAIT: Final = _Slow(None)
+
+
+def _admit(stage: Stage, now: float) -> Any:
     """
-    Enter *stage* at *now*: its permit, and whether the call waited.
+    Enter *stage* at once: its permit, or a :class:`_Slow` to deal with.
 
-    Raises:
-        Exception: A policy's rejection, after a checkpoint (every
-            rejection is one, as trio's conventions ask).
+    Admission at once is the common case, and it costs no coroutine: the
+    rejection and the wait go to :func:`_admit_slowly`.  Neither happens
+    inside this ``except`` block, where a waiting call would keep the
+    WouldBlock and its traceback alive for the whole wait (about 1.4 KB
+    per queued caller).
     """
     try:
-        return stage.enter_nowait(now), False
+        return stage.enter_nowait(now)
     except WOULD_BLOCK:
-        pass
-    except Exception:
+        return _WAIT
+    except Exception as exc:
+        return _Slow(exc)
+
+
+async def _admit_slowly(stage: Stage, now: float, slow: _Slow) -> Any:
+    """
+    Wait to enter *stage*, or raise its rejection after a checkpoint.
+
+    Every rejection is a full checkpoint, as trio's conventions ask of
+    every call into an async API: a cancelled caller gets its
+    cancellation, and other tasks get to run.
+    """
+    error = slow.error
+    if error is None:
+        return await stage.enter(now)
+    try:
         await checkpoint()
-        raise
-    # Outside the `except` block: the WouldBlock and its traceback would
-    # stay alive for the whole wait (about 1.4 KB per queued caller).
-    return await stage.enter(now), True
+        raise error
+    finally:
+        # The frame would hold the error, whose traceback holds the frame.
+        error = slow.error = None
 
 
-async def _until(
-    fn: Callable[..., Awaitable[T]], args: Any, deadline: float
+async def _until(  # noqa: PLR0917 (private, one call site)
+    fn: Callable[..., Awaitable[T]],
+    args: Any,
+    stage: Stage,
+    permit: Any,
+    own: float,
+    deadline: float,
 ) -> T:
     """
-    Await ``fn(*args)`` until the event-loop time *deadline*.
+    Await ``fn(*args)`` until the attempt's limit *own* or the call's.
 
-    One cancel scope, or none for a :class:`DeadlineAware` operation,
-    which enforces the deadline in a scope of its own.
+    One cancel scope, for whichever comes first, or none for a
+    :class:`DeadlineAware` operation, which enforces the deadline in a
+    scope of its own.
 
     Raises:
-        DeadlinePassed: The deadline passed first.
+        Exception: The attempt's limit passed first: the error of the
+            attempt policy that set it (a failure the retry may retry).
+        DeadlineExpired: The call's *deadline* passed first, for the call
+            policy that set it.
     """
+    limit = min(own, deadline)
     if type(fn) is DeadlineAware:
-        result: T = await fn.run(deadline, *args)
-        return result
-    with deadline_scope(deadline):
-        return await fn(*args)
-    raise DeadlinePassed
+        try:
+            result: T = await fn.run(limit, *args)
+        except DeadlinePassed:
+            pass
+        else:
+            return result
+    else:
+        with deadline_scope(limit):
+            return await fn(*args)
+    if deadline <= own:
+        raise DeadlineExpired
+    raise stage.expire(permit)
