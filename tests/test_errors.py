@@ -102,3 +102,52 @@ def test_circuit_breaker_error_without_retry_after():
         None,
     )
     assert "Circuit breaker 'svc' is OPEN: call rejected" == str(error)
+
+
+def _errors_built_with_keywords():
+    """One instance of every error class we export, built by keyword."""
+    import resilient_mcp  # noqa: PLC0415
+
+    return [
+        TemporaryError(message="flaky", retry_after=2.0),
+        PermanentError(code=-32602, message="bad arguments"),
+        CircuitBreakerError(name="svc"),
+        CircuitBreakerError(
+            name="svc", state=CircuitState.HALF_OPEN, retry_after=None
+        ),
+        BulkheadError(resource_name="tools", queue_full=False),
+        CallTimeout(timeout=1.5, where="bulkhead 'tools'"),
+        resilient_mcp.ConfigurationError("RetryConfig.attempts must be > 0"),
+        resilient_mcp.HlogFormatError(path="x.hlog", line=3, reason="bad"),
+        resilient_mcp.NotSentError(message="no session", reason="closed"),
+        resilient_mcp.ServerError(message="boom", code=-32603),
+        resilient_mcp.SessionLostError("lost"),
+        resilient_mcp.RequestTimeoutError("slow"),
+        resilient_mcp.InvalidResponseError("garbled"),
+        resilient_mcp.SessionClosedError("closed"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "error", _errors_built_with_keywords(), ids=lambda e: type(e).__name__
+)
+def test_every_error_formats_and_pickles(error):
+    """An error of ours has a readable str() and survives pickling whole."""
+    import pickle  # noqa: PLC0415
+
+    text = str(error)
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 (our own bytes)
+
+    assert text
+    assert type(error) is type(copy)
+    assert text == str(copy)
+    assert vars(error) == vars(copy)
+
+
+def test_circuit_breaker_error_by_name_alone():
+    """CircuitBreakerError("svc") formats, as any exception would."""
+    error = CircuitBreakerError("svc")
+
+    assert "Circuit breaker 'svc' is OPEN: call rejected" == str(error)
+    assert error.state is None
+    assert error.retry_after is None
