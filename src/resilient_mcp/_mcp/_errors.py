@@ -453,6 +453,12 @@ def leaf_exceptions(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error inside *group*, or *group* if there are more."""
+    leaves = leaf_exceptions(group)
+    return leaves[0] if len(leaves) == 1 else group
+
+
 def root_cause(exc: BaseException) -> BaseException:
     """
     The most telling real error inside *exc*.
