@@ -31,7 +31,6 @@ from ._errors import (
     SessionLostError,
     is_session_fatal,
     leaf_exceptions,
-    parse_retry_after,
     root_cause,
     translate_mcp_error,
     translate_runtime_error,
@@ -42,6 +41,7 @@ from ._http import (
     capture_http_errors,
     create_http_client,
     install_status_hook,
+    parse_retry_after,
     record_http_error,
 )
 from ._session import SessionSupervisor, open_session_supervisor

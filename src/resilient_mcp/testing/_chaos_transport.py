@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Final, Self, TextIO, TypeAlias, final
 import anyio
 import attrs
 
-from mcp.client._memory import InMemoryTransport
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server import Server
@@ -48,6 +47,7 @@ from mcp_types import (
 )
 
 from .._mcp._http import create_http_client
+from .._mcp._sdk_private import InMemoryTransport
 from .._mcp._transport import ReadStreamBase
 from ._chaos import (
     Corrupt,
@@ -70,8 +70,8 @@ if TYPE_CHECKING:
         MemoryObjectReceiveStream,
         MemoryObjectSendStream,
     )
-    from mcp.client._transport import TransportStreams
-    from mcp.shared._stream_protocols import ReadStream, WriteStream
+
+    from .._mcp._streams import ReadStream, TransportStreams, WriteStream
 
 
 HANDSHAKE_METHODS: Final = frozenset({"initialize", "server/discover"})
@@ -391,8 +391,8 @@ class ChaosTransport:
             ``server/discover``).
         errlog: Where a stdio server's stderr goes (``sys.stderr`` when
             ``None``); it must have a ``fileno()``.
-        http_client_factory: Builds the httpx2 client for a URL (the SDK's
-            default when ``None``).
+        http_client_factory: Builds the httpx2 client for a URL (one set
+            up as the SDK's default when ``None``).
 
     .. versionadded:: 0.1.0
     """
