@@ -26,8 +26,6 @@ never left the client.
 
 from __future__ import annotations
 
-import logging
-
 from collections.abc import Awaitable, Callable
 from functools import partial
 from types import TracebackType
@@ -69,8 +67,6 @@ from ._tool_catalog import ToolCatalog
 
 
 T = TypeVar("T")
-
-logger: Final = logging.getLogger("resilient_mcp")
 
 
 @final

@@ -81,6 +81,10 @@ class ReconnectSchedule:
         """Whether the backoff still runs at event-loop time *now*."""
         return self.retry_at > now
 
+    def attempt_started(self) -> None:
+        """Count a connection attempt."""
+        self.attempts += 1
+
     def connected(self) -> None:
         """An attempt published a session: the next one may start at once."""
         self.connects += 1

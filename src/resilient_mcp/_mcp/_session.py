@@ -15,12 +15,11 @@ The task's side (connecting, losing sessions, the backoff) is
 
 from __future__ import annotations
 
-import logging
 import math
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Final, TypeVar, cast, final
+from typing import TypeVar, cast, final
 
 import anyio
 import anyio.abc
@@ -52,8 +51,6 @@ from ._session_types import (
 
 
 T = TypeVar("T")
-
-logger: Final = logging.getLogger("resilient_mcp")
 
 
 @final
@@ -182,10 +179,17 @@ class SessionSupervisor(SessionOwner):
         :class:`~resilient_mcp._timeouts.DeadlineAware`) instead of
         entering a scope of its own around the call.
 
+        Args:
+            deadline: Event-loop time (``anyio.current_time()``) at which
+                the call is cancelled; ``math.inf`` for none.
+            operation: As :meth:`call`.
+
         Raises:
             DeadlinePassed: *deadline* passed, while waiting for a
                 connection or during the call.
             Exception: As :meth:`call`.
+
+        .. versionadded:: 0.1.0
         """
         session = self._session
         if session is None:

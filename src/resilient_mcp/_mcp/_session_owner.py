@@ -29,7 +29,7 @@ import random
 from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Final, TypeVar, cast
+from typing import Final, cast
 
 import anyio
 import anyio.abc
@@ -40,14 +40,9 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 
-from .._timeouts import (
-    current_time,
-)
+from .._timeouts import current_time
 from ._config import SessionConfig
-from ._errors import (
-    SessionClosedError,
-    root_cause,
-)
+from ._errors import SessionClosedError, root_cause
 from ._http import HTTPResponseBox, capture_http_errors
 from ._reconnect import ReconnectSchedule
 from ._session_handle import SessionHandle
@@ -61,8 +56,6 @@ from ._session_types import (
 )
 from ._transport import ServerSpec, enter_transport, is_spec
 
-
-T = TypeVar("T")
 
 logger: Final = logging.getLogger("resilient_mcp")
 
@@ -139,7 +132,7 @@ class SessionOwner:
         self._generation += 1
         session = SessionHandle(self._generation, unpublish=self._unpublish)
         self._attempt = session
-        self._schedule.attempts += 1
+        self._schedule.attempt_started()
         self._notify()
         config = self.config
         with capture_http_errors() as box:
@@ -205,9 +198,7 @@ class SessionOwner:
     def _transport_closed(self, session: SessionHandle) -> None:
         # Runs in the dispatcher's task, just before it fails the pending
         # requests: unpublish first, so that no new call picks this one.
-        if not session.lost.is_set():
-            session.mark_lost(EOFError("the MCP transport was closed"))
-        self._unpublish(session)
+        session.report(EOFError("the MCP transport was closed"))
 
     def _publish(self, session: SessionHandle, client: Client) -> None:
         now = current_time()

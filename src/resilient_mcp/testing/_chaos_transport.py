@@ -48,7 +48,7 @@ from mcp_types import (
 
 from .._mcp._http import create_http_client
 from .._mcp._sdk_private import InMemoryTransport
-from .._mcp._transport import ReadStreamBase
+from .._mcp._transport import ReadStreamBase, is_spec
 from ._chaos import (
     Corrupt,
     Corruption,
@@ -509,7 +509,7 @@ class ChaosTransport:
     @asynccontextmanager
     async def _inner(self) -> AsyncIterator[TransportStreams]:
         spec = self.server
-        if not _is_spec(spec):
+        if not is_spec(spec):
             spec = spec()
         if isinstance(spec, MCPServer | Server):
             transport: Any = InMemoryTransport(spec)
@@ -527,11 +527,3 @@ class ChaosTransport:
             transport = spec
         async with transport as streams:
             yield streams
-
-
-def _is_spec(value: object) -> bool:
-    return (
-        isinstance(value, MCPServer | Server | StdioServerParameters | str)
-        or hasattr(value, "__aenter__")
-        or not callable(value)
-    )
