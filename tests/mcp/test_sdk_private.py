@@ -31,6 +31,7 @@ from mcp_types import (
     JSONRPCResponse,
 )
 
+from resilient_mcp._mcp._cache_probe import guard_session
 from resilient_mcp._mcp._errors import (
     RESPONSE_STREAM_LOST,
     SESSION_EXPIRED_MESSAGES,
@@ -164,6 +165,17 @@ async def test_guarded_session_still_serves_the_sdk_cache():
             flag.reset(token)
 
     assert [t.name for t in first.tools] == [t.name for t in cached.tools]
+
+
+async def test_a_client_without_cache_is_not_guarded():
+    """Without a response cache nothing is probed, so nothing is wrapped."""
+    server, _ = counting_server()
+    async with Client(server, cache=None) as plain, Client(server) as cached:
+        guard_session(plain)
+        guard_session(cached)
+
+        assert "send_request" not in vars(plain.session)
+        assert "send_request" in vars(cached.session)
 
 
 def test_response_stream_texts_are_the_sdks():

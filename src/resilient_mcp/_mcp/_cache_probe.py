@@ -39,8 +39,14 @@ class _CacheMiss(Exception):  # noqa: N818
 
 
 def guard_session(client: Client) -> None:
-    """Make *client* refuse wire requests during :func:`from_cache`."""
-    refuse_requests_while(client, _PROBING, _CacheMiss)
+    """
+    Make *client* refuse wire requests during :func:`from_cache`.
+
+    A client without a response cache is never probed, so its requests
+    are left alone (no wrapper, no frame of ours on every request).
+    """
+    if client.cache is not None:
+        refuse_requests_while(client, _PROBING, _CacheMiss)
 
 
 async def from_cache(
