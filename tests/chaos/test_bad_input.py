@@ -55,7 +55,7 @@ from resilient_mcp import (
     ResilientMCPClient,
     RetryConfig,
 )
-from resilient_mcp._mcp._client import _check_arguments
+from resilient_mcp._mcp._tool_call import check_arguments
 from resilient_mcp.testing.chaos import (
     PADDING_KEY,
     ChaosTransport,
@@ -314,7 +314,7 @@ def test_the_argument_check_agrees_with_the_sdks_serialiser(arguments):
     else:
         serialisable = all(isinstance(key, str) for key in arguments)
     try:
-        _check_arguments("t", arguments)
+        check_arguments("t", arguments)
     except PermanentError:
         accepted = False
     else:

@@ -133,10 +133,10 @@ async def test_new_tools_annotations_are_learned(autojump_clock, mode):
         session=SessionConfig(client_options={"mode": mode}),
     )
     async with ResilientMCPClient(server, config=config) as client:
-        assert not client._retry_safe("later")
+        assert not client._catalog.retry_safe("later")
         await client.call_tool("grow", {})
         # Legacy sessions hear the server's notification at once.
-        assert (mode == "legacy") == client._tools_stale
+        assert (mode == "legacy") == client._catalog.stale
         result = await client.call_tool("later", {})
 
     assert "later" == result.structured_content["result"]

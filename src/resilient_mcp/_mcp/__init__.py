@@ -5,20 +5,21 @@ The MCP adapter: the only part of resilient_mcp that imports ``mcp``.
 recovers the HTTP status and ``Retry-After`` the SDK drops; ``_transport``
 builds transports from server specs and notices when one ends; and
 ``_session`` supervises one ``mcp.Client`` per server in a task of its own,
-reconnecting when it dies.
+reconnecting when it dies; ``_client`` is the facade that puts every
+operation through the resilience pipeline.  ``_sdk_private`` holds the
+little that relies on what the SDK does not make public.
 """
 
-from ._client import (
-    OperationMetrics,
-    ResilientClientMetrics,
-    ResilientMCPClient,
-    ToolError,
-    ToolMetrics,
-)
+from ._client import ResilientMCPClient
 from ._client_config import (
     OPERATION_KINDS,
     SEED_BULKHEADS,
     ResilientClientConfig,
+)
+from ._client_metrics import (
+    OperationMetrics,
+    ResilientClientMetrics,
+    ToolMetrics,
 )
 from ._config import SessionConfig
 from ._errors import (
@@ -30,7 +31,6 @@ from ._errors import (
     SessionLostError,
     is_session_fatal,
     leaf_exceptions,
-    parse_retry_after,
     root_cause,
     translate_mcp_error,
     translate_runtime_error,
@@ -41,9 +41,11 @@ from ._http import (
     capture_http_errors,
     create_http_client,
     install_status_hook,
+    parse_retry_after,
     record_http_error,
 )
-from ._session import (
+from ._session import SessionSupervisor, open_session_supervisor
+from ._session_types import (
     LiveSession,
     ServerSource,
     SessionEvent,
@@ -51,9 +53,8 @@ from ._session import (
     SessionListener,
     SessionMetrics,
     SessionState,
-    SessionSupervisor,
-    open_session_supervisor,
 )
+from ._tool_call import ToolError
 from ._transport import ServerSpec, watch_transport
 
 

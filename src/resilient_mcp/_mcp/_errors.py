@@ -36,11 +36,7 @@ tool's answer, and it leaves this layer untouched.
 
 from __future__ import annotations
 
-import math
-
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Final
+from typing import Final, Literal
 
 from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
 from mcp_types import (
@@ -236,50 +232,35 @@ class SessionClosedError(ResilienceError, RuntimeError):
     """
 
 
-def parse_retry_after(
-    value: str | None, date: str | None = None
-) -> float | None:
+def told_by_text(
+    code: int, message: str
+) -> Literal["response-stream-lost", "session-expired"] | None:
     """
-    Read an HTTP ``Retry-After`` header as seconds to wait.
+    What an SDK error means where only its message text tells.
 
-    Args:
-        value: The header: delay-seconds (``"120"``; a fraction is
-            accepted) or an HTTP date.
-        date: The response's ``Date`` header.  An HTTP-date value is
-            measured against it, as RFC 9110 suggests, so that clock skew
-            between client and server does not matter; without it, against
-            the local wall clock.
+    The one place that reads the SDK's error *text*; everything else goes
+    by exception type and JSON-RPC code.  In ``mcp`` 2.3 two cases share
+    their code with errors that mean something else
+    (``tests/mcp/test_sdk_private.py`` pins the texts):
+
+    * ``-32000`` with a message starting ``"SSE stream"``: the streamable
+      HTTP transport lost the response stream of *one* request (an event
+      over its size limit, a stream that ended without the answer); the
+      same code otherwise means the whole connection closed.
+    * ``-32600`` ``"Session not found"`` (a restarted server's 404 answer)
+      or ``"Session terminated"`` (the transport's stand-in for a bare
+      404): the server no longer knows our HTTP session; the same code
+      otherwise means an invalid request.
 
     Returns:
-        Seconds, at least 0, or ``None`` when *value* is missing or
-        unreadable.
+        ``"response-stream-lost"``, ``"session-expired"``, or ``None``
+        (the code says it all).
     """
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        when = _http_date(text)
-        if when is None:
-            return None
-        reference = _http_date(date) if date is not None else None
-        if reference is None:
-            reference = datetime.now(UTC)
-        seconds = (when - reference).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def _http_date(text: str) -> datetime | None:
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when
+    if code == CONNECTION_CLOSED and message.startswith(RESPONSE_STREAM_LOST):
+        return "response-stream-lost"
+    if code == INVALID_REQUEST and message in SESSION_EXPIRED_MESSAGES:
+        return "session-expired"
+    return None
 
 
 def is_session_fatal(exc: BaseException) -> bool:
@@ -292,10 +273,11 @@ def is_session_fatal(exc: BaseException) -> bool:
     """
     if not isinstance(exc, MCPError):
         return False
-    if exc.code == CONNECTION_CLOSED:
-        return not exc.message.startswith(RESPONSE_STREAM_LOST)
-    return exc.code == INVALID_REQUEST and exc.message in (
-        SESSION_EXPIRED_MESSAGES
+    code = exc.code
+    if code == CONNECTION_CLOSED:
+        return told_by_text(code, exc.message) is None
+    return code == INVALID_REQUEST and (
+        told_by_text(code, exc.message) == "session-expired"
     )
 
 
@@ -320,19 +302,20 @@ def translate_mcp_error(
     """
     code = exc.code
     message = exc.message
+    told = told_by_text(code, message)
     error: Exception = exc
     if isinstance(exc, UrlElicitationRequiredError):
         pass  # a request for user action, not a failure
     elif code == CONNECTION_CLOSED:
         what = (
             "MCP response stream lost"
-            if message.startswith(RESPONSE_STREAM_LOST)
+            if told == "response-stream-lost"
             else "MCP session lost"
         )
         error = SessionLostError(f"{what}: {message}", exc)
     elif code == REQUEST_TIMEOUT:
         error = RequestTimeoutError(f"MCP request timed out: {message}", exc)
-    elif code == INVALID_REQUEST and message in SESSION_EXPIRED_MESSAGES:
+    elif told == "session-expired":
         error = NotSentError(
             f"MCP server no longer knows the session: {message}",
             exc,
@@ -386,6 +369,10 @@ def translate_validation_error(exc: ValidationError) -> Exception:
 def translate_runtime_error(exc: RuntimeError) -> Exception | None:
     """
     Map the SDK's ``RuntimeError`` about structured content, if it is one.
+
+    The SDK raises a bare ``RuntimeError`` there, told apart from others
+    by its text only (``STRUCTURED_CONTENT_INVALID``, pinned by
+    ``tests/mcp/test_sdk_private.py``).
 
     Args:
         exc: What the SDK call raised.
@@ -451,6 +438,12 @@ def leaf_exceptions(exc: BaseException) -> list[BaseException]:
             leaves.extend(leaf_exceptions(inner))
         return leaves
     return [exc]
+
+
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error inside *group*, or *group* if there are more."""
+    leaves = leaf_exceptions(group)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -14,20 +14,27 @@ back after the error.
 from __future__ import annotations
 
 import contextvars
+import math
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Final, final
 
 import attrs
 import httpx2
 
-from mcp.shared._httpx_utils import create_mcp_http_client
-
-from ._errors import parse_retry_after
-
 
 HTTP_ERROR: Final = 400  # the smallest status worth recording
+
+# The SDK's defaults for its own streamable HTTP client (mcp 2.3:
+# MCP_DEFAULT_TIMEOUT and MCP_DEFAULT_SSE_READ_TIMEOUT, in the private
+# mcp.shared._httpx_utils): a long read timeout, since a server may hold a
+# response stream open.  Redirects stay off, the httpx2 default: the SDK's
+# transport follows them itself, within the endpoint's origin only.
+MCP_HTTP_TIMEOUT: Final = 30.0  # seconds: connect, write, pool
+MCP_HTTP_READ_TIMEOUT: Final = 300.0  # seconds: reading a response
 
 
 @final
@@ -50,6 +57,52 @@ class HTTPResponseBox:
 _BOX: Final[contextvars.ContextVar[HTTPResponseBox | None]] = (
     contextvars.ContextVar("resilient_mcp_http_response", default=None)
 )
+
+
+def parse_retry_after(
+    value: str | None, date: str | None = None
+) -> float | None:
+    """
+    Read an HTTP ``Retry-After`` header as seconds to wait.
+
+    Args:
+        value: The header: delay-seconds (``"120"``; a fraction is
+            accepted) or an HTTP date.
+        date: The response's ``Date`` header.  An HTTP-date value is
+            measured against it, as RFC 9110 suggests, so that clock skew
+            between client and server does not matter; without it, against
+            the local wall clock.
+
+    Returns:
+        Seconds, at least 0, or ``None`` when *value* is missing or
+        unreadable.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        when = _http_date(text)
+        if when is None:
+            return None
+        reference = _http_date(date) if date is not None else None
+        if reference is None:
+            reference = datetime.now(UTC)
+        seconds = (when - reference).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _http_date(text: str) -> datetime | None:
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when
 
 
 async def record_http_error(response: httpx2.Response) -> None:
@@ -88,6 +141,20 @@ def install_status_hook(client: httpx2.AsyncClient) -> httpx2.AsyncClient:
     return client
 
 
+def default_http_client() -> httpx2.AsyncClient:
+    """
+    An httpx2 client set up as the SDK sets up its own.
+
+    The timeouts of the SDK's default streamable HTTP client
+    (``MCP_HTTP_TIMEOUT``, ``MCP_HTTP_READ_TIMEOUT``) and httpx2's defaults
+    for everything else: no redirects followed, no extra headers, at most
+    100 connections.  Built with public httpx2 API only.
+    """
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(MCP_HTTP_TIMEOUT, read=MCP_HTTP_READ_TIMEOUT)
+    )
+
+
 def create_http_client(
     factory: Callable[[], httpx2.AsyncClient] | None = None,
 ) -> httpx2.AsyncClient:
@@ -95,13 +162,13 @@ def create_http_client(
     A fresh httpx2 client for the MCP transport, with the status hook.
 
     Args:
-        factory: Builds the client; the SDK's ``create_mcp_http_client``
-            (30 s connect/write/pool timeouts, 300 s read timeout) when
-            ``None``.
+        factory: Builds the client; :func:`default_http_client` (the
+            SDK's defaults: 30 s connect/write/pool timeouts, 300 s read
+            timeout) when ``None``.
 
     .. versionadded:: 0.1.0
     """
-    client = (factory or create_mcp_http_client)()
+    client = (factory or default_http_client)()
     return install_status_hook(client)
 
 

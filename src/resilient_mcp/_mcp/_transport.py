@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 
     import httpx2
 
-    from mcp.client._transport import TransportStreams
-    from mcp.shared._stream_protocols import ReadStream
     from mcp.shared.message import SessionMessage
+
+    from ._streams import ReadStream, TransportStreams
 
 
 ServerSpec: TypeAlias = (

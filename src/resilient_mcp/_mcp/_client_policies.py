@@ -1,0 +1,167 @@
+"""
+The resilience policies of one client: one pipeline per MCP method.
+
+Every operation goes through a bulkhead for its kind, the retry policy,
+the server's circuit breaker and a timeout (``_pipeline.py`` stacks them).
+The server's breaker counts what says the *server* is unwell; bad requests,
+a tool's own open breaker and the supervisor's fail-fast during its
+reconnect backoff do not count against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final, final
+
+import attrs
+
+from .._breaker import CircuitBreaker
+from .._bulkhead import Bulkhead
+from .._errors import CircuitBreakerError, PermanentError
+from .._metrics import LatencyRecorder
+from .._pipeline import ResiliencePipeline
+from .._retry import RetryManager
+from ._client_config import ResilientClientConfig
+from ._errors import NotSentError
+from ._pushback import Pushback
+
+
+TOOL_LATENCY_DIGITS: Final = 2  # significant digits of per-tool histograms
+
+KINDS: Final = {
+    "tools/list": "tools",
+    "tools/call": "tools",
+    "resources/list": "resources",
+    "resources/templates/list": "resources",
+    "resources/read": "resources",
+    "prompts/list": "prompts",
+    "prompts/get": "prompts",
+    "completion/complete": "completion",
+    "ping": None,
+}
+"""Each MCP method, and the bulkhead (operation kind) it goes through."""
+
+
+def never_sent(exc: Exception) -> bool:
+    """Whether *exc* proves that the request never left the client."""
+    return isinstance(exc, NotSentError)
+
+
+def counts_against_server(
+    user: Callable[[BaseException], bool] | None,
+) -> Callable[[BaseException], bool]:
+    """The server breaker's ``is_failure``, around the user's own."""
+
+    def is_failure(exc: BaseException) -> bool:
+        if isinstance(exc, PermanentError | CircuitBreakerError):
+            return False  # a bad request, or a tool's own breaker
+        if isinstance(exc, NotSentError) and exc.reason == "backoff":
+            return False  # the supervisor failing fast on its own
+        return True if user is None else user(exc)
+
+    return is_failure
+
+
+@final
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
+class ClientPolicies:
+    """
+    The policies and pipelines of one client; see :meth:`from_config`.
+
+    ``tools/call`` has two pipelines: ``pipelines["tools/call"]`` for
+    calls safe to retry, and :attr:`unsafe_calls` for the others, retried
+    only when the request provably never left the client (both record
+    latency under ``"tools/call"``).
+    """
+
+    breaker: CircuitBreaker
+    """The server's breaker."""
+    pushback: Pushback
+    """The server's last ``Retry-After``, held against :attr:`breaker`."""
+    retry: RetryManager
+    bulkheads: dict[str, Bulkhead]
+    """Per operation kind."""
+    recorder: LatencyRecorder
+    """Per-method latencies plus the overall."""
+    tool_recorder: LatencyRecorder
+    """Per-tool latencies of ``tools/call``."""
+    pipelines: dict[str, ResiliencePipeline]
+    """Per MCP method."""
+    unsafe_calls: ResiliencePipeline
+    """``tools/call`` of tools not safe to repeat."""
+
+    @classmethod
+    def from_config(
+        cls, config: ResilientClientConfig, name: str
+    ) -> ClientPolicies:
+        """Build the policies *config* asks for, named *name*."""
+        pushback = Pushback()
+        breaker = CircuitBreaker(
+            attrs.evolve(
+                config.circuit_breaker,
+                is_failure=counts_against_server(
+                    config.circuit_breaker.is_failure
+                ),
+            ),
+            name=name,
+            listeners=[pushback.on_breaker_change],
+        )
+        pushback.breaker = breaker
+        retry = RetryManager(config.retry, name=name)
+        bulkheads = {
+            kind: Bulkhead(bulkhead)
+            for kind, bulkhead in config.bulkheads.items()
+            if bulkhead is not None
+        }
+        recorder = LatencyRecorder()
+        # Per-tool histograms at 2 significant digits (1 %): sparse while
+        # latencies cluster, 27 KB at most (185 KB at 3 digits), so 1,000
+        # tracked tools cost 27 MB in the worst case.
+        tool_recorder = LatencyRecorder(
+            max_keys=config.max_tracked_tools,
+            significant_figures=TOOL_LATENCY_DIGITS,
+        )
+
+        def pipeline(
+            method: str,
+            kind: str | None,
+            timeout: float | None,
+            retry_if: Callable[[Exception], bool] | None = None,
+        ) -> ResiliencePipeline:
+            # The unsafe tools/call pipeline records under "tools/call".
+            return ResiliencePipeline(
+                bulkhead=bulkheads.get(kind) if kind else None,
+                retry=retry,
+                circuit_breaker=breaker,
+                timeout=timeout,
+                name=method,
+                recorder=recorder,
+                record_key=method.partition(":")[0],
+                retry_if=retry_if,
+            )
+
+        timeout = config.attempt_timeout
+        pipelines = {
+            method: pipeline(method, kind, timeout)
+            for method, kind in KINDS.items()
+        }
+        # A progress-aware timeout replaces the pipeline's for tools/call.
+        if config.progress_timeout_cap is not None:
+            timeout = None
+        pipelines["tools/call"] = pipeline("tools/call", "tools", timeout)
+        return cls(
+            breaker=breaker,
+            pushback=pushback,
+            retry=retry,
+            bulkheads=bulkheads,
+            recorder=recorder,
+            tool_recorder=tool_recorder,
+            pipelines=pipelines,
+            unsafe_calls=pipeline(
+                "tools/call:unsafe", "tools", timeout, retry_if=never_sent
+            ),
+        )
+
+    def all_pipelines(self) -> list[ResiliencePipeline]:
+        """Every pipeline, the unsafe ``tools/call`` one last."""
+        return [*self.pipelines.values(), self.unsafe_calls]
