@@ -330,7 +330,7 @@ class Plan:
                             permit = await _admit_slowly(stage, began, permit)
                         admitted = True
                     own = began + stage.limit
-                    if min(own, deadline) == math.inf:
+                    if own == deadline == math.inf:
                         result = await fn(*args)
                     else:
                         result = await _until(
@@ -382,7 +382,7 @@ class Plan:
         Raises:
             DeadlineExpired: The call's deadline passed during the wait.
         """
-        if not isinstance(error, Exception):
+        if retry is _NO_RETRY or not isinstance(error, Exception):
             return -1.0
         delay = retry.next_delay(
             error,
@@ -407,9 +407,12 @@ class Plan:
 @final
 class _Slow:
     """
-    A call that :func:`_admit` could not admit at once.
+    A call that a stage could not admit at once.
 
     *error* is the policy's rejection, or ``None`` when the call may wait.
+    The engine deals with it outside the ``except`` block that caught the
+    reason: there, a waiting call would keep the WouldBlock and its
+    traceback alive for the whole wait (about 1.4 KB per queued caller).
     """
 
     __slots__ = ("error",)
@@ -426,10 +429,7 @@ def _admit(stage: Stage, now: float) -> Any:
     Enter *stage* at once: its permit, or a :class:`_Slow` to deal with.
 
     Admission at once is the common case, and it costs no coroutine: the
-    rejection and the wait go to :func:`_admit_slowly`.  Neither happens
-    inside this ``except`` block, where a waiting call would keep the
-    WouldBlock and its traceback alive for the whole wait (about 1.4 KB
-    per queued caller).
+    rejection and the wait go to :func:`_admit_slowly`.
     """
     try:
         return stage.enter_nowait(now)
