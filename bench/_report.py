@@ -147,7 +147,7 @@ def _comparison(result: ComparisonResult) -> str:
             )
         )
     parts = [
-        f"### {comparison.title} ({comparison.backend})",
+        f"### {comparison.title} ({comparison.where})",
         "",
         f"`{comparison.id}`: {comparison.calls:,} calls per variant per "
         f"round x {comparison.rounds} rounds, interleaved, after "
