@@ -206,12 +206,14 @@ def _profiles(
     if not options.profile:
         return {}
     by_id = {r.comparison.id: r.comparison for r in results}
-    wanted: dict[tuple[str, str], list[str]] = {}
+    wanted: dict[tuple[str, str, str | None], list[str]] = {}
     for verdict in verdicts:
         if verdict.status == MISSED and verdict.profile is not None:
-            wanted.setdefault(verdict.profile, []).append(verdict.name)
+            comparison_id, label = verdict.profile
+            key = (comparison_id, label, verdict.profile_against)
+            wanted.setdefault(key, []).append(verdict.name)
     spots = {}
-    for (comparison_id, label), names in wanted.items():
+    for (comparison_id, label, against), names in wanted.items():
         comparison = by_id.get(comparison_id)
         if comparison is None:
             continue
@@ -219,8 +221,10 @@ def _profiles(
             500 if comparison_id.startswith("mcp-") else sizes.profile_calls
         )
         progress(f"profiling {label} ({comparison_id})")
-        title = f"{'; '.join(names)}: {label} ({comparison.backend})"
-        spots[title] = profile_arm(comparison, label, calls, top=10)
+        title = f"{'; '.join(names)}: {label} ({comparison.where})"
+        spots[title] = profile_arm(
+            comparison, label, calls, top=10, against=against
+        )
     return spots
 
 

@@ -25,6 +25,7 @@ become the ``.hlog`` files.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import cProfile
 import gc
@@ -88,9 +89,21 @@ class Comparison:
     rounds: int
     warmup_rounds: int = 1
     note: str = ""
+    # How an asyncio comparison starts its loop: "anyio" (``anyio.run``,
+    # which sets sniffio's context variable, so anyio finds its backend
+    # at once) or "asyncio" (plain ``asyncio.run``, as most asyncio
+    # applications start).  Ignored on trio.
+    runner: str = "anyio"
 
     def baseline_of(self, arm: Arm) -> str:
         return arm.baseline or self.floor
+
+    @property
+    def where(self) -> str:
+        """The backend as the report names it: ``asyncio under anyio.run``."""
+        if self.backend == "trio":
+            return "trio"
+        return f"asyncio under {self.runner}.run"
 
 
 @attrs.define(eq=False)
@@ -235,10 +248,22 @@ def describe(exc: BaseException) -> str:
     return f"{name}: {message}" if message else name
 
 
-def run_on(backend: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """Run ``fn(*args)`` on a fresh event loop of *backend*."""
+def run_on(
+    backend: str,
+    fn: Callable[..., Awaitable[Any]],
+    *args: Any,
+    runner: str = "anyio",
+) -> Any:
+    """
+    Run ``fn(*args)`` on a fresh event loop of *backend*.
+
+    On asyncio, *runner* ``"asyncio"`` starts the loop with plain
+    :func:`asyncio.run`, and ``"anyio"`` with :func:`anyio.run`.
+    """
     if backend == "trio":
         return trio.run(fn, *args)
+    if runner == "asyncio":
+        return asyncio.run(fn(*args))
     return anyio.run(fn, *args, backend="asyncio")
 
 
@@ -335,7 +360,12 @@ def run_comparison(comparison: Comparison, seed: int) -> ComparisonResult:
     started = time.time()
     wall = time.perf_counter()
     results = run_on(
-        comparison.backend, _run_rounds, comparison, overhead, seed
+        comparison.backend,
+        _run_rounds,
+        comparison,
+        overhead,
+        seed,
+        runner=comparison.runner,
     )
     wall = time.perf_counter() - wall
     _pair(comparison, results)
@@ -424,7 +454,11 @@ async def _profiled(
 
 
 def profile_arm(
-    comparison: Comparison, label: str, calls: int, top: int = 8
+    comparison: Comparison,
+    label: str,
+    calls: int,
+    top: int = 8,
+    against: str | None = None,
 ) -> Profile:
     """
     Profile an arm and its baseline with cProfile; list what differs.
@@ -432,13 +466,20 @@ def profile_arm(
     Both run *calls* times in one event loop.  Each function's own time
     per call in the baseline is subtracted from its own time per call in
     the arm, so what is left is the time the arm adds, and where.
+    *against* profiles another arm as the baseline instead of the arm's
+    own (an MCP client against the minimal client by hand, say).
     cProfile slows every Python call down by roughly the same amount, so
     the times are inflated; the shares are what to read.
     """
     arm = next(a for a in comparison.arms if a.label == label)
-    baseline = comparison.baseline_of(arm)
+    baseline = against or comparison.baseline_of(arm)
     mine, base = run_on(
-        comparison.backend, _profiled, comparison, (label, baseline), calls
+        comparison.backend,
+        _profiled,
+        comparison,
+        (label, baseline),
+        calls,
+        runner=comparison.runner,
     )
     extra = {}
     for func, (ncalls, tottime) in mine.items():

@@ -182,11 +182,12 @@ def recorded(op: Variant = noop) -> Variant:
     return functools.partial(pipeline.call, op)
 
 
-def breaker_arms() -> tuple[Arm, ...]:
+def breaker_arms(baseline: str) -> tuple[Arm, ...]:
     return (
         Arm(
             label=BREAKER,
             factory=_breaker(CircuitBreakerConfig(request_timeout=None)),
+            baseline=baseline,
             note="request_timeout=None",
         ),
     )
@@ -201,19 +202,24 @@ def breaker_timeout_arm(baseline: str) -> Arm:
     )
 
 
-def open_arms() -> tuple[Arm, ...]:
+def open_arms(baseline: str) -> tuple[Arm, ...]:
     return (
         Arm(
             label=BREAKER_OPEN,
             factory=_open(open_breaker_call),
+            baseline=baseline,
             note="raise and catch CircuitBreakerError",
         ),
-        Arm(label=PIPELINE_OPEN, factory=_open(open_pipeline_call)),
+        Arm(
+            label=PIPELINE_OPEN,
+            factory=_open(open_pipeline_call),
+            baseline=baseline,
+        ),
     )
 
 
-def retry_arms() -> tuple[Arm, ...]:
-    return (Arm(label=RETRY, factory=_retry),)
+def retry_arms(baseline: str) -> tuple[Arm, ...]:
+    return (Arm(label=RETRY, factory=_retry, baseline=baseline),)
 
 
 def bulkhead_arms(limiter: str, limiter_scope: str) -> tuple[Arm, ...]:

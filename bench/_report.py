@@ -147,7 +147,7 @@ def _comparison(result: ComparisonResult) -> str:
             )
         )
     parts = [
-        f"### {comparison.title} ({comparison.backend})",
+        f"### {comparison.title} ({comparison.where})",
         "",
         f"`{comparison.id}`: {comparison.calls:,} calls per variant per "
         f"round x {comparison.rounds} rounds, interleaved, after "
@@ -320,9 +320,13 @@ def render(
             "## Where the time goes in the missed targets",
             "",
             (
-                "Each missed variant and its baseline, profiled with "
-                "cProfile in one event loop; per function, the variant's "
-                "own time per call minus the baseline's, largest first.  "
+                "Each missed variant and what its target compares it "
+                "with (its floor; for the MCP client, the minimal client "
+                "by hand; on asyncio, the fastest peer stack), profiled "
+                "with cProfile in one event loop; per function, the "
+                "variant's own time per call minus the other's, largest "
+                "first.  How far off the target is: the *by* column "
+                "above.  "
                 "cProfile inflates every Python call alike: read the "
                 "shares, not the times; and it counts every resumption of "
                 "a coroutine as a call."

@@ -17,7 +17,7 @@ import attrs
 from . import _floors as floors
 from . import _ours as ours
 from . import _peers as peers
-from ._harness import BACKENDS, Arm, Comparison, Variant, arms
+from ._harness import BACKENDS, Arm, Comparison, arms
 from ._mcp import mcp_comparisons
 
 
@@ -70,22 +70,6 @@ class Sizes:
         )
 
 
-def _raise_and_catch(_stack: object) -> Variant:
-    class RejectedError(Exception):
-        pass
-
-    async def op() -> None:
-        try:
-            raise RejectedError  # noqa: TRY301
-        except RejectedError:
-            return
-
-    return op
-
-
-RAISE: Final = "raise + catch a new exception"
-
-
 def _comparison(  # noqa: PLR0917 (reads like the table it makes)
     group: str,
     title: str,
@@ -132,8 +116,9 @@ def breaker_suite(sizes: Sizes) -> list[Comparison]:
                 floors.BARE,
                 arms(
                     floors.bare_floor(),
+                    floors.breaker_floor(backend),
                     floors.scope_floor(backend),
-                    ours.breaker_arms(),
+                    ours.breaker_arms(floors.BREAKER),
                     ours.breaker_timeout_arm(floors.SCOPE),
                     peers.breaker_peers(),
                 ),
@@ -149,8 +134,8 @@ def breaker_suite(sizes: Sizes) -> list[Comparison]:
                 arms(
                     floors.bare_floor(),
                     floors.checkpoint_floor(backend),
-                    Arm(label=RAISE, factory=_raise_and_catch, kind="floor"),
-                    ours.open_arms(),
+                    floors.open_floors(backend),
+                    ours.open_arms(floors.OPEN),
                     peers.open_breaker_peers(),
                 ),
                 sizes,
@@ -167,7 +152,12 @@ def retry_suite(sizes: Sizes) -> list[Comparison]:
             "Retry, success on the first attempt",
             backend,
             floors.BARE,
-            arms(floors.bare_floor(), ours.retry_arms(), peers.retry_peers()),
+            arms(
+                floors.bare_floor(),
+                floors.retry_floor(backend),
+                ours.retry_arms(floors.RETRY),
+                peers.retry_peers(),
+            ),
             sizes,
         )
         for backend in BACKENDS
@@ -242,8 +232,9 @@ def recording_suite(sizes: Sizes) -> list[Comparison]:
     ]
 
 
-def pipeline_suite(sizes: Sizes) -> list[Comparison]:
-    return [
+def _pipeline(sizes: Sizes, backend: str, runner: str = "anyio") -> Comparison:
+    plain = backend == "asyncio" and runner == "asyncio"
+    return attrs.evolve(
         _comparison(
             "pipeline",
             "Full pipeline: ours, the floor, and peer stacks",
@@ -261,8 +252,25 @@ def pipeline_suite(sizes: Sizes) -> list[Comparison]:
                 "Every stack: bulkhead( retry( breaker( timeout( op ) ) ) ) "
                 "plus recording the call's latency."
             ),
-        )
-        for backend in BACKENDS
+        ),
+        id=f"pipeline-{backend}-run" if plain else f"pipeline-{backend}",
+        runner=runner,
+    )
+
+
+PIPELINE_ASYNCIO_RUN: Final = "pipeline-asyncio-run"
+"""The pipeline under plain ``asyncio.run``: the asyncio target's."""
+
+
+def pipeline_suite(sizes: Sizes) -> list[Comparison]:
+    # On asyncio twice: under anyio.run, as the other asyncio comparisons,
+    # and under plain asyncio.run, where anyio has to find its backend
+    # on every call (sniffio's context variable is not set), as in most
+    # asyncio applications.  The asyncio target is judged on the second.
+    return [
+        _pipeline(sizes, "trio"),
+        _pipeline(sizes, "asyncio"),
+        _pipeline(sizes, "asyncio", runner="asyncio"),
     ]
 
 

@@ -51,6 +51,10 @@ def test_report_has_every_section(results):
         "## Scale",
         "## Which peers run on trio",
         "### Full pipeline: ours, the floor, and peer stacks (trio)",
+        (
+            "### Full pipeline: ours, the floor, and peer stacks "
+            "(asyncio under asyncio.run)"
+        ),
         "### MCP call_tool round trip, stdio (trio)",
     ):
         assert heading in report
@@ -61,9 +65,11 @@ def test_hlogs_parse_with_a_histogram_per_round(results):
     """Each comparison's .hlog parses, and every interval holds values."""
     paths = sorted(results.glob("*.hlog"))
 
-    assert {"pipeline-trio.hlog", "mcp-stdio-asyncio.hlog"} <= {
-        p.name for p in paths
-    }
+    assert {
+        "pipeline-trio.hlog",
+        "pipeline-asyncio-run.hlog",
+        "mcp-stdio-asyncio.hlog",
+    } <= {p.name for p in paths}
     for path in paths:
         parsed = read_hlog(path)
         assert parsed.intervals
