@@ -38,7 +38,6 @@ from typing import Any, Final
 import attrs
 
 from mcp import Client
-from mcp.client._memory import InMemoryTransport
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from resilient_mcp import (
@@ -48,6 +47,7 @@ from resilient_mcp import (
     ResilientMCPClient,
     RetryConfig,
 )
+from resilient_mcp._mcp._sdk_private import InMemoryTransport
 
 from ._echo_server import build_server
 from ._floors import TIMEOUT, minimal_client
