@@ -37,9 +37,11 @@ class Maintenance(PolicyBase):
         self.closed = False
         self.seen: list[tuple[str, float]] = []
         self.expirations = 0
+        self.refused = 0
 
     def enter_nowait(self, now: float) -> float:
         if self.closed:
+            self.refused += 1
             raise MaintenanceError(f"{self.name}: down for maintenance")
         return now
 
@@ -207,5 +209,29 @@ def test_a_call_policy_may_wait(run):
         # Waited 4 s, ran 1 s: elapsed is counted from arrival.
         assert [("ok", 5.0)] == gate.seen
         assert 1 == pipeline.bulkhead.metrics().completed_requests
+
+    run(scenario)
+
+
+def test_a_rejection_after_another_policy_leaves_it(run):
+    """A refusal by the second policy releases the first, counted once."""
+
+    async def scenario():
+        first, second = Maintenance("first"), Maintenance("second")
+        second.closed = True
+        pipeline = ResiliencePipeline(
+            bulkhead=BulkheadConfig(name="tools"),
+            call_policies=[first, second],
+        )
+
+        with pytest.raises(MaintenanceError, match="second"):
+            await pipeline.call(Script("never"))
+
+        assert [("failed", 0.0)] == first.seen
+        assert [] == second.seen
+        assert 1 == second.refused
+        metrics = pipeline.bulkhead.metrics()
+        assert 1 == metrics.completed_requests
+        assert 0 == metrics.active_requests
 
     run(scenario)

@@ -184,25 +184,16 @@ class _Many:
         raise trio.WouldBlock
 
     async def enter(self, now: float) -> list[Any]:
-        policies = self.policies
         permits: list[Any] = []
-        for policy in policies:
-            blocked = rejected = False
+        for policy in self.policies:
             try:
-                permits.append(policy.enter_nowait(now))
-            except WOULD_BLOCK:
-                blocked = True
-            except Exception:
-                rejected = True
-            if rejected or blocked:
-                try:
-                    if rejected:
-                        await checkpoint()  # every rejection is one
-                        policy.enter_nowait(now)  # raises it again
-                    permits.append(await policy.enter(now))
-                except BaseException as exc:
-                    self.leave(permits, current_time(), 0.0, exc)
-                    raise
+                permit = _admit(policy, now)
+                if type(permit) is _Slow:
+                    permit = await _admit_slowly(policy, now, permit)
+            except BaseException as exc:
+                self.leave(permits, current_time(), 0.0, exc)
+                raise
+            permits.append(permit)
         return permits
 
     def leave(
@@ -347,7 +338,8 @@ class Plan:
                     retry, error, attempt, delay, start, end, deadline
                 )
                 if delay < 0.0:
-                    raise error  # noqa: TRY301 (the attempt's own error, as it was)
+                    # The attempt's own error, as it was raised.
+                    raise error  # noqa: TRY301
                 attempt += 1
                 began = now()
         except BaseException as exc:
@@ -424,7 +416,15 @@ class _Slow:
 _WAIT: Final = _Slow(None)
 
 
-def _admit(stage: Stage, now: float) -> Any:
+class _Entry(Protocol):
+    """A stage, or one policy: what can be entered."""
+
+    def enter_nowait(self, now: float) -> Any: ...
+
+    async def enter(self, now: float) -> Any: ...
+
+
+def _admit(stage: _Entry, now: float) -> Any:
     """
     Enter *stage* at once: its permit, or a :class:`_Slow` to deal with.
 
@@ -439,7 +439,7 @@ def _admit(stage: Stage, now: float) -> Any:
         return _Slow(exc)
 
 
-async def _admit_slowly(stage: Stage, now: float, slow: _Slow) -> Any:
+async def _admit_slowly(stage: _Entry, now: float, slow: _Slow) -> Any:
     """
     Wait to enter *stage*, or raise its rejection after a checkpoint.
 
