@@ -1,9 +1,11 @@
 """
-The retry loop, built on the pure delay math of :mod:`._backoff`.
+The retry policy: whether, and when, to try a failed call again.
 
-The success path is one ``try`` around the first attempt and a counter: no
-per-call object, no clock read unless a time budget is configured.  All
-the bookkeeping of a retry happens only after a first failure.
+The engine (:mod:`._engine`) runs the attempts; after each failed one it
+asks :meth:`RetryManager.next_delay`, which decides from the error, the
+attempt number, the time budget and the caller's deadline, with the pure
+delay math of :mod:`._backoff`, and counts the outcome.  Nothing is
+allocated and no clock is read for a call whose first attempt succeeds.
 """
 
 from __future__ import annotations
