@@ -124,6 +124,8 @@ class Timeout:
     Args:
         seconds: The limit, in seconds.
         where: What imposes it, for the error (``"pipeline 'x'"``).
+
+    .. versionadded:: 0.1.0
     """
 
     __slots__ = ("time_limit", "where")
@@ -165,15 +167,15 @@ class Timeout:
 
 class DeadlineExpired(BaseException):
     """
-    An enclosing policy's deadline passed inside a merged cancel scope.
+    A call policy's deadline passed inside an attempt's cancel scope.
 
-    To enter one cancel scope per attempt instead of one per policy, the
-    bulkhead hands its deadline down and the innermost timeout enters one
-    scope for the earlier of the two.  When it was the enclosing deadline
-    that passed, this is raised instead of a timeout, so that the inner
-    policies treat it like a cancellation (not counted, not retried) and
-    the policy that owns the deadline turns it into its own CallTimeout.
-    It is a BaseException for that reason, and never leaves the library.
+    The engine enters one cancel scope per attempt, for the earlier of the
+    attempt's limit and the call's (a bulkhead's ``request_timeout``, say).
+    When it was the call's deadline that passed, this is raised instead of
+    a timeout, so that the attempt policies and the retry treat it like a
+    cancellation (not counted, not retried) and the call policy that owns
+    the deadline turns it into its own error (``expired``).  It is a
+    BaseException for that reason, and never leaves the library.
     """
 
 
@@ -182,9 +184,9 @@ class DeadlinePassed(BaseException):
     A :class:`DeadlineAware` operation's deadline passed: it was cancelled.
 
     Raised by the operation, in place of the cancellation its own scope
-    caught, for the policy that handed it the deadline, which turns it into
-    a :class:`CallTimeout` or a :class:`DeadlineExpired` exactly as if its
-    own scope had caught the cancellation.  A BaseException, like the
+    caught, for the engine that handed it the deadline, which turns it into
+    the policy's :class:`CallTimeout` or a :class:`DeadlineExpired` exactly
+    as if its own scope had caught the cancellation.  A BaseException, like the
     cancellation it stands for, so that what lies between (a per-tool
     breaker, say) treats it as one; it never leaves the library.
     """
@@ -203,7 +205,7 @@ class DeadlineAware:
     :class:`DeadlinePassed` if that passed first.  Called like any other
     async callable, ``await op(*args)``, it runs without a deadline, so the
     layers that do not know about it enter their scopes around it as
-    usual.  The pipeline's fast path and :func:`run_bounded` know it.
+    usual.  The engine (:mod:`._engine`) knows it.
     """
 
     __slots__ = ("run",)
