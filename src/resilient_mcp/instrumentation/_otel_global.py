@@ -6,10 +6,11 @@ call and must notice a tracer provider set at any time.  The public
 :func:`opentelemetry.trace.get_tracer_provider` answers that, but while no
 provider is set it looks up ``OTEL_PYTHON_TRACER_PROVIDER`` in
 ``os.environ`` on every call: 1.3 microseconds, ten times the whole cached
-check, and a third of the pipeline's overhead without a timeout (see
-docs/performance.md).  OpenTelemetry offers no public way to learn cheaply
-that the provider changed, so the cache is keyed on the module global that
-``set_tracer_provider`` writes, ``opentelemetry.trace._TRACER_PROVIDER``.
+check, and about a third of a whole pipeline call without a timeout (3.7
+microseconds in docs/performance.md).  OpenTelemetry offers no public way
+to learn cheaply that the provider changed, so the cache is keyed on the
+module global that ``set_tracer_provider`` writes,
+``opentelemetry.trace._TRACER_PROVIDER``.
 
 What we rely on, pinned by ``tests/test_instrumentation_otel.py``
 (``test_the_private_global_we_read``): the global is ``None`` until a
