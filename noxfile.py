@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
 import nox
+
+from packaging.requirements import Requirement
 
 
 nox.needs_version = ">=2024.3.2"
@@ -16,8 +20,37 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHON = "3.11"
 
 
+# Every extra, so that tests_lowest and tests_latest cover their bounds too.
+EXTRAS = ",".join(sorted(PYPROJECT["project"]["optional-dependencies"]))
+
+
 def _group(name: str) -> list[str]:
     return list(nox.project.dependency_groups(PYPROJECT, name))
+
+
+def _lowest_pins() -> list[str]:
+    """
+    ``name==lower bound`` for every dependency and extra in pyproject.toml.
+
+    pip has no "lowest versions" resolution, so tests_lowest constrains our
+    direct dependencies to their ``>=`` bounds and lets pip pick the newest
+    versions of everything else (what uv calls ``lowest-direct``).
+    """
+    project = PYPROJECT["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared += extra
+    pins = []
+    for line in declared:
+        requirement = Requirement(line)
+        lower = [
+            s.version for s in requirement.specifier if s.operator == ">="
+        ]
+        if len(lower) != 1:
+            msg = f"{line!r} needs exactly one '>=' lower bound"
+            raise ValueError(msg)
+        pins.append(f"{requirement.name}=={lower[0]}")
+    return pins
 
 
 @nox.session(python=PYTHON)
@@ -25,6 +58,44 @@ def tests(session: nox.Session) -> None:
     """Run the whole test suite (trio and asyncio) against the package."""
     session.install(".", *_group("tests"))
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests_latest(session: nox.Session) -> None:
+    """Run the suite against the newest versions our bounds allow."""
+    session.install(
+        "--upgrade",
+        "--upgrade-strategy",
+        "eager",
+        f".[{EXTRAS}]",
+        *_group("tests"),
+    )
+    session.run("python", "-m", "pip", "list", "--format=freeze")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests_lowest(session: nox.Session) -> None:
+    """Run the suite against the lowest versions our bounds allow."""
+    constraints = Path(session.create_tmp()) / "lowest.txt"
+    constraints.write_text("\n".join(_lowest_pins()) + "\n")
+    session.install(
+        "--upgrade",
+        "--constraint",
+        str(constraints),
+        f".[{EXTRAS}]",
+        *_group("tests"),
+    )
+    session.run("python", "-m", "pip", "list", "--format=freeze")
+    # matplotlib before 3.11 calls pyparsing's camelCase names, which the
+    # newest pyparsing deprecates with a warning: harmless, but our
+    # filterwarnings = ["error"] would fail the plot tests on it.
+    session.run(
+        "pytest",
+        "-W",
+        "ignore::pyparsing.warnings.PyparsingDeprecationWarning",
+        *session.posargs,
+    )
 
 
 @nox.session(python=PYTHON)

@@ -35,30 +35,40 @@ def run(backend: str) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def no_tracer_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_tracer_provider(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """
     No global OpenTelemetry tracer provider during the test, nor after it.
 
-    OpenTelemetry lets a process set its provider once; its own test
-    utilities reset these two globals the same way.  The MCP SDK's
-    module-level ProxyTracer keeps the first real tracer it meets: it is
-    reset too, so that a provider the test sets does not live on in every
-    later in-process server (each span on a shut-down provider logs a
-    warning; the soak run once collected 14,000 of them).  monkeypatch puts
-    all of it back when the test ends.
+    OpenTelemetry lets a process set its provider once and has no public
+    way to unset it, so this resets two private globals of
+    ``opentelemetry.trace``, as OpenTelemetry's own test utilities do
+    (``reset_trace_globals`` in opentelemetry-test-utils).  The MCP SDK's
+    module-level ProxyTracer keeps the first real tracer it meets, again
+    with no public way to forget it: it is reset too, so that a provider
+    the test sets does not live on in every later in-process server (each
+    span on a shut-down provider logs a warning; the soak run once
+    collected 14,000 of them).  monkeypatch puts all of it back when the
+    test ends.
+
+    Returns:
+        A function that resets the provider again, within the test.
     """
     from mcp.shared import _otel as mcp_otel  # noqa: PLC0415
     from opentelemetry import trace  # noqa: PLC0415
     from opentelemetry.util._once import Once  # noqa: PLC0415
 
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    def reset() -> None:
+        monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
+        monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+
+    reset()
     monkeypatch.delenv("OTEL_PYTHON_TRACER_PROVIDER", raising=False)
     monkeypatch.setattr(mcp_otel._tracer, "_real_tracer", None)
+    return reset
 
 
 @pytest.fixture
-def spans(no_tracer_provider: None) -> Iterator[Any]:
+def spans(no_tracer_provider: Callable[[], None]) -> Iterator[Any]:
     """
     An SDK tracer provider, set globally for the test, exporting to memory.
 

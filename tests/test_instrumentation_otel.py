@@ -18,7 +18,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
 from opentelemetry.trace import SpanKind, StatusCode
-from opentelemetry.util._once import Once
 
 from _scenario import Boom, Script
 from resilient_mcp import (
@@ -34,8 +33,13 @@ from resilient_mcp import (
 from resilient_mcp.instrumentation import (
     CallTracer,
     Watchlist,
+    _otel,
     call_tracer,
     instrument_otel_metrics,
+)
+from resilient_mcp.instrumentation._otel_global import (
+    PROVIDER_GLOBAL,
+    trace_globals,
 )
 
 
@@ -53,7 +57,7 @@ def ours(exporter):
     )
 
 
-def test_no_provider_means_no_tracer(no_tracer_provider, monkeypatch):
+def test_no_provider_means_no_tracer(no_tracer_provider):
     """Without a real provider there is nothing to do; later, there is."""
     assert call_tracer() is None
 
@@ -61,14 +65,48 @@ def test_no_provider_means_no_tracer(no_tracer_provider, monkeypatch):
 
     assert call_tracer() is None
 
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    no_tracer_provider()
     provider = TracerProvider()
     trace.set_tracer_provider(provider)
     tracer = call_tracer()
 
     assert isinstance(tracer, CallTracer)
     assert tracer is call_tracer()  # cached while the provider stays
+    provider.shutdown()
+
+
+def test_the_private_global_we_read(no_tracer_provider):
+    """
+    opentelemetry.trace's private global is the provider set, None before.
+
+    call_tracer's cache relies on it (see instrumentation/_otel_global.py);
+    if this fails, tracing set up after the first call would go unnoticed.
+    """
+    namespace = trace_globals(trace)
+
+    assert None is namespace[PROVIDER_GLOBAL]
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+
+    assert provider is namespace[PROVIDER_GLOBAL]
+    assert provider is trace.get_tracer_provider()
+    provider.shutdown()
+
+
+def test_a_renamed_global_falls_back_to_the_public_getter(
+    no_tracer_provider, monkeypatch
+):
+    """Without the private global every call asks get_tracer_provider."""
+    monkeypatch.setattr(_otel, "PROVIDER_GLOBAL", "_NO_SUCH_GLOBAL")
+
+    assert call_tracer() is None
+
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+
+    assert isinstance(call_tracer(), CallTracer)
     provider.shutdown()
 
 

@@ -12,11 +12,10 @@ of the global provider and the check is two dictionary lookups:
 * the module's global provider is still the one the cached answer was
   computed for: reuse the answer.
 
-The global is ``opentelemetry.trace._TRACER_PROVIDER``, a private name:
-the public :func:`opentelemetry.trace.get_tracer_provider` also checks an
-environment variable on every call and costs about 2 microseconds, twenty
-times more.  If a future ``opentelemetry-api`` renames the global, this
-falls back to the public function on every call, slower but still right.
+That global is private to OpenTelemetry; :mod:`._otel_global` is the one
+place that names it, and says why the public
+:func:`opentelemetry.trace.get_tracer_provider` is too slow for every call.
+The answer itself always comes from the public function.
 
 The span becomes the current span while the call runs, so that the MCP
 SDK's own client spans nest under it.  Contexts are attached and detached
@@ -36,6 +35,7 @@ import attrs
 
 from .._breaker import CircuitState
 from .._hooks import set_call_tracer
+from ._otel_global import PROVIDER_GLOBAL, trace_globals
 
 
 if TYPE_CHECKING:
@@ -58,7 +58,6 @@ CANCELLED: Final = "resilient_mcp.cancelled"
 ERROR_TYPE: Final = "error.type"  # OpenTelemetry semantic convention
 
 _TRACE_MODULE: Final = "opentelemetry.trace"
-_PROVIDER_GLOBAL: Final = "_TRACER_PROVIDER"
 _modules: Final = sys.modules
 _UNSEEN: Final = object()  # matches no provider: forces a refresh
 _NO_GLOBAL: Final = object()  # the private global is gone: always refresh
@@ -82,8 +81,9 @@ class CallSpan:
 
     span: Span
     """The OpenTelemetry span; add attributes of your own if you like."""
-    _token: object = attrs.field(alias="token")
-    """The context token that made it current, for :meth:`finish`."""
+    token: object
+    """The context token that made it current: :meth:`CallTracer.finish`
+    detaches it."""
 
 
 @final
@@ -196,7 +196,7 @@ class CallTracer:
                 span.set_attributes(attributes)
             span.end()
         finally:
-            api.detach(call._token)
+            api.detach(call.token)
 
 
 @attrs.frozen
@@ -237,7 +237,7 @@ def call_tracer() -> CallTracer | None:
     cache = _cache
     if (
         module is cache.module
-        and cache.namespace.get(_PROVIDER_GLOBAL, _UNSEEN) is cache.raw
+        and cache.namespace.get(PROVIDER_GLOBAL, _UNSEEN) is cache.raw
     ):
         return cache.tracer
     return _refresh(module)
@@ -249,13 +249,14 @@ def _refresh(module: ModuleType) -> CallTracer | None:
     # OTEL_PYTHON_TRACER_PROVIDER environment variable; read the global
     # after it.
     provider = module.get_tracer_provider()
-    raw = getattr(module, _PROVIDER_GLOBAL, _NO_GLOBAL)
+    namespace = trace_globals(module)
+    raw = namespace.get(PROVIDER_GLOBAL, _NO_GLOBAL)
     cache = _cache
     if module is cache.module and provider is cache.provider:
         tracer = cache.tracer
     else:
         tracer = _tracer_for(module, provider)
-    _cache = _Cache(module, vars(module), raw, provider, tracer)
+    _cache = _Cache(module, namespace, raw, provider, tracer)
     return tracer
 
 

@@ -27,10 +27,11 @@ def _import_prometheus() -> None:
     """Fail early, and say how to fix it, without prometheus_client."""
     try:
         import prometheus_client  # noqa: F401, PLC0415
-    except ImportError as exc:  # pragma: no cover - it is a test dependency
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        # Only an install without dependencies (pip --no-deps) gets here.
         raise ModuleNotFoundError(
-            "resilient_mcp's Prometheus support needs prometheus_client: "
-            "pip install 'resilient-mcp[prometheus]'",
+            "resilient_mcp's Prometheus support needs prometheus_client, "
+            "one of its dependencies: pip install prometheus-client",
             name="prometheus_client",
         ) from exc
 

@@ -19,7 +19,9 @@ summary, so that one is computed in the loop.)
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import weakref
 
@@ -28,15 +30,13 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import anyio
 import anyio.from_thread
-import anyio.lowlevel
 import attrs
+import sniffio
 
 from .._metrics import LatencyHistogram, LatencyRecorder, LatencySnapshot
 
 
 if TYPE_CHECKING:
-    from anyio.lowlevel import EventLoopToken
-
     from .._breaker import CircuitBreaker, CircuitBreakerMetrics
     from .._bulkhead import Bulkhead, BulkheadMetrics
     from .._pipeline import PipelineMetrics, ResiliencePipeline
@@ -119,7 +119,7 @@ class Watchlist:
     _latencies: weakref.WeakKeyDictionary[LatencySource, str | None] = (
         attrs.field(init=False, factory=weakref.WeakKeyDictionary)
     )
-    _token: EventLoopToken | None = attrs.field(init=False, default=None)
+    _loop: _LoopHandle | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._remember_loop()
@@ -289,17 +289,17 @@ class Watchlist:
             TimeoutError: The event loop did not run the read in time (it
                 is blocked, perhaps waiting for this very thread).
         """
-        if _running_token() is not None:
+        if _this_threads_loop() is not None:
             return self._read_here()
         try:
             return anyio.from_thread.run_sync(self._read_here)
         except anyio.NoEventLoopError:
             pass  # not an AnyIO worker thread
-        token = self._token
-        if token is not None:
+        loop = self._loop
+        if loop is not None:
             try:
-                return _call_in_loop(token, self._read_here, timeout)
-            except anyio.RunFinishedError:
+                return _call_in_loop(loop, self._read_here, timeout)
+            except _LoopFinishedError:
                 pass
         return self._read_here()
 
@@ -369,9 +369,9 @@ class Watchlist:
         return found
 
     def _remember_loop(self) -> None:
-        token = _running_token()
-        if token is not None:
-            self._token = token
+        loop = _this_threads_loop()
+        if loop is not None:
+            self._loop = loop
 
 
 def _add(table: dict[int, tuple[Any, Any]], obj: Any, metrics: Any) -> None:
@@ -392,21 +392,81 @@ def _check_unique(kind: str, new: Any, known: list[Any]) -> None:
             )
 
 
-def _running_token() -> EventLoopToken | None:
-    """The token of the event loop running in this thread, if any."""
+class _LoopFinishedError(Exception):
+    """The event loop a :class:`_LoopHandle` points to has finished."""
+
+
+@final
+@attrs.frozen
+class _LoopHandle:
+    """
+    A way into one running event loop from any other thread.
+
+    Each backend's own public entry point for foreign threads does the
+    work: :meth:`trio.lowlevel.TrioToken.run_sync_soon` on trio and
+    :meth:`asyncio.loop.call_soon_threadsafe` on asyncio.  (AnyIO's
+    ``from_thread.run_sync(..., token=...)`` is the portable one, but it
+    waits without a timeout; see :func:`_call_in_loop`.)
+    """
+
+    schedule: Callable[[Callable[[], None]], None]
+    """Schedules a callback in the loop and returns at once.
+
+    Raises :class:`_LoopFinishedError` once the loop has finished."""
+
+
+def _this_threads_loop() -> _LoopHandle | None:
+    """The event loop running in this thread, if any."""
     try:
-        return anyio.lowlevel.current_token()
-    except RuntimeError:  # NoEventLoopError, AsyncLibraryNotFoundError
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
         return None
+    if library == "trio":
+        return _trio_handle()
+    if library == "asyncio":
+        return _asyncio_handle(asyncio.get_running_loop())
+    return None  # pragma: no cover - a loop AnyIO does not support
+
+
+def _trio_handle() -> _LoopHandle:
+    import trio  # noqa: PLC0415 - loaded already: trio is running
+
+    token = trio.lowlevel.current_trio_token()
+
+    def schedule(fn: Callable[[], None]) -> None:
+        try:
+            # The caller's context, as anyio.from_thread does.
+            token.run_sync_soon(contextvars.copy_context().run, fn)
+        except trio.RunFinishedError:
+            raise _LoopFinishedError from None
+
+    return _LoopHandle(schedule)
+
+
+def _asyncio_handle(loop: asyncio.AbstractEventLoop) -> _LoopHandle:
+    def schedule(fn: Callable[[], None]) -> None:
+        # A callback is no task, so sniffio (and through it AnyIO) cannot
+        # tell which library runs it unless told, as anyio.from_thread
+        # tells it.
+        context = contextvars.copy_context()
+        context.run(sniffio.current_async_library_cvar.set, "asyncio")
+        try:
+            loop.call_soon_threadsafe(fn, context=context)
+        except RuntimeError:
+            if loop.is_closed():
+                raise _LoopFinishedError from None
+            raise
+
+    return _LoopHandle(schedule)
 
 
 def _call_in_loop(
-    token: EventLoopToken,
+    loop: _LoopHandle,
     fn: Callable[[], T],
     timeout: float,
 ) -> T:
     """
-    Run ``fn()`` in the loop of *token*, waiting at most *timeout* seconds.
+    Run ``fn()`` in *loop*, waiting at most *timeout* seconds.
 
     ``anyio.from_thread.run_sync`` waits forever, which deadlocks when the
     loop thread is itself blocked waiting for this thread (a loop that
@@ -415,7 +475,7 @@ def _call_in_loop(
     future with a timeout instead.
 
     Raises:
-        anyio.RunFinishedError: The loop has finished.
+        _LoopFinishedError: The loop has finished.
         TimeoutError: The loop did not run *fn* within *timeout*.
     """
     future: concurrent.futures.Future[T] = concurrent.futures.Future()
@@ -428,7 +488,7 @@ def _call_in_loop(
         except BaseException as exc:  # handed to the waiting thread
             future.set_exception(exc)
 
-    token.backend_class.run_sync_soon(run, (), token.native_token)
+    loop.schedule(run)
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:

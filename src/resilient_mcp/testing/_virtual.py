@@ -5,6 +5,15 @@ Virtual time for asyncio, the counterpart of trio's ``MockClock``.
 moves when every task is blocked: then it jumps straight to the next timer,
 like ``trio.testing.MockClock(autojump_threshold=0)``.  Sleeps of an hour
 take no real time, and ``loop.time()`` reads exactly the sum of the delays.
+
+The loop knows when it is idle, so it also answers
+:func:`wait_all_tasks_blocked` without looking inside asyncio's tasks:
+asyncio's event loop polls its selector with a timeout of zero while any
+callback or task step is ready to run, and with the time to the next timer
+(or ``None``) only when nothing is.  That second kind of poll, with no I/O
+ready, is the moment every task is blocked: the selector wakes the waiters
+then, before it would jump the clock, as trio does (trio's ``_run.py``
+wakes ``wait_all_tasks_blocked`` in preference to an autojump).
 """
 
 from __future__ import annotations
@@ -32,6 +41,9 @@ class _JumpingSelector(selectors.DefaultSelector):
         ready: list[tuple[selectors.SelectorKey, int]] = super().select(0)
         if ready or (timeout is not None and timeout <= 0):
             return ready
+        # Nothing can run: every task is blocked.
+        if self._loop._wake_idle_waiters():
+            return []  # they run next; time stays where it is
         if timeout is None:
             # No timer at all: only I/O (or another thread) can wake us.
             result: list[tuple[selectors.SelectorKey, int]]
@@ -54,6 +66,7 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         self._virtual_now = 0.0
+        self._idle_waiters: list[asyncio.Future[None]] = []
         super().__init__(_JumpingSelector(self))
 
     def time(self) -> float:
@@ -63,6 +76,26 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     def advance(self, seconds: float) -> None:
         """Move the virtual clock forward by *seconds*."""
         self._virtual_now += seconds
+
+    async def _until_idle(self) -> None:
+        """Return once nothing but this task's wait is left to run."""
+        waiter: asyncio.Future[None] = self.create_future()
+        self._idle_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._idle_waiters:  # cancelled before woken
+                self._idle_waiters.remove(waiter)
+
+    def _wake_idle_waiters(self) -> bool:
+        """Wake every task in :meth:`_until_idle`; say if there was one."""
+        waiters, self._idle_waiters = self._idle_waiters, []
+        woken = False
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+                woken = True
+        return woken
 
 
 def run_virtual(
@@ -94,9 +127,11 @@ async def wait_all_tasks_blocked() -> None:
     """
     Return once every other task is blocked, without moving virtual time.
 
-    On trio this is :func:`trio.testing.wait_all_tasks_blocked`.  On
-    asyncio it polls with zero-second sleeps, where anyio's version sleeps
-    0.1 s between polls (which a virtual clock would count).
+    On trio this is :func:`trio.testing.wait_all_tasks_blocked`.  On a
+    :class:`VirtualTimeEventLoop` the loop wakes the caller as soon as
+    nothing else can run, before it would move the clock.  On any other
+    asyncio loop, where time is real, it is
+    :func:`anyio.wait_all_tasks_blocked`, which polls every 0.1 s.
 
     .. versionadded:: 0.1.0
     """
@@ -107,14 +142,10 @@ async def wait_all_tasks_blocked() -> None:
 
         await trio.testing.wait_all_tasks_blocked()
         return
-    this = asyncio.current_task()
-    while True:
-        await asyncio.sleep(0)
-        for task in asyncio.all_tasks():
-            if task is this:
-                continue
-            waiter = task._fut_waiter  # type: ignore[attr-defined]
-            if waiter is None or waiter.done():
-                break
-        else:
-            return
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, VirtualTimeEventLoop):
+        await loop._until_idle()
+    else:
+        import anyio  # noqa: PLC0415
+
+        await anyio.wait_all_tasks_blocked()
