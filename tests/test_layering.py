@@ -110,7 +110,7 @@ def test_the_pipeline_does_not_import_instrumentation():
 
 
 def test_importing_the_package_does_not_import_the_sdk():
-    """import resilient_mcp stays light: the MCP SDK loads on first use."""
+    """Importing resilient_mcp stays light: the SDK loads on first use."""
     code = "import sys, resilient_mcp; print('mcp' in sys.modules)"
 
     out = subprocess.run(
