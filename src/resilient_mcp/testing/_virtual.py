@@ -42,7 +42,7 @@ class _JumpingSelector(selectors.DefaultSelector):
         if ready or (timeout is not None and timeout <= 0):
             return ready
         # Nothing can run: every task is blocked.
-        if self._loop._wake_idle_waiters():
+        if self._loop.wake_idle_waiters():
             return []  # they run next; time stays where it is
         if timeout is None:
             # No timer at all: only I/O (or another thread) can wake us.
@@ -77,8 +77,16 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         """Move the virtual clock forward by *seconds*."""
         self._virtual_now += seconds
 
-    async def _until_idle(self) -> None:
-        """Return once nothing but this task's wait is left to run."""
+    async def wait_until_idle(self) -> None:
+        """
+        Return once every task of the loop is blocked.
+
+        The loop's own ``wait_all_tasks_blocked``: what
+        :func:`~resilient_mcp.testing.wait_all_tasks_blocked` awaits on
+        this loop.
+
+        .. versionadded:: 0.1.0
+        """
         waiter: asyncio.Future[None] = self.create_future()
         self._idle_waiters.append(waiter)
         try:
@@ -87,8 +95,12 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
             if waiter in self._idle_waiters:  # cancelled before woken
                 self._idle_waiters.remove(waiter)
 
-    def _wake_idle_waiters(self) -> bool:
-        """Wake every task in :meth:`_until_idle`; say if there was one."""
+    def wake_idle_waiters(self) -> bool:
+        """
+        Wake every task in :meth:`wait_until_idle`; say if there was one.
+
+        The loop's selector calls it when nothing can run.
+        """
         waiters, self._idle_waiters = self._idle_waiters, []
         woken = False
         for waiter in waiters:
@@ -144,7 +156,7 @@ async def wait_all_tasks_blocked() -> None:
         return
     loop = asyncio.get_running_loop()
     if isinstance(loop, VirtualTimeEventLoop):
-        await loop._until_idle()
+        await loop.wait_until_idle()
     else:
         import anyio  # noqa: PLC0415
 
