@@ -310,3 +310,24 @@ def test_ten_thousand_keys_with_a_few_values_are_small():
     # 20 buckets a key, as a dictionary: about 1 KiB (a dense histogram
     # would be 188,416 bytes).
     assert metrics.histogram_bytes < 188_416 + 10_000 * 1_500
+
+
+def test_merge_widens_to_the_largest_value_held():
+    """A finer sum still holds a value from a coarser layout's last bucket."""
+    coarse = LatencyHistogram(
+        lowest_us=1000, highest_us=2048, significant_figures=1
+    )
+    coarse.record_us(2048, 1)
+    parts = [
+        LatencyHistogram(
+            lowest_us=1000, highest_us=2000, significant_figures=1
+        ),
+        coarse,
+        LatencyHistogram(lowest_us=1, highest_us=2, significant_figures=1),
+    ]
+
+    merged = merge_histograms(parts)
+
+    assert 1 == merged.count
+    assert 1 == merged.lowest_us
+    assert coarse.max_value() <= merged.highest_us

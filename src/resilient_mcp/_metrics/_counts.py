@@ -250,6 +250,13 @@ def clear(hdr: Hist) -> None:
     hdr.max_value = 0
 
 
+def top(hist: Hist) -> int:
+    """The largest value *hist*'s layout holds (its last counter's)."""
+    return hist.get_highest_equivalent_value(
+        hist.get_value_from_index(hist.counts_len - 1)
+    )
+
+
 def add_into(dst: Hist, src: Hist) -> Hist:
     """
     Add the counts of *src* to *dst*.
@@ -276,15 +283,12 @@ def add_into(dst: Hist, src: Hist) -> Hist:
         dst.min_value = min(dst.min_value, src.min_value)
         dst.max_value = max(dst.max_value, src.max_value)
         return dst
-    top = dst.get_highest_equivalent_value(
-        dst.get_value_from_index(dst.counts_len - 1)
-    )
     counts = nonzero(src)
     largest = src.get_value_from_index(counts[-1][0])
-    if largest > top:
+    if largest > top(dst):
         raise ValueError(
             f"a value of {largest} does not fit a histogram whose range "
-            f"ends at {top}"
+            f"ends at {top(dst)}"
         )
     for index, count in counts:
         dst = record_value(dst, src.get_value_from_index(index), count)

@@ -396,8 +396,14 @@ def merge_histograms(
             lowest = min(base.lowest_us, histogram.lowest_us)
             wider = LatencyHistogram(
                 lowest_us=lowest,
+                # The largest value held counts too: a finer layout may
+                # end below a value in a coarser one's last bucket.
                 highest_us=max(
-                    base.highest_us, histogram.highest_us, 2 * lowest
+                    base.highest_us,
+                    histogram.highest_us,
+                    2 * lowest,
+                    base.max_value(),
+                    histogram.max_value(),
                 ),
                 significant_figures=max(
                     base.significant_figures, histogram.significant_figures
