@@ -42,7 +42,6 @@ import attrs
 from .._config import ConfigurationError
 from ._chaos_faults import (
     Corrupt,
-    Corruption,
     Drop,
     DroppedConnectionError,
     Error,
@@ -54,19 +53,6 @@ from ._chaos_faults import (
     fault_name,
 )
 
-
-# The chaos transport imports the faults it handles from here.
-__all__ = [
-    "ChaosMetrics",
-    "Corrupt",
-    "Corruption",
-    "Decision",
-    "Drop",
-    "Error",
-    "FaultInjector",
-    "Hang",
-    "Reorder",
-]
 
 T = TypeVar("T")
 

@@ -34,15 +34,8 @@ from mcp_types import (
 )
 
 from .._mcp._transport import ReadStreamBase
-from ._chaos import (
-    Corrupt,
-    Corruption,
-    Decision,
-    Drop,
-    Error,
-    Hang,
-    Reorder,
-)
+from ._chaos import Decision
+from ._chaos_faults import Corrupt, Corruption, Drop, Error, Hang, Reorder
 
 
 if TYPE_CHECKING:
