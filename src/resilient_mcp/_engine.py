@@ -82,7 +82,9 @@ class RetryLoop(Protocol):
 class _NoRetry:
     """The retry loop of a plan without a retry policy: one attempt."""
 
-    def next_delay(self, *args: object) -> float | None:
+    def next_delay(self, *args: object) -> float | None:  # pragma: no cover
+        # Never asked: the engine ends a call without a retry policy at
+        # its first failure (Plan._wait_to_retry).
         return None
 
     async def backoff(self, delay: float) -> None:  # pragma: no cover
@@ -178,9 +180,8 @@ class _Many:
     policies: tuple[AnyPolicy, ...]
 
     def enter_nowait(self, now: float) -> list[Any]:
-        if not self.policies:
-            return []
-        # One path for every case: the waiting one, in enter().
+        # One path for every case, the waiting one, in enter(): a stage
+        # without policies to enter is never entered (Stage.gated).
         raise trio.WouldBlock
 
     async def enter(self, now: float) -> list[Any]:
