@@ -13,6 +13,8 @@ their order; ``instrumentation``, which attaches through ``_hooks``; and
 separately.
 """
 
+from typing import TYPE_CHECKING
+
 from ._breaker import (
     CircuitBreaker,
     CircuitBreakerMetrics,
@@ -109,37 +111,58 @@ __all__ = [
 
 # The MCP client pulls in the MCP SDK (about 0.9 s to import); the
 # primitives work on any async callable and should not pay for it.  So the
-# MCP names load on first use.
-_MCP_NAMES = frozenset(
-    {
-        "InvalidResponseError",
-        "NotSentError",
-        "OperationMetrics",
-        "RequestTimeoutError",
-        "ResilientClientConfig",
-        "ResilientClientMetrics",
-        "ResilientMCPClient",
-        "ServerError",
-        "SessionClosedError",
-        "SessionConfig",
-        "SessionLostError",
-        "SessionMetrics",
-        "SessionState",
-        "ToolError",
-        "ToolMetrics",
-    }
-)
+# MCP names load on first use, through the module __getattr__ below (PEP
+# 562).  Type checkers see the real names instead (mypy and pyright read
+# this block but never run it), and no __getattr__: a misspelt name is then
+# an error, not an attribute of type ``object``.
+if TYPE_CHECKING:
+    from ._mcp import (
+        InvalidResponseError,
+        NotSentError,
+        OperationMetrics,
+        RequestTimeoutError,
+        ResilientClientConfig,
+        ResilientClientMetrics,
+        ResilientMCPClient,
+        ServerError,
+        SessionClosedError,
+        SessionConfig,
+        SessionLostError,
+        SessionMetrics,
+        SessionState,
+        ToolError,
+        ToolMetrics,
+    )
+else:
+    _MCP_NAMES = frozenset(
+        {
+            "InvalidResponseError",
+            "NotSentError",
+            "OperationMetrics",
+            "RequestTimeoutError",
+            "ResilientClientConfig",
+            "ResilientClientMetrics",
+            "ResilientMCPClient",
+            "ServerError",
+            "SessionClosedError",
+            "SessionConfig",
+            "SessionLostError",
+            "SessionMetrics",
+            "SessionState",
+            "ToolError",
+            "ToolMetrics",
+        }
+    )
 
+    def __getattr__(name: str) -> object:
+        if name in _MCP_NAMES:
+            from . import _mcp  # noqa: PLC0415
 
-def __getattr__(name: str) -> object:
-    if name in _MCP_NAMES:
-        from . import _mcp  # noqa: PLC0415
-
-        value = getattr(_mcp, name)
-        fixup_module_metadata(__name__, {"__all__": [name], name: value})
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+            value = getattr(_mcp, name)
+            fixup_module_metadata(__name__, {"__all__": [name], name: value})
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 fixup_module_metadata(__name__, globals())

@@ -36,16 +36,19 @@ import anyio.abc
 import attrs
 
 from mcp.client import Client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import (
     CallToolResult,
     CompleteResult,
     EmptyResult,
     GetPromptResult,
+    InputResponses,
     ListPromptsResult,
     ListResourcesResult,
     ListResourceTemplatesResult,
     ListToolsResult,
     ReadResourceResult,
+    RequestParamsMeta,
     ToolListChangedNotification,
 )
 
@@ -337,14 +340,18 @@ class ResilientMCPClient:
         name: str,
         arguments: dict[str, Any] | None = None,
         read_timeout_seconds: float | None = None,
-        progress_callback: Callable[..., Awaitable[None]] | None = None,
-        **kwargs: Any,
+        progress_callback: ProgressFnT | None = None,
+        *,
+        input_responses: InputResponses | None = None,
+        request_state: str | None = None,
+        meta: RequestParamsMeta | None = None,
     ) -> CallToolResult:
         """
         ``tools/call``: run a tool, with its retries only where safe.
 
-        A result with ``is_error=True`` is returned as it is (never
-        retried) and counted against the tool's own breaker.
+        The parameters are ``mcp.Client.call_tool``'s; those given are
+        passed on.  A result with ``is_error=True`` is returned as it is
+        (never retried) and counted against the tool's own breaker.
 
         Args:
             name: The tool.
@@ -352,7 +359,9 @@ class ResilientMCPClient:
             read_timeout_seconds: The SDK's own read timeout, if any.
             progress_callback: Called on the server's progress
                 notifications, as by the SDK.
-            **kwargs: Passed on to ``mcp.Client.call_tool``.
+            input_responses: As for the SDK (resuming input requests).
+            request_state: As for the SDK (resuming input requests).
+            meta: The request's ``_meta``, as for the SDK.
 
         Returns:
             The SDK's ``CallToolResult``, unchanged.
@@ -374,14 +383,17 @@ class ResilientMCPClient:
             if catalog.retry_safe(name)
             else self._unsafe_calls
         )
-        if read_timeout_seconds is None and progress_callback is None:
-            options = kwargs  # a fresh dict, and usually empty
-        else:
-            options = {
-                "read_timeout_seconds": read_timeout_seconds,
-                "progress_callback": progress_callback,
-                **kwargs,
-            }
+        options: dict[str, Any] = {}  # usually empty
+        if read_timeout_seconds is not None:
+            options["read_timeout_seconds"] = read_timeout_seconds
+        if progress_callback is not None:
+            options["progress_callback"] = progress_callback
+        if input_responses is not None:
+            options["input_responses"] = input_responses
+        if request_state is not None:
+            options["request_state"] = request_state
+        if meta is not None:
+            options["meta"] = meta
         op = DeadlineAware(ToolCall(self._tools, name, arguments, options).run)
         if self.config.log_payloads:
             return await call_logged(
