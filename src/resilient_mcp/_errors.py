@@ -84,7 +84,8 @@ class TemporaryError(ResilienceError):
         self.cause = cause
         self.retry_after = retry_after
         if cause is not None:
-            self.__cause__ = cause
+            # Declared as BaseException's own, for type checkers.
+            self.__cause__: BaseException | None = cause
 
 
 class PermanentError(ResilienceError):

@@ -135,7 +135,7 @@ class Timeout:
 
     def __init__(self, seconds: float, *, where: str) -> None:
         self.time_limit: float = seconds
-        self.where = where
+        self.where: str = where
 
     @property
     def name(self) -> str:

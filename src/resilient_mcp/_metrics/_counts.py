@@ -56,7 +56,7 @@ class SparseCounts(dict[int, int]):
 
     def __init__(self, limit: int) -> None:
         super().__init__()
-        self.limit = limit
+        self.limit: int = limit
 
     def __missing__(self, index: int) -> int:
         if len(self) >= self.limit:
