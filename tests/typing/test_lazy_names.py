@@ -1,5 +1,5 @@
 """
-The lazily loaded MCP names are the names type checkers are shown.
+Type checkers are shown every public name, the lazy MCP names included.
 
 ``resilient_mcp/__init__.py`` lists them twice: in an ``if TYPE_CHECKING``
 import that mypy and pyright read, and in ``_MCP_NAMES`` that the module
@@ -59,3 +59,18 @@ def test_lazy_names_still_load_lazily():
     ).stdout
 
     assert "False True resilient_mcp\n" == out
+
+
+def test_the_typing_checks_use_every_public_name():
+    """tests/typing/ imports each name in __all__, so mypy checks it."""
+    imported: set[str] = set()
+    for path in Path(__file__).parent.glob("*.py"):
+        if path.name.startswith("test_"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and "resilient_mcp" == (
+                node.module
+            ):
+                imported.update(alias.name for alias in node.names)
+
+    assert set() == set(resilient_mcp.__all__) - imported

@@ -1,0 +1,115 @@
+"""
+The rest of the public names, as a user types them, under mypy --strict.
+
+Not a test module: `nox -s typecheck` type-checks it.  With api.py (the
+primitives) and client.py (the MCP client) it uses every name in
+``resilient_mcp.__all__`` (tests/typing/test_lazy_names.py checks that);
+each ``assert_type`` fails if a name regresses to ``object`` or ``Any``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+
+import anyio
+
+from resilient_mcp import (
+    BulkheadError,
+    CallTimeout,
+    CircuitBreakerError,
+    ConfigurationError,
+    HlogFormatError,
+    JitterMode,
+    LatencyHistogram,
+    LatencyRecorder,
+    LatencyRecorderMetrics,
+    LatencySnapshot,
+    PermanentError,
+    Policy,
+    PolicyBase,
+    RecoveryAction,
+    ResilienceError,
+    RetryConfig,
+    RetryManager,
+    RetryMetrics,
+    StateListener,
+    TemporaryError,
+    Timeout,
+    classify_error,
+    run_hlog_writer,
+    write_hlog_once,
+)
+
+
+class Passthrough(PolicyBase):
+    """A user's policy: admits everything, through the optional defaults."""
+
+    @property
+    def name(self) -> str:
+        return "passthrough"
+
+    def enter_nowait(self, now: float) -> None:
+        print(now)
+
+    def leave(
+        self,
+        permit: None,
+        now: float,
+        elapsed: float,
+        error: BaseException | None,
+    ) -> None:
+        print(permit, now, elapsed, error)
+
+
+def policies() -> list[Policy[Any]]:
+    timeout = Timeout(2.5, where="pipeline 'x'")
+    assert_type(timeout.time_limit, float)
+    assert_type(timeout.where, str)
+    assert_type(timeout.expired(None), CallTimeout)
+    return [timeout, Passthrough()]
+
+
+def latencies() -> LatencyRecorder:
+    histogram = LatencyHistogram(significant_figures=3)
+    histogram.record(0.25)
+    assert_type(histogram.percentile(99.0), float)
+    assert_type(histogram.snapshot(), LatencySnapshot)
+    recorder = LatencyRecorder(max_keys=10)
+    recorder.record("search", 0.25)
+    assert_type(recorder.histogram("search"), LatencyHistogram)
+    assert_type(recorder.snapshot().p99, float)
+    assert_type(recorder.metrics(), LatencyRecorderMetrics)
+    return recorder
+
+
+async def hlogs(recorder: LatencyRecorder) -> None:
+    write_hlog_once(recorder, "latency.hlog", overwrite=True)
+    async with anyio.create_task_group() as tg:
+        await tg.start(run_hlog_writer, recorder, "intervals.hlog", 10.0)
+        tg.cancel_scope.cancel()
+
+
+def retries(jitter: JitterMode) -> RetryMetrics:
+    manager = RetryManager(RetryConfig(jitter=jitter))
+    metrics = manager.metrics()
+    assert_type(metrics.retried_calls, int)
+    return metrics
+
+
+def errors(listener: StateListener) -> None:
+    caught: list[ResilienceError] = [
+        BulkheadError("tools", queue_full=False),
+        CallTimeout(2.5, "pipeline 'x'"),
+        PermanentError(-32602, "bad arguments"),
+        TemporaryError("try again", retry_after=1.0),
+    ]
+    for error in caught:
+        assert_type(classify_error(error), RecoveryAction)
+    try:
+        retries("proportional")
+        retries("sometimes")  # type: ignore[arg-type]
+    except (ConfigurationError, HlogFormatError) as exc:
+        assert_type(exc, ConfigurationError | HlogFormatError)
+    except CircuitBreakerError as exc:
+        assert_type(exc.retry_after, float | None)
+    print(listener)
