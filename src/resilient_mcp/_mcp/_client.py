@@ -145,10 +145,11 @@ class ResilientMCPClient:
         self._list = partial(list_through, self._bounded, self._supervisor)
 
     def __repr__(self) -> str:
+        # Snapshots, which never raise (not even once the loop has ended).
         return (
             f"<ResilientMCPClient {self.name!r} "
             f"{self._supervisor.metrics().state.name}, breaker "
-            f"{self._breaker.state.name}>"
+            f"{self._breaker.metrics().state.name}>"
         )
 
     # -- lifetime ----------------------------------------------------------
@@ -398,6 +399,8 @@ class ResilientMCPClient:
     def metrics(self) -> ResilientClientMetrics:
         """
         Take a snapshot of the client's counters and latencies.
+
+        It never raises, even once the event loop has ended.
 
         Returns:
             A frozen :class:`ResilientClientMetrics`.
