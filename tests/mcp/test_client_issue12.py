@@ -8,13 +8,16 @@ refreshes are counted and logged apart from the caller's requests.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 from resilient_mcp import (
     CircuitBreakerError,
+    Outcome,
     PermanentError,
     ResilientClientConfig,
     ResilientMCPClient,
@@ -118,3 +121,65 @@ async def test_12_bad_tool_names_never_leave_the_client(autojump_clock, name):
     assert 0 == metrics.successful_requests
     assert {} == dict(metrics.tools)
     assert 0 == metrics.circuit_breaker.total_requests
+
+
+def announcing_server() -> MCPServer:
+    """A server whose ``announce`` tool says the tool list changed."""
+    server = echo_server()
+
+    @server.tool()
+    async def announce(ctx: Context) -> str:
+        """Tell the client the tool list changed (nothing changed)."""
+        await ctx.session.send_tool_list_changed()
+        return "announced"
+
+    return server
+
+
+async def test_12_refreshes_are_internal_and_log_once(autojump_clock, caplog):
+    """
+    The client's own tool-list refreshes are counted apart, logged once.
+
+    After list_changed every call asks for a listing first; with the
+    circuit open each one is refused.  That used to be a WARNING with a
+    traceback per call and a tools/list request the caller never made in
+    ``total_requests``; now it is one line per outage (again after a
+    success) and ``internal_requests``.
+    """
+    config = ResilientClientConfig(
+        retry=RetryConfig(max_attempts=1),
+        session=SessionConfig(client_options={"mode": "legacy"}),
+    )
+    caplog.set_level(logging.DEBUG, logger="resilient_mcp")
+    async with ResilientMCPClient(announcing_server(), config=config) as c:
+        for outage_calls in (5, 3):
+            await c.call_tool("announce", {})  # the listing is stale now
+            c.circuit_breaker.force_open()
+            for _ in range(outage_calls):
+                with pytest.raises(CircuitBreakerError):
+                    await c.call_tool("echo", {"text": "x"})
+            c.circuit_breaker.reset()
+            await c.call_tool("echo", {"text": "y"})  # the refresh works
+        metrics = c.metrics()
+
+    refresh_logs = [
+        record
+        for record in caplog.records
+        if "could not refresh the tool list" in record.getMessage()
+    ]
+    warnings = [r for r in refresh_logs if r.levelno == logging.WARNING]
+    assert 2 == len(warnings)
+    assert all(r.exc_info is None for r in warnings)
+    assert 8 - 2 == len(refresh_logs) - len(warnings)
+    assert 2 + 8 + 2 == metrics.total_requests
+    assert 8 == metrics.failures[Outcome.CIRCUIT_OPEN]
+    assert "tools/list" not in metrics.operations or (
+        0 == metrics.operations["tools/list"].total_requests
+    )
+    assert 8 + 2 == metrics.internal_requests
+    refresh = metrics.internal_operations["tools/list:refresh"]
+    assert 8 == refresh.failures[Outcome.CIRCUIT_OPEN]
+    assert 2 == refresh.successful_requests
+    assert metrics.total_requests == sum(
+        op.latency.count for op in metrics.operations.values()
+    )

@@ -407,7 +407,7 @@ class ResilientMCPClient:
         """
         policies = self._policies
         return client_metrics(
-            policies.all_pipelines(),
+            policies.caller_pipelines(),
             policies.recorder,
             policies.retry,
             policies.breaker,
@@ -415,6 +415,7 @@ class ResilientMCPClient:
             self._tools,
             self._tool_recorder,
             self._supervisor.metrics(),
+            internal=(policies.refresh,),
         )
 
     def pipelines(self) -> list[ResiliencePipeline]:
@@ -423,7 +424,8 @@ class ResilientMCPClient:
 
         ``tools/call`` has two: ``"tools/call"`` for calls safe to retry
         and ``"tools/call:unsafe"`` for the others (both record latency
-        under ``"tools/call"``).
+        under ``"tools/call"``); ``"tools/list:refresh"`` carries the
+        client's own listings after ``list_changed``.
         """
         return self._policies.all_pipelines()
 
@@ -460,10 +462,17 @@ class ResilientMCPClient:
             await self._user_on_connect(client)
 
     async def _refresh_tools(self) -> None:
-        await self._catalog.refresh(
-            lambda: self.list_tools(all_pages=True, cache_mode="refresh"),
-            self.name,
+        # Through a pipeline of its own: the caller never asked for it.
+        refresh = partial(
+            self._list,
+            self._policies.refresh,
+            "tools",
+            "list_tools",
+            None,
+            all_pages=True,
+            kwargs={"cache_mode": "refresh"},
         )
+        await self._catalog.refresh(refresh, self.name)
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, ToolListChangedNotification):
