@@ -46,15 +46,16 @@ from mcp_types import (
     ListResourceTemplatesResult,
     ListToolsResult,
     ReadResourceResult,
-    ToolListChangedNotification,
 )
 
 from .._breaker import CircuitBreaker
 from .._metrics import LatencyRecorder
 from .._pipeline import ResiliencePipeline
-from .._timeouts import DeadlineAware, checkpoint, current_time
-from ._cache_probe import from_cache, guard_session
+from .._timeouts import DeadlineAware, current_time
+from ._cache_probe import from_cache
 from ._client_config import ResilientClientConfig
+from ._client_extras import PING_DEPRECATED, ServerFeatures, warn_deprecated
+from ._client_hooks import SessionHooks
 from ._client_metrics import ResilientClientMetrics, client_metrics
 from ._client_policies import ClientPolicies
 from ._errors import single_error
@@ -70,7 +71,7 @@ T = TypeVar("T")
 
 
 @final
-class ResilientMCPClient:
+class ResilientMCPClient(ServerFeatures):
     """
     A drop-in resilient ``mcp.Client``: the same methods, with resilience.
 
@@ -121,15 +122,19 @@ class ResilientMCPClient:
             retryable_tools=config.retryable_tools,
         )
         session_config = config.session
-        self._user_on_connect = session_config.on_connect
         options = dict(session_config.client_options)
-        self._user_message_handler = options.get("message_handler")
-        options["message_handler"] = self._on_message
+        hooks = SessionHooks(
+            self._catalog,
+            session_config.on_connect,
+            options.get("message_handler"),
+        )
+        self._hooks = hooks
+        options["message_handler"] = hooks.on_message
         self._supervisor = SessionSupervisor(
             server,
             attrs.evolve(
                 session_config,
-                on_connect=self._on_connect,
+                on_connect=hooks.on_connect,
                 client_options=options,
             ),
             name=name,
@@ -326,7 +331,11 @@ class ResilientMCPClient:
 
         At protocol 2026-07-28 there is no ping: the server answers
         ``-32601``, raised as :class:`PermanentError`.
+
+        .. deprecated:: 0.1.0
+           As ``mcp.Client.send_ping``: removed at 2026-07-28.
         """
+        warn_deprecated(PING_DEPRECATED)
 
         async def ping(client: Client) -> EmptyResult:
             return await client.session.send_ping()
@@ -455,12 +464,6 @@ class ResilientMCPClient:
 
     # -- internals -----------------------------------------------------------
 
-    async def _on_connect(self, client: Client) -> None:
-        guard_session(client)  # so that a cache probe can refuse to send
-        await self._catalog.learn_all(client)
-        if self._user_on_connect is not None:
-            await self._user_on_connect(client)
-
     async def _refresh_tools(self) -> None:
         # Through a pipeline of its own: the caller never asked for it.
         refresh = partial(
@@ -473,15 +476,6 @@ class ResilientMCPClient:
             kwargs={"cache_mode": "refresh"},
         )
         await self._catalog.refresh(refresh, self.name)
-
-    async def _on_message(self, message: Any) -> None:
-        if isinstance(message, ToolListChangedNotification):
-            self._catalog.stale = True
-        handler = self._user_message_handler
-        if handler is not None:
-            await handler(message)
-        else:
-            await checkpoint()
 
     async def _call_until(
         self, deadline: float, operation: Callable[[Client], Awaitable[T]]

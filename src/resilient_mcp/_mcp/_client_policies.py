@@ -38,6 +38,10 @@ KINDS: Final = {
     "prompts/get": "prompts",
     "completion/complete": "completion",
     "ping": None,
+    "resources/subscribe": "resources",
+    "resources/unsubscribe": "resources",
+    "logging/setLevel": None,
+    "notifications/roots/list_changed": None,
 }
 """Each MCP method, and the bulkhead (operation kind) it goes through."""
 

@@ -259,10 +259,10 @@ def check_arguments(name: object, arguments: object) -> None:
         PermanentError: With code ``-32602`` (invalid params).
     """
     if type(name) is not str or not name:
-        kind = "an empty string" if name == "" else type(name).__name__
+        what = "an empty string" if name == "" else type(name).__name__
         raise PermanentError(
             INVALID_PARAMS,
-            f"the tool name must be a non-empty string, not {kind}",
+            f"the tool name must be a non-empty string, not {what}",
         )
     if arguments is None:
         return
