@@ -219,3 +219,15 @@ async def test_a_2026_server_refuses_them_permanently(autojump_clock):
     assert [] == heard
     assert 0 == metrics.retried_requests
     assert 0 == metrics.circuit_breaker.total_failures
+
+
+async def test_send_ping_warns_as_the_sdk_does(autojump_clock):
+    """send_ping() works at 2025-11-25 and warns like mcp.Client's."""
+    server, _ = subscribing_server({})
+    async with ResilientMCPClient(server, config=legacy()) as client:
+        with pytest.warns(MCPDeprecationWarning, match="ping is removed"):
+            pong = await client.send_ping()
+        metrics = client.metrics()
+
+    assert isinstance(pong, EmptyResult)
+    assert 1 == metrics.operations["ping"].successful_requests
