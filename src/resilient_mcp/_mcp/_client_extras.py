@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from ._client_hooks import SessionHooks
 
 
+# The SDK's own deprecation messages (mcp.Client's).
 SUBSCRIBE_DEPRECATED: Final = (
     "resources/subscribe is removed as of 2026-07-28; "
     "use Client.listen() instead."
@@ -67,7 +68,6 @@ PING_DEPRECATED: Final = (
     "ping is removed as of 2026-07-28; "
     "the method only works under mode='legacy'."
 )
-"""The SDK's own deprecation messages (``mcp.Client``)."""
 
 
 def warn_deprecated(message: str) -> None:
