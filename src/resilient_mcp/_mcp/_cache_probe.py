@@ -15,7 +15,6 @@ import contextvars
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from .._errors import ResilienceError
 from ._sdk_private import refuse_requests_while
 
 
@@ -57,13 +56,12 @@ async def from_cache(
     The answer from the SDK's response cache, or ``None`` on a miss.
 
     Runs *operation* on the live session (if there is one right now, with
-    a cache), its wire requests refused (see :func:`guard_session`).
+    a cache), its wire requests refused (see :func:`guard_session`).  A
+    probe has no side effects: without a live session it asks for none
+    (the pipeline's call does that, once its breaker has admitted it).
     """
-    try:
-        live = supervisor.acquire_nowait()
-    except ResilienceError:
-        return None
-    if live.client.cache is None:
+    live = supervisor.live_session()
+    if live is None or live.client.cache is None:
         return None
     token = _PROBING.set(True)
     try:

@@ -40,7 +40,6 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import (
     CallToolResult,
     CompleteResult,
-    EmptyResult,
     GetPromptResult,
     InputResponses,
     ListPromptsResult,
@@ -49,15 +48,16 @@ from mcp_types import (
     ListToolsResult,
     ReadResourceResult,
     RequestParamsMeta,
-    ToolListChangedNotification,
 )
 
 from .._breaker import CircuitBreaker
 from .._metrics import LatencyRecorder
 from .._pipeline import ResiliencePipeline
-from .._timeouts import DeadlineAware, checkpoint, current_time
-from ._cache_probe import from_cache, guard_session
+from .._timeouts import DeadlineAware, current_time
+from ._cache_probe import from_cache
 from ._client_config import ResilientClientConfig
+from ._client_extras import ServerFeatures
+from ._client_hooks import SessionHooks
 from ._client_metrics import ResilientClientMetrics, client_metrics
 from ._client_policies import ClientPolicies
 from ._errors import single_error
@@ -73,7 +73,7 @@ T = TypeVar("T")
 
 
 @final
-class ResilientMCPClient:
+class ResilientMCPClient(ServerFeatures):
     """
     A drop-in resilient ``mcp.Client``: the same methods, with resilience.
 
@@ -124,15 +124,19 @@ class ResilientMCPClient:
             retryable_tools=config.retryable_tools,
         )
         session_config = config.session
-        self._user_on_connect = session_config.on_connect
         options = dict(session_config.client_options)
-        self._user_message_handler = options.get("message_handler")
-        options["message_handler"] = self._on_message
+        hooks = SessionHooks(
+            self._catalog,
+            session_config.on_connect,
+            options.get("message_handler"),
+        )
+        self._hooks = hooks
+        options["message_handler"] = hooks.on_message
         self._supervisor = SessionSupervisor(
             server,
             attrs.evolve(
                 session_config,
-                on_connect=self._on_connect,
+                on_connect=hooks.on_connect,
                 client_options=options,
             ),
             name=name,
@@ -148,10 +152,11 @@ class ResilientMCPClient:
         self._list = partial(list_through, self._bounded, self._supervisor)
 
     def __repr__(self) -> str:
+        # Snapshots, which never raise (not even once the loop has ended).
         return (
             f"<ResilientMCPClient {self.name!r} "
             f"{self._supervisor.metrics().state.name}, breaker "
-            f"{self._breaker.state.name}>"
+            f"{self._breaker.metrics().state.name}>"
         )
 
     # -- lifetime ----------------------------------------------------------
@@ -322,19 +327,6 @@ class ResilientMCPClient:
             self._bounded, complete
         )
 
-    async def send_ping(self) -> EmptyResult:
-        """
-        ``ping``, where the negotiated protocol has it.
-
-        At protocol 2026-07-28 there is no ping: the server answers
-        ``-32601``, raised as :class:`PermanentError`.
-        """
-
-        async def ping(client: Client) -> EmptyResult:
-            return await client.session.send_ping()
-
-        return await self._pipelines["ping"].call(self._bounded, ping)
-
     async def call_tool(
         self,
         name: str,
@@ -411,12 +403,14 @@ class ResilientMCPClient:
         """
         Take a snapshot of the client's counters and latencies.
 
+        It never raises, even once the event loop has ended.
+
         Returns:
             A frozen :class:`ResilientClientMetrics`.
         """
         policies = self._policies
         return client_metrics(
-            policies.all_pipelines(),
+            policies.caller_pipelines(),
             policies.recorder,
             policies.retry,
             policies.breaker,
@@ -424,6 +418,7 @@ class ResilientMCPClient:
             self._tools,
             self._tool_recorder,
             self._supervisor.metrics(),
+            internal=(policies.refresh,),
         )
 
     def pipelines(self) -> list[ResiliencePipeline]:
@@ -432,7 +427,8 @@ class ResilientMCPClient:
 
         ``tools/call`` has two: ``"tools/call"`` for calls safe to retry
         and ``"tools/call:unsafe"`` for the others (both record latency
-        under ``"tools/call"``).
+        under ``"tools/call"``); ``"tools/list:refresh"`` carries the
+        client's own listings after ``list_changed``.
         """
         return self._policies.all_pipelines()
 
@@ -462,26 +458,18 @@ class ResilientMCPClient:
 
     # -- internals -----------------------------------------------------------
 
-    async def _on_connect(self, client: Client) -> None:
-        guard_session(client)  # so that a cache probe can refuse to send
-        await self._catalog.learn_all(client)
-        if self._user_on_connect is not None:
-            await self._user_on_connect(client)
-
     async def _refresh_tools(self) -> None:
-        await self._catalog.refresh(
-            lambda: self.list_tools(all_pages=True, cache_mode="refresh"),
-            self.name,
+        # Through a pipeline of its own: the caller never asked for it.
+        refresh = partial(
+            self._list,
+            self._policies.refresh,
+            "tools",
+            "list_tools",
+            None,
+            all_pages=True,
+            kwargs={"cache_mode": "refresh"},
         )
-
-    async def _on_message(self, message: Any) -> None:
-        if isinstance(message, ToolListChangedNotification):
-            self._catalog.stale = True
-        handler = self._user_message_handler
-        if handler is not None:
-            await handler(message)
-        else:
-            await checkpoint()
+        await self._catalog.refresh(refresh, self.name)
 
     async def _call_until(
         self, deadline: float, operation: Callable[[Client], Awaitable[T]]

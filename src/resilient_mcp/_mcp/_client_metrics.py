@@ -16,6 +16,7 @@ import attrs
 from .._breaker import CircuitBreaker, CircuitBreakerMetrics
 from .._bulkhead import Bulkhead, BulkheadMetrics
 from .._metrics import LatencyRecorder, LatencySnapshot
+from .._metrics._values import EMPTY_SNAPSHOT
 from .._pipeline import FAILURE_OUTCOMES, Outcome, ResiliencePipeline
 from .._retry import RetryManager
 from ._session_types import SessionMetrics
@@ -123,6 +124,18 @@ class ResilientClientMetrics:
     """Per operation kind."""
     session: SessionMetrics
     """Connections, losses and reconnects."""
+    internal_requests: int = 0
+    """
+    Requests the client made of its own accord, not counted in
+    ``total_requests`` or the latencies: the ``tools/list`` refreshes after
+    the server said the tool list changed (every outcome, rejections
+    included).
+    """
+    internal_operations: Mapping[str, OperationMetrics] = attrs.field(
+        factory=lambda: MappingProxyType({})
+    )
+    """The same per pipeline (``"tools/list:refresh"``), with outcomes
+    (their latency is not recorded)."""
 
 
 def client_metrics(  # noqa: PLR0917 (one call, from the client)
@@ -134,25 +147,19 @@ def client_metrics(  # noqa: PLR0917 (one call, from the client)
     tools: ToolCalls,
     tool_recorder: LatencyRecorder,
     session: SessionMetrics,
+    internal: Iterable[ResiliencePipeline] = (),
 ) -> ResilientClientMetrics:
     """
     Add up the client's parts into one snapshot.
 
     Pipelines sharing a key (``"tools/call"`` and ``"tools/call:unsafe"``)
-    are counted as one operation.
+    are counted as one operation.  The *internal* pipelines (the client's
+    own requests) are counted apart.
     """
-    operations: dict[str, OperationMetrics] = {}
     totals = dict.fromkeys(Outcome, 0)
-    by_method: dict[str, dict[Outcome, int]] = {}
-    for pipeline in pipelines:
-        counts = by_method.setdefault(pipeline.key, dict.fromkeys(Outcome, 0))
-        for outcome, count in pipeline.metrics().outcomes.items():
-            counts[outcome] += count
-            totals[outcome] += count
-    for method, counts in by_method.items():
-        operations[method] = _operation(
-            method, counts, recorder.snapshot_or_empty(method)
-        )
+    operations = _operations(pipelines, recorder, totals)
+    internal_totals = dict.fromkeys(Outcome, 0)
+    internal_operations = _operations(internal, None, internal_totals)
     overall = recorder.snapshot()
     failures: dict[Outcome, int] = {o: totals[o] for o in FAILURE_OUTCOMES}
     return ResilientClientMetrics(
@@ -178,7 +185,33 @@ def client_metrics(  # noqa: PLR0917 (one call, from the client)
             {k: b.metrics() for k, b in bulkheads.items()}
         ),
         session=session,
+        internal_requests=sum(internal_totals.values()),
+        internal_operations=MappingProxyType(internal_operations),
     )
+
+
+def _operations(
+    pipelines: Iterable[ResiliencePipeline],
+    recorder: LatencyRecorder | None,
+    totals: dict[Outcome, int],
+) -> dict[str, OperationMetrics]:
+    """Each pipeline key's operation metrics; adds into *totals*."""
+    by_method: dict[str, dict[Outcome, int]] = {}
+    for pipeline in pipelines:
+        counts = by_method.setdefault(pipeline.key, dict.fromkeys(Outcome, 0))
+        for outcome, count in pipeline.metrics().outcomes.items():
+            counts[outcome] += count
+            totals[outcome] += count
+    return {
+        method: _operation(
+            method,
+            counts,
+            recorder.snapshot_or_empty(method)
+            if recorder is not None
+            else EMPTY_SNAPSHOT,
+        )
+        for method, counts in by_method.items()
+    }
 
 
 def _tool_metrics(

@@ -38,8 +38,15 @@ KINDS: Final = {
     "prompts/get": "prompts",
     "completion/complete": "completion",
     "ping": None,
+    "resources/subscribe": "resources",
+    "resources/unsubscribe": "resources",
+    "logging/setLevel": None,
+    "notifications/roots/list_changed": None,
 }
 """Each MCP method, and the bulkhead (operation kind) it goes through."""
+
+REFRESH: Final = "tools/list:refresh"
+"""The pipeline of the client's own tool-list refreshes (not the caller's)."""
 
 
 def never_sent(exc: Exception) -> bool:
@@ -89,6 +96,11 @@ class ClientPolicies:
     """Per MCP method."""
     unsafe_calls: ResiliencePipeline
     """``tools/call`` of tools not safe to repeat."""
+    refresh: ResiliencePipeline
+    """The client's own ``tools/list`` after ``list_changed``: through the
+    ``tools`` bulkhead, the server's breaker and the timeout, but never
+    retried (the next call tries again), never timed, and counted apart
+    from the caller's requests."""
 
     @classmethod
     def from_config(
@@ -160,8 +172,18 @@ class ClientPolicies:
             unsafe_calls=pipeline(
                 "tools/call:unsafe", "tools", timeout, retry_if=never_sent
             ),
+            refresh=ResiliencePipeline(
+                bulkhead=bulkheads.get("tools"),
+                circuit_breaker=breaker,
+                timeout=config.attempt_timeout,
+                name=REFRESH,
+            ),
         )
 
-    def all_pipelines(self) -> list[ResiliencePipeline]:
-        """Every pipeline, the unsafe ``tools/call`` one last."""
+    def caller_pipelines(self) -> list[ResiliencePipeline]:
+        """The pipelines of the caller's requests (unsafe calls last)."""
         return [*self.pipelines.values(), self.unsafe_calls]
+
+    def all_pipelines(self) -> list[ResiliencePipeline]:
+        """Every pipeline: the caller's, then the client's own refresh."""
+        return [*self.pipelines.values(), self.unsafe_calls, self.refresh]

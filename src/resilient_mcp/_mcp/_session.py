@@ -248,6 +248,21 @@ class SessionSupervisor(SessionOwner):
         session = await self._obtain(patient=False)
         return cast("LiveSession", session.public)
 
+    def live_session(self) -> LiveSession | None:
+        """
+        The live session right now, or ``None``; nothing else happens.
+
+        Unlike :meth:`acquire_nowait` it never asks for a connection, so a
+        look (the response-cache probe, say) has no side effects: with
+        the circuit open, looking must not dial the server.
+
+        .. versionadded:: 0.1.0
+        """
+        session = self._session
+        if session is None or self._closing:
+            return None
+        return cast("LiveSession", session.public)
+
     def acquire_nowait(self) -> LiveSession:
         """
         The live session, or an error at once; asks for a connection.
@@ -361,12 +376,18 @@ class SessionSupervisor(SessionOwner):
         """
         Take a snapshot of the supervisor's state and counters.
 
+        It never raises, even once the event loop has ended (metrics read
+        after ``trio.run`` returned): ``reconnect_in`` is then ``None``.
+
         Returns:
             A frozen :class:`SessionMetrics`.
         """
         session = self._session
         schedule = self._schedule
-        wait = schedule.retry_at - current_time()
+        try:
+            wait = schedule.retry_at - current_time()
+        except RuntimeError:  # no event loop running: nothing to wait for
+            wait = 0.0
         return SessionMetrics(
             name=self.name,
             state=self._state(),

@@ -241,19 +241,29 @@ class ToolCall:
         )
 
 
-def check_arguments(name: str, arguments: object) -> None:
+def check_arguments(name: object, arguments: object) -> None:
     """
-    Refuse, before any policy sees the call, arguments the SDK cannot send.
+    Refuse, before any policy sees the call, a call the SDK cannot send.
 
-    The SDK would raise a bare pydantic, serialisation or Unicode error
-    from inside the call, where the server's breaker counted it as the
-    server's failure; nothing was sent, and no retry can help.  Values are
-    serialised as the SDK does (pydantic's JSON serialiser: dates, UUIDs,
-    models are fine); the message names types, never values.
+    A tool name must be a non-empty string: the SDK would send an empty
+    or ``None`` name to the server, and the per-tool books could not file
+    the call (an empty key).  The arguments must be a JSON-serialisable
+    mapping with string keys: the SDK would raise a bare pydantic,
+    serialisation or Unicode error from inside the call, where the
+    server's breaker counted it as the server's failure; nothing was
+    sent, and no retry can help.  Values are serialised as the SDK does
+    (pydantic's JSON serialiser: dates, UUIDs, models are fine); the
+    message names types, never values.
 
     Raises:
         PermanentError: With code ``-32602`` (invalid params).
     """
+    if type(name) is not str or not name:
+        what = "an empty string" if name == "" else type(name).__name__
+        raise PermanentError(
+            INVALID_PARAMS,
+            f"the tool name must be a non-empty string, not {what}",
+        )
     if arguments is None:
         return
     if type(arguments) is dict:

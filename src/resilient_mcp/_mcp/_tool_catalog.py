@@ -65,6 +65,8 @@ class ToolCatalog:
     stale: bool = attrs.field(init=False, default=False)
     """Whether the server said the list changed since the last listing."""
     _last_refresh: float = attrs.field(init=False, default=-math.inf)
+    # Whether the last refresh failed (and was logged): one line an outage.
+    _refresh_failing: bool = attrs.field(init=False, default=False)
 
     def learn(self, result: ListToolsResult, *, complete: bool) -> None:
         """
@@ -105,24 +107,36 @@ class ToolCatalog:
         self.stale = False
 
     async def refresh(
-        self, list_all: Callable[[], Awaitable[object]], client: str
+        self, list_all: Callable[[], Awaitable[ListToolsResult]], client: str
     ) -> None:
         """
-        Call *list_all* (which lists every tool, and :meth:`learn` them).
+        Learn every tool from *list_all* (a listing of every page).
 
         A failure is logged, not raised: the call that asked for the
         listing goes ahead, and is not retried unless safe by what is
-        known.
+        known; the next call asks again.  It is logged once per outage
+        (a WARNING naming the error, without a traceback, then DEBUG),
+        and again after a listing has succeeded: while the circuit is
+        open every call's refresh is refused, and one line says so.
         """
         try:
-            await list_all()
-        except Exception:
-            logger.warning(
-                "%s: could not refresh the tool list after list_changed; "
-                "calls to unknown tools are not retried",
+            result = await list_all()
+        except Exception as exc:
+            level = logging.DEBUG if self._refresh_failing else logging.WARNING
+            self._refresh_failing = True
+            logger.log(
+                level,
+                "%s: could not refresh the tool list after list_changed "
+                "(%s: %s); calls go ahead, retried only as the last listing "
+                "allows, and each tries again (logged again after a "
+                "success)",
                 client,
-                exc_info=True,
+                type(exc).__name__,
+                exc,
             )
+            return
+        self._refresh_failing = False
+        self.learn(result, complete=True)
 
     def needs_refresh(self, name: str) -> bool:
         """
