@@ -209,6 +209,9 @@ def test_demo_help_lists_its_options(capsys):
     help_text = capsys.readouterr().out
     for option in ("--transport", "--seed", "--metrics-port", "--no-metrics"):
         assert option in help_text
+    assert "seed's" not in help_text
+    assert 0 == main(["--help"])
+    assert "seed's" not in capsys.readouterr().out
 
 
 class RecordingProgress(Progress):

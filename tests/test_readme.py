@@ -142,3 +142,29 @@ async def test_mcp_client_snippet_runs_against_the_readme_server(tmp_path):
     )
     assert succeeded == int(summary[1])
     assert 5 == int(summary[2])
+
+
+DESIGN_JARGON = re.compile(r"seed's|seed design", re.IGNORECASE)
+
+
+def test_docs_do_not_cite_our_design_document():
+    """
+    README, docs, help and docstrings speak plain words to users.
+
+    Users have never read the design document the project started from,
+    so nothing they read refers to "the seed's" settings or recipes.
+    """
+    root = README.parent
+    files = [
+        README,
+        *sorted((root / "docs").glob("*.md")),
+        *sorted((root / "src").rglob("*.py")),
+    ]
+
+    found = [
+        f"{path.relative_to(root)}:{n}: {line.strip()}"
+        for path in files
+        for n, line in enumerate(path.read_text("utf-8").splitlines(), 1)
+        if DESIGN_JARGON.search(line)
+    ]
+    assert [] == found
