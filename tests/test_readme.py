@@ -168,3 +168,20 @@ def test_docs_do_not_cite_our_design_document():
         if DESIGN_JARGON.search(line)
     ]
     assert [] == found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+async def test_quickstart_example_runs(backend, tmp_path):
+    """``examples/quickstart.py``, which the README names, runs and reports."""
+    example = README.parent / "examples" / "quickstart.py"
+    with trio.fail_after(HANG_GUARD):
+        out = await run_snippet(
+            example.read_text(encoding="utf-8"), tmp_path, backend
+        )
+
+    assert "python3 examples/quickstart.py" in README.read_text("utf-8")
+    assert re.fullmatch(
+        r"\d+/20 succeeded, \d+ needed a retry, breaker [A-Z_]+",
+        out.splitlines()[-1],
+    )
