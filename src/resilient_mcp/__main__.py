@@ -9,7 +9,7 @@ Commands:
     Inspect, merge, compare and plot HdrHistogram interval logs
     (:mod:`resilient_mcp._cli._hist`).
 ``demo``
-    Run the seed's example against an embedded flaky MCP server
+    Run a scripted workload against a flaky MCP server of ours
     (:mod:`resilient_mcp._cli._demo`, running :mod:`resilient_mcp._demo`).
 """
 

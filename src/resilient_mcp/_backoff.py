@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ._config import RetryConfig
 
 
-PROPORTIONAL_JITTER: Final = 0.1  # +-10 %, the seed's jitter
+PROPORTIONAL_JITTER: Final = 0.1  # +-10 %, the default jitter
 
 
 def base_delay(config: RetryConfig, retry: int) -> float:

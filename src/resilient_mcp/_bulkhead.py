@@ -117,7 +117,7 @@ class Bulkhead(PolicyBase):
     >>> # result = await tools.call(session.call_tool, "echo", {"x": 1})
 
     Args:
-        config: The configuration; ``None`` for the seed's defaults.
+        config: The configuration; ``None`` for the defaults.
 
     .. versionadded:: 0.1.0
     """

@@ -2,7 +2,7 @@
 Frozen, validated configuration for every policy.
 
 Every config is an ``attrs.frozen`` class with keyword-only fields whose
-defaults are the seed design's.  Invalid values fail at construction with a
+defaults each field documents.  Invalid values fail at construction with a
 :class:`ConfigurationError` (a :class:`ValueError`) naming the class, the
 field, the allowed range and the value given.  Durations are float seconds;
 a :class:`datetime.timedelta` is accepted and converted once.
@@ -143,7 +143,7 @@ class CircuitBreakerConfig:
     """
     When a circuit opens, how long it stays open, and how it closes again.
 
-    The defaults are the seed's.  By default the circuit opens after
+    By default the circuit opens after
     ``failure_threshold`` failures within ``monitoring_window`` seconds
     (count mode).  Set ``failure_rate_threshold`` to open it instead when
     the failure ratio over the window reaches that fraction, once at least
@@ -251,8 +251,8 @@ class RetryConfig:
 
     The delay before retry *n* (n = 0, 1, ...) is
     ``initial_delay * backoff_factor ** n`` capped at ``max_delay``.  With
-    ``jitter=True`` (or ``"proportional"``) it varies by +-10 %, as the seed
-    says; ``"full"`` and ``"decorrelated"`` are the strategies of the AWS
+    ``jitter=True`` (or ``"proportional"``) it varies by +-10 %;
+    ``"full"`` and ``"decorrelated"`` are the strategies of the AWS
     architecture blog's "Exponential Backoff And Jitter"; ``False`` waits
     exactly the computed delay.
 

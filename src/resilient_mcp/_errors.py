@@ -1,5 +1,5 @@
 """
-The whole exception tree of resilient_mcp, and the seed's error triage.
+The whole exception tree of resilient_mcp, and its error triage.
 
 Every error the library raises on its own account derives from
 :class:`ResilienceError`.  Errors that callers already know how to catch
@@ -190,7 +190,7 @@ class CallTimeout(ResilienceError, TimeoutError):  # noqa: N818 (STYLE.md)
 
 class RecoveryAction(enum.Enum):
     """
-    What the seed's error-handling strategy does with an error.
+    What to do about an error: the answer of :func:`classify_error`.
 
     .. versionadded:: 0.1.0
     """
@@ -209,7 +209,7 @@ class RecoveryAction(enum.Enum):
 
 def classify_error(exc: BaseException) -> RecoveryAction:
     """
-    Triage an error the way the seed's ``handleMCPError`` does.
+    Triage an error: which :class:`RecoveryAction` suits it.
 
     Args:
         exc: Any exception.

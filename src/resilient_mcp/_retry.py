@@ -96,7 +96,7 @@ class RetryManager:
     >>> # result = await retry.call(fetch, url)
 
     Args:
-        config: The configuration; ``None`` for the seed's defaults.
+        config: The configuration; ``None`` for the defaults.
         name: A name for logs and metrics.
         rng: The random source for jitter; pass a seeded
             :class:`random.Random` for repeatable delays.

@@ -9,7 +9,7 @@ The ``resilient-mcp`` command line: one module per command group.
     (:mod:`._hist`, doing the work with :mod:`._hist_report` and
     :mod:`._hist_plot`).
 ``demo``
-    Run the seed's example against an embedded flaky MCP server
+    Run a scripted workload against a flaky MCP server of ours
     (:mod:`._demo`, running :mod:`resilient_mcp._demo`).
 """
 

@@ -16,7 +16,7 @@ from .._demo import run_demo
 
 DEFAULT_LOG: Final = "app.log"
 DEFAULT_HLOG: Final = "demo.hlog"
-DEFAULT_METRICS_PORT: Final = 8080  # the seed's address
+DEFAULT_METRICS_PORT: Final = 8080  # the usual Prometheus target port
 
 
 def add_demo_parser(
@@ -25,12 +25,15 @@ def add_demo_parser(
     """Add ``demo`` to the top-level parser."""
     demo = subparsers.add_parser(
         "demo",
-        help="run the seed's example against an embedded flaky MCP server",
+        help="show the client at work against a flaky MCP server of ours",
         description=(
-            "Start a flaky MCP server in a subprocess and run the seed's "
-            "phases through ResilientMCPClient: normal operations, error "
-            "recovery, bulkhead isolation, session recovery, and final "
-            "metrics.  Exits 0 when every request was accounted for."
+            "Start a flaky MCP server of ours in a subprocess and call it "
+            "through ResilientMCPClient, in five phases: normal "
+            "operations; error recovery (retries, the circuit breaker "
+            "opening and closing); bulkhead isolation; session recovery "
+            "(the server process dies and the client reconnects); and the "
+            "final metrics.  Every sentence it prints is made from what "
+            "was counted.  Exits 0 when every request was accounted for."
         ),
     )
     demo.add_argument(

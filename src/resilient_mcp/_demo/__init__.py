@@ -1,21 +1,23 @@
 """
-``resilient-mcp demo``: the seed's example, against a real flaky server.
+``resilient-mcp demo``: a scripted workload against a real flaky server.
 
 The demo starts an MCP server of ours in a subprocess (stdio by default,
 streamable HTTP with ``--transport http``) whose tools succeed, fail at a
-rate, slow down and hang, and runs the seed's phases through
+rate, slow down and crash, and runs five phases through
 :class:`~resilient_mcp.ResilientMCPClient`:
 
 1. normal operations;
 2. error recovery: retries, the circuit opening, failing fast, probing and
-   closing again;
+   closing again, each sentence made from the counts of that step;
 3. bulkhead isolation: 20 concurrent tool calls against a small tools
    bulkhead while resource reads go on unharmed;
-4. session recovery: the server process dies and a new one takes over;
+4. session recovery: the server process dies twice, the second time right
+   after the client reconnected, and a new one takes over each time;
 5. final metrics, checked: every request accounted for exactly once.
 
 While it runs it prints progress, serves ``/metrics`` (127.0.0.1:8080 by
-default), logs to ``app.log`` with the seed's greppable lines, and writes
+default), logs to ``app.log`` (breaker transitions, retries, rejections, and
+the final metrics last), and writes
 an ``.hlog`` latency log that ``resilient-mcp hist show`` reads.  It exits
 non-zero if the library misbehaved.
 """
@@ -86,11 +88,12 @@ async def run_demo(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"resilient-mcp demo: {exc}", file=sys.stderr)
         return 1
+    else:
+        _print_final(metrics, args, sys.stdout)
+        return 0
     finally:
         logging.getLogger("resilient_mcp").removeHandler(handler)
         handler.close()
-    _print_final(metrics, args, sys.stdout)
-    return 0
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,5 +1,5 @@
 """
-The demo's scenario: the client's configuration and the seed's phases.
+The demo's scenario: the client's configuration and its five phases.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from .._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
-from .._errors import BulkheadError, CircuitBreakerError, ResilienceError
+from .._errors import BulkheadError, ResilienceError
+from ._recovery import RECOVERY_TIMEOUT, phase_errors, phase_session
 from ._report import Progress, _check
 from ._server import STARTUP_LIMIT
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 logger: Final = logging.getLogger("resilient_mcp.demo")
 
 PHASE_LIMIT: Final = 20.0  # seconds: no phase may take longer
-RECOVERY_TIMEOUT: Final = 2.0  # seconds the demo's circuit stays open
 
 
 def _client_config() -> Any:
@@ -55,7 +55,8 @@ def _client_config() -> Any:
         session=SessionConfig(
             connect_timeout=STARTUP_LIMIT,
             reconnect_delay=0.1,
-            reconnect_max_delay=1.0,
+            # A session lost sooner than this counts as a failed connect.
+            reconnect_max_delay=2.0,
         ),
     )
 
@@ -84,11 +85,11 @@ async def _run_phases(
         with trio.fail_after(PHASE_LIMIT):
             await _phase_normal(client, progress)
         with trio.fail_after(PHASE_LIMIT):
-            await _phase_errors(client, progress)
+            await phase_errors(client, progress)
         with trio.fail_after(PHASE_LIMIT):
             await _phase_bulkhead(client, progress, rng)
         with trio.fail_after(PHASE_LIMIT):
-            await _phase_session(client, server, progress)
+            await phase_session(client, server, progress)
         metrics = client.metrics()
         _check(metrics)
         background.cancel_scope.cancel()
@@ -145,56 +146,6 @@ async def _phase_normal(
     )
 
 
-async def _phase_errors(
-    client: ResilientMCPClient, progress: Progress
-) -> None:
-    progress.phase(2, "error recovery: retries and the circuit breaker")
-    await _control(client, failure_rate=0.2)
-    ok = failed = 0
-    for _ in range(10):
-        try:
-            await client.call_tool("flaky", {})
-            ok += 1
-        except ResilienceError:
-            failed += 1
-    retried = client.metrics().retried_requests
-    progress.line(
-        f"tool failing 20% of the time: {ok} of 10 calls succeeded, "
-        f"{retried} after retries; {failed} failed"
-    )
-    await _control(client, failure_rate=1.0)
-    fast = 0
-    for _ in range(10):
-        try:
-            await client.call_tool("flaky", {})
-        except CircuitBreakerError:
-            fast += 1
-        except ResilienceError:
-            pass
-    state = client.circuit_breaker.state
-    progress.line(
-        f"failing tool: circuit {state.name}, {fast} calls failed fast"
-    )
-    # The server recovers while the circuit is open; probes close it.
-    await _control(client, failure_rate=0.0)
-    await trio.sleep(RECOVERY_TIMEOUT)
-    state = client.circuit_breaker.state
-    progress.line(f"after {RECOVERY_TIMEOUT:g}s: circuit {state.name}")
-    for _ in range(3):
-        await client.call_tool("flaky", {})
-    progress.line(
-        f"probes succeeded: circuit {client.circuit_breaker.state.name}"
-    )
-
-
-async def _control(client: ResilientMCPClient, **settings: Any) -> None:
-    # The demo's own control channel to the server: straight to the live
-    # session, around the breaker that may (rightly) be stopping the
-    # application's calls.
-    live = await client.supervisor.connect()
-    await live.client.call_tool("configure", settings)
-
-
 async def _phase_bulkhead(
     client: ResilientMCPClient, progress: Progress, rng: random.Random
 ) -> None:
@@ -216,37 +167,26 @@ async def _phase_bulkhead(
     async def reader() -> None:
         for _ in range(10):
             start = trio.current_time()
-            await client.list_resources()
-            reads.append(trio.current_time() - start)
+            try:
+                await client.list_resources()
+                reads.append(trio.current_time() - start)
+            except ResilienceError:
+                pass
             await trio.sleep(0.05)
 
     async with trio.open_nursery() as nursery:
         for _ in range(20):
             nursery.start_soon(tool_call)
         nursery.start_soon(reader)
-    worst = max(reads) * 1000
+    tools = client.metrics().bulkheads["tools"]
     progress.line(
-        f"20 concurrent tool calls (5 run, 10 wait): {outcomes['ok']} ran, "
+        f"20 concurrent tool calls, {tools.max_concurrent_requests} may run "
+        f"and {tools.queue_size} wait: {outcomes['ok']} ran, "
         f"{outcomes['rejected']} rejected at once, {outcomes['failed']} "
         "failed"
     )
+    slowest = f", slowest {max(reads) * 1000:.1f} ms" if reads else ""
     progress.line(
-        f"meanwhile 10 resource listings, slowest {worst:.1f} ms: unharmed"
+        f"meanwhile {len(reads)} of 10 resource listings succeeded"
+        f"{slowest}, in a bulkhead of their own"
     )
-
-
-async def _phase_session(
-    client: ResilientMCPClient, server: _DemoServer, progress: Progress
-) -> None:
-    progress.phase(4, "session recovery: the server process dies")
-    before = client.supervisor.metrics().generation
-    try:
-        await client.call_tool("crash", {})
-    except ResilienceError as exc:
-        progress.line(f"crash (not safe to retry): {type(exc).__name__}")
-    if await server.restart_after_crash():
-        progress.line("the HTTP server was restarted on the same port")
-    result = await client.call_tool("echo", {"text": "back"})
-    after = client.supervisor.metrics().generation
-    text = (result.structured_content or {}).get("result")
-    progress.line(f"next call {text!r} on session {after} (was {before})")

@@ -76,8 +76,18 @@ def _check(metrics: ResilientClientMetrics) -> None:
 def _print_final(
     metrics: ResilientClientMetrics, args: argparse.Namespace, out: TextIO
 ) -> None:
+    """Print the final metrics, and log them: the log ends with them."""
+    for line in _final_lines(metrics, args):
+        if line.strip():
+            logger.info("%s", line.strip())
+        print(line, file=out)
+
+
+def _final_lines(
+    metrics: ResilientClientMetrics, args: argparse.Namespace
+) -> list[str]:
     ms = 1000.0
-    print("\n== Phase 5: final metrics", file=out)
+    lines = ["\n== Phase 5: final metrics"]
     rows = [
         ("total_requests", metrics.total_requests),
         ("successful_requests", metrics.successful_requests),
@@ -93,31 +103,34 @@ def _print_final(
         ("p99.9_latency", f"{metrics.p999_latency * ms:.3f} ms"),
         ("max_latency", f"{metrics.max_latency * ms:.3f} ms"),
     ]
-    for name, value in rows:
-        print(f"   {name:<24}{value}", file=out)
+    lines.extend(f"   {name:<24}{value}" for name, value in rows)
     failures = ", ".join(
         f"{outcome.value}={count}"
         for outcome, count in metrics.failures.items()
         if count
     )
-    print(f"   {'failures by kind':<24}{failures or 'none'}", file=out)
-    print("   per operation:", file=out)
-    for name, op in sorted(metrics.operations.items()):
-        if op.total_requests:
-            print(
-                f"     {name:<26}{op.total_requests:>5} requests  "
-                f"p50 {op.latency.p50 * ms:8.3f} ms  "
-                f"p99 {op.latency.p99 * ms:8.3f} ms",
-                file=out,
-            )
-    print(
+    lines.append(f"   {'failures by kind':<24}{failures or 'none'}")
+    lines.append("   per operation:")
+    lines.extend(
+        f"     {name:<26}{op.total_requests:>5} requests  "
+        f"p50 {op.latency.p50 * ms:8.3f} ms  "
+        f"p99 {op.latency.p99 * ms:8.3f} ms"
+        for name, op in sorted(metrics.operations.items())
+        if op.total_requests
+    )
+    session = metrics.session
+    lines.append(
+        f"   session: {session.connects} connected, "
+        f"{session.sessions_lost} lost, "
+        f"{session.connect_failures} failed connection attempts"
+    )
+    lines.append(
         f"   every request accounted for: {metrics.total_requests} = "
         f"{metrics.successful_requests} ok + {metrics.failed_requests} "
-        f"failed + {metrics.cancelled_requests} cancelled",
-        file=out,
+        f"failed + {metrics.cancelled_requests} cancelled"
     )
-    print(
+    lines.append(
         f"\nlog: {args.log_file}   latency log: {args.hlog} "
-        f"(try: resilient-mcp hist summary {args.hlog})",
-        file=out,
+        f"(try: resilient-mcp hist summary {args.hlog})"
     )
+    return lines

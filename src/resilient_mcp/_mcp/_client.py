@@ -95,7 +95,7 @@ class ResilientMCPClient(ServerFeatures):
             in-process use, ``StdioServerParameters``, a streamable-HTTP
             URL, a transport), or a zero-argument callable returning one
             afresh for each connection.
-        config: The configuration; ``None`` for the seed's defaults.
+        config: The configuration; ``None`` for the defaults.
         name: A name for logs, errors and metrics.
 
     .. versionadded:: 0.1.0

@@ -1,8 +1,8 @@
 """
 Configuration of :class:`~resilient_mcp.ResilientMCPClient`.
 
-The defaults are the seed design's: one circuit breaker per server, the
-seed's retry settings, and one bulkhead per kind of operation (tools 5
+The defaults: one circuit breaker per server, the default retry
+settings, and one bulkhead per kind of operation (tools 5
 running and 20 waiting with 15 s, resources 10 and 50 with 30 s, prompts as
 resources, completions 3 and 10).
 """
@@ -55,13 +55,13 @@ SEED_BULKHEADS: Final[Mapping[str, BulkheadConfig]] = MappingProxyType(
         ),
     }
 )
-"""The seed's bulkheads per operation kind."""
+"""The default bulkheads per operation kind."""
 
 DEFAULT_MAX_TRACKED_TOOLS: Final = 1000  # per-tool breakers kept at once
 
 
 def _bulkheads(value: Any) -> Mapping[str, BulkheadConfig | None]:
-    """Merge the user's bulkheads over the seed's, naming them by kind."""
+    """Merge the user's bulkheads over the defaults, naming them by kind."""
     if value is None:
         value = {}
     if not isinstance(value, Mapping):
@@ -170,7 +170,7 @@ class ResilientClientConfig:
     )
     """
     Bulkheads by operation kind (``tools``, ``resources``, ``prompts``,
-    ``completion``), merged over the seed's; ``None`` turns one off.
+    ``completion``), merged over the defaults; ``None`` turns one off.
     """
 
     timeout: float | None = attrs.field(
@@ -258,12 +258,12 @@ class ResilientClientConfig:
     @classmethod
     def production(cls, **overrides: Any) -> ResilientClientConfig:
         """
-        The seed's conservative settings for critical services.
+        Conservative settings for critical services.
 
         The breaker opens after 3 failures in 5 minutes, stays open 60 s
         and needs 5 successful probes; 5 attempts starting at 0.5 s; the
-        seed's "critical" bulkhead (20 running, 100 waiting, 45 s) for tools
-        and completions and its "bulk" one (50, 200, 60 s) for resources
+        "critical" bulkhead (20 running, 100 waiting, 45 s) for tools
+        and completions and a "bulk" one (50, 200, 60 s) for resources
         and prompts.  Keyword arguments override fields.
         """
         critical = {"max_concurrent_requests": 20, "queue_size": 100}
@@ -304,7 +304,7 @@ class ResilientClientConfig:
     @classmethod
     def development(cls, **overrides: Any) -> ResilientClientConfig:
         """
-        The seed's settings for fast feedback during development.
+        Settings for fast feedback during development.
 
         The breaker opens after 2 failures, probes after 10 s and closes
         after 2 successes; 3 attempts from 0.1 s, factor 1.5, no jitter

@@ -73,7 +73,7 @@ class ToolMetrics:
 @attrs.frozen(kw_only=True)
 class ResilientClientMetrics:
     """
-    The seed's client metrics, with exact accounting and real percentiles.
+    The client's metrics, with exact accounting and real percentiles.
 
     Every request is counted once, in exactly one outcome:
     ``total_requests == successful_requests + failed_requests +

@@ -22,7 +22,7 @@ the same with HTTP 4xx other than      :class:`~resilient_mcp.PermanentError`
 ``-32602``, ``-32020``, ``-32021``,    with the JSON-RPC code kept
 ``-32022``
 ``-32042`` URL elicitation required    unchanged (it asks for user action)
-any other code                         unchanged (the seed's "retry limited")
+any other code                         unchanged (triage: RETRY_LIMITED)
 a result the SDK rejects (pydantic     :class:`InvalidResponseError` (the
 ``ValidationError``), or structured    message names the fields at fault,
 content against the output schema      never their values)

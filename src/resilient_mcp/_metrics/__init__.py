@@ -3,8 +3,8 @@ Latency histograms, and a recorder that keeps one per operation.
 
 The only package that imports ``hdrh``.  Values are recorded in whole
 microseconds into HdrHistograms, so that percentiles are exact to the
-configured number of significant digits instead of the "maximum called
-p95" of the seed's Go example.
+configured number of significant digits, never a running maximum passed
+off as a percentile.
 
 The modules, from the bottom up:
 

@@ -5,8 +5,8 @@ Nothing here sits on the hot path.  A :class:`Watchlist` names the
 pipelines and policies to observe; :class:`ResilienceCollector` exposes
 them to Prometheus and :func:`serve_metrics` serves them over HTTP from
 the application's own task group; :func:`instrument_otel_metrics` reports
-them as OpenTelemetry metrics; :func:`run_health_monitor` logs the seed's
-warning signs every interval.  :func:`call_tracer` is what the pipeline
+them as OpenTelemetry metrics; :func:`run_health_monitor` logs warning
+signs every interval.  :func:`call_tracer` is what the pipeline
 asks for its per-call spans.
 
 ``prometheus_client`` and ``opentelemetry-api`` are imported only when

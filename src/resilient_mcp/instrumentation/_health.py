@@ -1,11 +1,11 @@
 """
-The seed's health monitor: a background task that logs warning signs.
+The health monitor: a background task that logs warning signs.
 
 Every interval it compares the watched objects' counters with those of
 the previous tick, so that each line is about *that* interval: a success
 rate computed over the process's whole life would hide an outage behind
-hours of good traffic (the seed's Go example divides the cumulative
-totals; this does not).
+hours of good traffic (a monitor that divides the cumulative totals
+would; this one does not).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from ._watch import Reading
 
 
-DEFAULT_INTERVAL: Final = 30.0  # seconds between checks, as in the seed
-DEFAULT_SUCCESS_RATE_THRESHOLD: Final = 0.95  # ratio, as in the seed
+DEFAULT_INTERVAL: Final = 30.0  # seconds between checks
+DEFAULT_SUCCESS_RATE_THRESHOLD: Final = 0.95  # ratio
 
 
 @attrs.frozen(kw_only=True)

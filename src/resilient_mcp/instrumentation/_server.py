@@ -39,7 +39,7 @@ from ._watch import Watchlist
 
 logger: Final = logging.getLogger("resilient_mcp")
 
-DEFAULT_HOST: Final = "127.0.0.1"  # the seed's http://localhost:8080
+DEFAULT_HOST: Final = "127.0.0.1"  # private to the machine
 DEFAULT_PORT: Final = 8080  # TCP port
 MAX_REQUEST_BYTES: Final = 8192  # bytes: request line plus headers
 REQUEST_TIMEOUT: Final = 10.0  # seconds to receive a request's head
