@@ -349,13 +349,7 @@ class Bulkhead(PolicyBase):
         self._limiter = new_limiter(self.config.max_concurrent_requests)
         return self._limiter
 
-    def metrics(self) -> BulkheadMetrics:
-        """
-        Take a snapshot of the bulkhead's counters.
-
-        Returns:
-            A frozen :class:`BulkheadMetrics`.
-        """
+    def _flushed_wait_histogram(self) -> LatencyHistogram:
         hist = self._wait_hist
         if self._zero_waits:
             # Calls that found a free slot waited zero seconds; they are
@@ -364,6 +358,29 @@ class Bulkhead(PolicyBase):
             hist.record_us(0, self._zero_waits)
             self._waited_calls += self._zero_waits
             self._zero_waits = 0
+        return hist
+
+    def wait_histogram(self) -> LatencyHistogram:
+        """
+        A copy of the histogram of the seconds calls waited for a slot.
+
+        One value per call admitted to run (0 for a call that found a free
+        slot), since the bulkhead was created: what the ``*_wait_time``
+        fields of :meth:`metrics` summarise, and what the Prometheus
+        exporter turns into buckets.
+
+        .. versionadded:: 0.2.0
+        """
+        return self._flushed_wait_histogram().copy()
+
+    def metrics(self) -> BulkheadMetrics:
+        """
+        Take a snapshot of the bulkhead's counters.
+
+        Returns:
+            A frozen :class:`BulkheadMetrics`.
+        """
+        hist = self._flushed_wait_histogram()
         admitted = self._waited_calls
         return BulkheadMetrics(
             name=self.config.name,
