@@ -292,7 +292,13 @@ async def test_request_timeout_on_the_fast_path(autojump_clock):
 
 
 @pytest.mark.parametrize(
-    "backends", [("trio", "asyncio"), ("asyncio", "trio"), ("trio", "trio")]
+    "backends",
+    [
+        ("trio", "asyncio"),
+        ("asyncio", "trio"),
+        ("trio", "trio"),
+        ("asyncio", "asyncio"),
+    ],
 )
 def test_issue_12_item_9_one_pipeline_on_two_backends(backends):
     """A pipeline used on one backend, then another, still queues callers."""

@@ -369,7 +369,7 @@ class Bulkhead(PolicyBase):
         fields of :meth:`metrics` summarise, and what the Prometheus
         exporter turns into buckets.
 
-        .. versionadded:: 0.2.0
+        .. versionadded:: 0.1.0
         """
         return self._flushed_wait_histogram().copy()
 

@@ -295,7 +295,7 @@ class LatencyHistogram:
         Returns:
             One cumulative count per bound.
 
-        .. versionadded:: 0.2.0
+        .. versionadded:: 0.1.0
         """
         # Values are whole microseconds: v <= bound iff v <= floor(bound).
         # The epsilon absorbs float error in bound * 1e6 (0.3 -> 299999.99).

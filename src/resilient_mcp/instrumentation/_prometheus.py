@@ -82,8 +82,6 @@ class ResilienceCollector:
             bound that is not finite seconds > 0.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0
-       Latencies are histograms (*buckets*), no longer summaries.
     """
 
     watchlist: Watchlist

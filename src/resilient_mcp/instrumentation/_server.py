@@ -229,9 +229,6 @@ async def serve_metrics(
             *source* that is not a :class:`Watchlist`.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0
-       Served by ``prometheus_client``'s exposition in a thread; latencies
-       are histograms, with *buckets*.
     """
     _import_prometheus()
     from prometheus_client import REGISTRY, CollectorRegistry  # noqa: PLC0415
