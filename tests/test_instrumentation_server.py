@@ -364,3 +364,20 @@ async def test_ipv6_addresses_are_bracketed_in_the_log(caplog):
     assert [f"Serving metrics on http://[::1]:{port}/metrics"] == (
         caplog.messages
     )
+
+
+async def test_no_host_listens_on_every_interface():
+    """host=None serves the IPv4 loopback (and IPv6 where dual-stack)."""
+    with anyio.fail_after(LIMIT):
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(
+                functools.partial(
+                    serve_metrics, CollectorRegistry(), host=None, port=0
+                )
+            )
+            answer = await exchange(
+                port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            tg.cancel_scope.cancel()
+
+    assert 200 == status_of(answer)
