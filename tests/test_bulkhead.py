@@ -15,8 +15,9 @@ from resilient_mcp import (
     BulkheadConfig,
     BulkheadError,
     CallTimeout,
+    ResiliencePipeline,
 )
-from resilient_mcp.testing import wait_all_tasks_blocked
+from resilient_mcp.testing import run_virtual, wait_all_tasks_blocked
 
 
 class Gauge:
@@ -288,3 +289,59 @@ async def test_request_timeout_on_the_fast_path(autojump_clock):
     assert 1 == metrics.timed_out_requests
     assert 0 == metrics.active_requests
     assert "b" == bulkhead.name
+
+
+@pytest.mark.parametrize(
+    "backends",
+    [
+        ("trio", "asyncio"),
+        ("asyncio", "trio"),
+        ("trio", "trio"),
+        ("asyncio", "asyncio"),
+    ],
+)
+def test_issue_12_item_9_one_pipeline_on_two_backends(backends):
+    """A pipeline used on one backend, then another, still queues callers."""
+    pipeline = ResiliencePipeline(
+        name="shared",
+        bulkhead=BulkheadConfig(
+            max_concurrent_requests=1, queue_size=5, request_timeout=None
+        ),
+    )
+
+    async def scenario():
+        gauge = Gauge(1.0)
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(pipeline.call, gauge, i)
+                await wait_all_tasks_blocked()
+        return gauge.peak, [i for _, i in gauge.started]
+
+    for backend in backends:
+        assert (1, [0, 1, 2]) == run_virtual(scenario, backend=backend)
+
+    metrics = pipeline.bulkhead.metrics()
+    assert 6 == metrics.completed_requests
+    assert 0 == metrics.active_requests
+
+
+def test_issue_12_item_9_busy_on_another_backend_is_a_clear_error():
+    """A bulkhead still busy on trio refuses asyncio callers, saying why."""
+    bulkhead = Bulkhead(BulkheadConfig(name="b", max_concurrent_requests=1))
+
+    async def on_asyncio():
+        with pytest.raises(RuntimeError, match="bulkhead 'b' is in use on"):
+            await bulkhead.call(ok)
+
+    async def on_trio():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bulkhead.call, trio.sleep_forever)
+            await trio.testing.wait_all_tasks_blocked()
+            # An asyncio loop run from inside a trio task: the limiter's
+            # slot is held by a trio call that has not ended.
+            await trio.to_thread.run_sync(anyio.run, on_asyncio)
+            nursery.cancel_scope.cancel()
+
+    trio.run(on_trio)
+
+    assert 0 == bulkhead.metrics().active_requests

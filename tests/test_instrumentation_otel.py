@@ -19,13 +19,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 
-from _scenario import Boom, Script
+from _scenario import Boom, Script, sleep_then
 from resilient_mcp import (
     BulkheadConfig,
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitBreakerError,
     LatencyHistogram,
+    LatencyRecorder,
     ResiliencePipeline,
     RetryConfig,
     RetryManager,
@@ -442,5 +443,36 @@ def test_instrument_kinds_follow_the_families(run):
         assert not hasattr(wait.data, "is_monotonic")  # a gauge
         assert 20 == len(metrics)  # no failure rate, no request latency
         provider.shutdown()
+
+    run(scenario)
+
+
+def test_otel_latency_quantiles_only_once_something_was_recorded(run):
+    """A latency with no values has no quantile points; one value has six."""
+
+    async def scenario():
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        pipeline = ResiliencePipeline(name="tools", recorder=LatencyRecorder())
+        watchlist = Watchlist()
+        watchlist.watch_pipeline(pipeline)
+        instrument_otel_metrics(watchlist, meter_provider=provider)
+
+        before = points(reader)
+        await pipeline.call(sleep_then, 0.25)
+        after = points(reader)
+        provider.shutdown()
+
+        duration = "resilient_mcp.request.duration"
+        assert [] == [key for key in before if key[0] == duration]
+        quantiles = {
+            dict(labels)["quantile"]: value
+            for (name, labels), value in after.items()
+            if name == duration
+        }
+        assert ["0.5", "0.9", "0.95", "0.99", "0.999", "1"] == sorted(
+            quantiles, key=float
+        )
+        assert pytest.approx(0.25, rel=1e-3) == quantiles["1"]
 
     run(scenario)

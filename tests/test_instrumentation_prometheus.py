@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import math
 import threading
 
 import anyio
@@ -49,6 +48,16 @@ def scrape(watchlist):
 def L(**labels):  # noqa: N802 - reads like a label set
     """A label set as scrape() keys it."""
     return tuple(sorted(labels.items()))
+
+
+def buckets(samples, name, **labels):
+    """{le: cumulative count} of one histogram series."""
+    return {
+        dict(key)["le"]: value
+        for (n, key), value in samples.items()
+        if n == f"{name}_bucket"
+        and {k: v for k, v in key if k != "le"} == labels
+    }
 
 
 def series(samples, name):
@@ -139,7 +148,7 @@ def test_failure_rate_only_for_rate_mode_breakers(run):
 
 
 def test_bulkhead_queue_rejections_and_wait_times(run):
-    """Active, queued and rejected calls show, then the queue wait summary."""
+    """Active, queued and rejected calls show, then the queue wait buckets."""
 
     async def scenario():
         bulkhead = Bulkhead(
@@ -191,20 +200,19 @@ def test_bulkhead_queue_rejections_and_wait_times(run):
             done, "resilient_mcp_bulkhead_timeouts_total"
         )
         # One call found the slot free (0 s), the other waited 10 s.
-        metrics = bulkhead.metrics()
-        wait = series(done, "resilient_mcp_bulkhead_queue_wait_seconds")
-        assert {
-            L(bulkhead="tools", quantile="0.5"): metrics.p50_wait_time,
-            L(bulkhead="tools", quantile="0.95"): metrics.p95_wait_time,
-            L(bulkhead="tools", quantile="0.99"): metrics.p99_wait_time,
-            L(bulkhead="tools", quantile="1"): metrics.max_wait_time,
-        } == wait
-        assert 10.0 == pytest.approx(metrics.max_wait_time, rel=1e-3)
+        wait = buckets(
+            done, "resilient_mcp_bulkhead_queue_wait_seconds", bulkhead="tools"
+        )
+        assert {1.0, 2.0} == set(wait.values())
+        assert 1.0 == wait["5.0"]
+        assert 2.0 == wait["10.0"]
+        assert 2.0 == wait["+Inf"]
         assert {h: 2.0} == series(
             done, "resilient_mcp_bulkhead_queue_wait_seconds_count"
         )
-        assert {h: 10.0} == series(
-            done, "resilient_mcp_bulkhead_queue_wait_seconds_sum"
+        assert (
+            pytest.approx(10.0, rel=1e-3)
+            == series(done, "resilient_mcp_bulkhead_queue_wait_seconds_sum")[h]
         )
 
     run(scenario)
@@ -296,8 +304,8 @@ def test_pipeline_outcomes_and_shared_policies(run):
     run(scenario)
 
 
-def test_latency_summaries_from_histograms_and_recorders(run):
-    """HdrHistogram quantiles, count and sum per operation, max as 1."""
+def test_latency_buckets_from_histograms_and_recorders(run):
+    """Cumulative le buckets, count and sum per operation, from hdrh."""
 
     async def scenario():
         histogram = LatencyHistogram()
@@ -318,31 +326,28 @@ def test_latency_summaries_from_histograms_and_recorders(run):
         samples = scrape(watchlist)
 
         name = "resilient_mcp_request_duration_seconds"
+        tools = buckets(samples, name, operation="tools")
+        assert 0.0 == tools["0.005"]
+        assert 1.0 == tools["0.01"]
+        assert 2.0 == tools["0.025"]
+        assert 4.0 == tools["0.05"]
+        assert 4.0 == tools["0.5"]
+        assert 5.0 == tools["1.0"]
+        assert 5.0 == tools["+Inf"]
+        search = buckets(samples, name, operation="tools/call:search")
+        assert 0.0 == search["0.05"]
+        assert 1.0 == search["0.1"]
+        assert 2.0 == search["0.25"]
+        assert 2.0 == search["+Inf"]
         for operation, snapshot in [
             ("tools", histogram.snapshot()),
             ("tools/call:search", recorder.snapshot("tools/call:search")),
         ]:
             op = L(operation=operation)
-            assert {
-                L(operation=operation, quantile="0.5"): snapshot.p50,
-                L(operation=operation, quantile="0.9"): snapshot.p90,
-                L(operation=operation, quantile="0.95"): snapshot.p95,
-                L(operation=operation, quantile="0.99"): snapshot.p99,
-                L(operation=operation, quantile="0.999"): snapshot.p999,
-                L(operation=operation, quantile="1"): snapshot.max,
-            } == {
-                labels: v
-                for labels, v in series(samples, name).items()
-                if dict(labels)["operation"] == operation
-            }
             assert snapshot.count == samples[(f"{name}_count", op)]
             assert snapshot.mean * snapshot.count == pytest.approx(
                 samples[(f"{name}_sum", op)]
             )
-        assert 1.0 == pytest.approx(
-            samples[(name, L(operation="tools", quantile="1"))],
-            rel=1e-3,
-        )
 
     run(scenario)
 
@@ -364,16 +369,14 @@ def test_pipelines_report_their_own_recorded_latency(run):
         samples = scrape(watchlist)
 
         name = "resilient_mcp_request_duration_seconds"
-        snapshot = recorder.snapshot("tools")
-        assert (
-            snapshot.p50
-            == samples[(name, L(operation="tools", quantile="0.5"))]
-        )
-        assert 0.25 == pytest.approx(snapshot.p50, rel=1e-3)
+        tools_buckets = buckets(samples, name, operation="tools")
+        assert 0.0 == tools_buckets["0.1"]
+        assert 1.0 == tools_buckets["0.25"]
         assert 1.0 == samples[(f"{name}_count", L(operation="tools"))]
-        # Nothing recorded yet: no quantiles to speak of.
-        search_key = L(operation="tools/call:search", quantile="0.5")
-        assert math.isnan(samples[(name, search_key)])
+        # Nothing recorded yet: every bucket is there, and empty.
+        search_buckets = buckets(samples, name, operation="tools/call:search")
+        assert {0.0} == set(search_buckets.values())
+        assert 16 == len(search_buckets)
         assert (
             0.0 == samples[(f"{name}_count", L(operation="tools/call:search"))]
         )
@@ -484,13 +487,16 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
         families = list(text_string_to_metric_families(exposition(watchlist)))
 
         described = {f.name for f in collector.describe()}
-        assert described == {f.name for f in families}
+        # Every family but the per-tool one, which needs a watched client.
+        assert described - {"resilient_mcp_tool_call_duration_seconds"} == {
+            f.name for f in families
+        }
         assert all(f.name.startswith("resilient_mcp_") for f in families)
         counters = [f for f in families if f.type == "counter"]
         assert 13 == len(counters)
         for family in counters:
             assert all(s.name.endswith("_total") for s in family.samples)
-        assert {"gauge", "counter", "summary"} == {f.type for f in families}
+        assert {"gauge", "counter", "histogram"} == {f.type for f in families}
 
     run(scenario)
 

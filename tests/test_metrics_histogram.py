@@ -315,3 +315,28 @@ def test_covers_compares_range_and_precision():
     assert wide.covers(narrow)
     assert not narrow.covers(wide)
     assert wide.covers(LatencyHistogram(lowest_us=1, highest_us=2**40))
+
+
+@given(
+    values=st.lists(st.integers(0, 3_600_000_000), max_size=200),
+    bounds=st.lists(
+        st.integers(1, 3_600_000_000), min_size=1, max_size=20, unique=True
+    ),
+)
+@settings(max_examples=200, deadline=None)
+def test_cumulative_counts_never_miss_a_value_at_or_below_a_bound(
+    values, bounds
+):
+    """Each bucket counts every value <= its bound, and none 0.1% above."""
+    bounds.sort()
+    histogram = LatencyHistogram()
+    for value in values:
+        histogram.record_us(value)
+
+    counts = histogram.cumulative_counts([b / 1_000_000 for b in bounds])
+
+    for bound, count in zip(bounds, counts, strict=True):
+        at_or_below = sum(v <= bound for v in values)
+        within_precision = sum(v <= bound * 1.001 + 1 for v in values)
+        assert at_or_below <= count <= within_precision
+    assert counts == sorted(counts)

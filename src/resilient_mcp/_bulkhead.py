@@ -12,6 +12,14 @@ limiter is FIFO, so waiting calls are served in arrival order.
 Each call borrows its slot on behalf of a fresh token rather than of its
 task, so one task may hold slots of the same bulkhead more than once (a
 tool that calls another tool through the same client).
+
+The limiter is native to the backend that runs the call (trio's own on
+trio, anyio's on asyncio), and a limiter of one backend cannot make a
+caller of the other wait.  So whenever the bulkhead is idle (nothing
+running, nothing queued) and the running backend is not the limiter's,
+the bulkhead makes a new limiter for it; a call on the other backend
+while calls still hold slots is refused with a ``RuntimeError`` that says
+so (issue 12, item 9).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from ._timeouts import (
     current_time,
     deadline_scope,
     new_limiter,
+    on_trio,
 )
 
 
@@ -126,9 +135,10 @@ class Bulkhead(PolicyBase):
         default=None, converter=_config_or_default
     )
 
-    # Created on first use, native to the running backend: a bulkhead
-    # belongs to one event loop, like the limiter inside it.
+    # Created on first use, native to the running backend, and made anew
+    # when an idle bulkhead is used on the other backend.
     _limiter: Any = attrs.field(init=False, default=None)
+    _limiter_on_trio: bool = attrs.field(init=False, default=False)
     _queue_in: MemoryObjectSendStream[None] = attrs.field(init=False)
     _queue_out: MemoryObjectReceiveStream[None] = attrs.field(init=False)
     # The plans of call() and call_nowait(), made on first use.
@@ -234,7 +244,9 @@ class Bulkhead(PolicyBase):
             trio.WouldBlock: No slot is free: :meth:`enter` queues.
         """
         borrower = object()
-        limiter = self._limiter or self._make_limiter()
+        limiter = self._limiter
+        if limiter is None or self._limiter_on_trio is not on_trio():
+            limiter = self._make_limiter()
         limiter.acquire_on_behalf_of_nowait(borrower)
         self._zero_waits += 1
         self._active += 1
@@ -318,16 +330,26 @@ class Bulkhead(PolicyBase):
         return BulkheadError(self.config.name, queue_full=queue_full)
 
     def _make_limiter(self) -> Any:
+        """
+        A limiter for the running backend, replacing one of the other.
+
+        Raises:
+            RuntimeError: Calls on the other backend still hold or wait
+                for slots: the two backends cannot share the limiter.
+        """
+        if self._active or self._queued:
+            other = "asyncio" if on_trio() else "trio"
+            raise RuntimeError(
+                f"{self.where} is in use on {other} ({self._active} "
+                f"running, {self._queued} queued); a bulkhead serves one "
+                "backend at a time: wait for those calls to end, or give "
+                "each event loop its own bulkhead"
+            )
+        self._limiter_on_trio = on_trio()
         self._limiter = new_limiter(self.config.max_concurrent_requests)
         return self._limiter
 
-    def metrics(self) -> BulkheadMetrics:
-        """
-        Take a snapshot of the bulkhead's counters.
-
-        Returns:
-            A frozen :class:`BulkheadMetrics`.
-        """
+    def _flushed_wait_histogram(self) -> LatencyHistogram:
         hist = self._wait_hist
         if self._zero_waits:
             # Calls that found a free slot waited zero seconds; they are
@@ -336,6 +358,29 @@ class Bulkhead(PolicyBase):
             hist.record_us(0, self._zero_waits)
             self._waited_calls += self._zero_waits
             self._zero_waits = 0
+        return hist
+
+    def wait_histogram(self) -> LatencyHistogram:
+        """
+        A copy of the histogram of the seconds calls waited for a slot.
+
+        One value per call admitted to run (0 for a call that found a free
+        slot), since the bulkhead was created: what the ``*_wait_time``
+        fields of :meth:`metrics` summarise, and what the Prometheus
+        exporter turns into buckets.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._flushed_wait_histogram().copy()
+
+    def metrics(self) -> BulkheadMetrics:
+        """
+        Take a snapshot of the bulkhead's counters.
+
+        Returns:
+            A frozen :class:`BulkheadMetrics`.
+        """
+        hist = self._flushed_wait_histogram()
         admitted = self._waited_calls
         return BulkheadMetrics(
             name=self.config.name,

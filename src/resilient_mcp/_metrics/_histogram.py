@@ -44,6 +44,7 @@ from ._layout import (
 )
 from ._stats import (
     DEFAULT_TICKS_PER_HALF_DISTANCE,
+    counts_at_or_below,
     distribution,
     hist_max,
     hist_mean,
@@ -277,6 +278,31 @@ class LatencyHistogram:
     def values_at_percentiles(self, percentiles: Sequence[float]) -> list[int]:
         """Like :meth:`value_at_percentile`, for many, in one pass."""
         return values_at(self._hist, percentiles)
+
+    def cumulative_counts(self, bounds: Sequence[float]) -> list[int]:
+        """
+        How many values took at most each of *bounds* seconds.
+
+        The counts of a Prometheus histogram's ``le`` buckets, read from
+        the recorded values: a value counts in a bound when the bottom of
+        its bucket is at most the bound, so every value at or below the
+        bound is counted, and one up to the histogram's precision above
+        it (0.1% at 3 significant digits) may be too.
+
+        Args:
+            bounds: Ascending upper bounds, in seconds.
+
+        Returns:
+            One cumulative count per bound.
+
+        .. versionadded:: 0.1.0
+        """
+        # Values are whole microseconds: v <= bound iff v <= floor(bound).
+        # The epsilon absorbs float error in bound * 1e6 (0.3 -> 299999.99).
+        return counts_at_or_below(
+            self._hist,
+            [floor(b * US_PER_SECOND + 1e-6) for b in bounds],
+        )
 
     def min_value(self) -> int:
         """The smallest value (bottom of its bucket), histogram units."""

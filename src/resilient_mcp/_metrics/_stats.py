@@ -70,6 +70,29 @@ def values_at(hdr: Hist, percentiles: Sequence[float]) -> list[int]:
     return values
 
 
+def counts_at_or_below(hdr: Hist, bounds: Sequence[int]) -> list[int]:
+    """
+    How many values are at most each bound (ascending), cumulatively.
+
+    A value counts as at most *bound* when the bottom of its bucket is:
+    every value that is at most *bound* is counted, and so may be one up
+    to a bucket's width (the histogram's precision) above it.
+    """
+    out: list[int] = []
+    pairs = nonzero(hdr)
+    value_of = hdr.get_value_from_index
+    running = position = 0
+    for bound in bounds:
+        while position < len(pairs):
+            index, count = pairs[position]
+            if value_of(index) > bound:
+                break
+            running += count
+            position += 1
+        out.append(running)
+    return out
+
+
 def _median_equivalent(hdr: Hist, value: int) -> int:
     low = hdr.get_lowest_equivalent_value(value)
     return low + ((hdr.get_highest_equivalent_value(value) + 1 - low) >> 1)

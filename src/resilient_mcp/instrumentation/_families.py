@@ -13,20 +13,18 @@ copies.
 from __future__ import annotations
 
 import enum
-import math
 
 from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from .._breaker import CircuitState
-from .._metrics import LatencySnapshot
+from ._distribution import Distribution
 
 
 if TYPE_CHECKING:
     from .._breaker import CircuitBreakerMetrics
     from .._bulkhead import BulkheadMetrics
-    from .._metrics import LatencyHistogram
     from .._pipeline import PipelineMetrics
     from .._retry import RetryMetrics
     from ._watch import Reading
@@ -39,8 +37,8 @@ class Kind(enum.Enum):
     """Only goes up (Prometheus adds ``_total``)."""
     GAUGE = "gauge"
     """A value now, which may go up and down."""
-    SUMMARY = "summary"
-    """Precomputed quantiles, a count and a sum."""
+    HISTOGRAM = "histogram"
+    """A latency distribution: cumulative buckets, a count and a sum."""
 
 
 @attrs.frozen(kw_only=True)
@@ -50,11 +48,11 @@ class Spec:
     name: str
     """Prometheus name; counters without their ``_total`` suffix."""
     kind: Kind
-    """Counter, gauge or summary."""
+    """Counter, gauge or histogram."""
     documentation: str
     """The ``# HELP`` text, and the OpenTelemetry description."""
     labels: tuple[str, ...]
-    """Label names (OpenTelemetry attribute keys), ``quantile`` aside."""
+    """Label names (OpenTelemetry attribute keys), ``le`` aside."""
     otel_name: str
     """The OpenTelemetry instrument name."""
     otel_unit: str
@@ -64,20 +62,7 @@ class Spec:
     up-down counter rather than a gauge)."""
 
 
-@attrs.frozen(kw_only=True)
-class Quantiles:
-    """The value of one summary series."""
-
-    count: int
-    """How many values were observed."""
-    total: float
-    """Their sum."""
-    values: tuple[tuple[str, float], ...]
-    """(quantile label, value); quantile ``"1"`` is the maximum.  NaN
-    when nothing was observed."""
-
-
-Value = float | Quantiles
+Value = float | Distribution
 Sample = tuple[tuple[str, ...], Value]
 
 
@@ -241,10 +226,10 @@ BULKHEAD_TIMEOUTS: Final = Spec(
 )
 BULKHEAD_QUEUE_WAIT: Final = Spec(
     name="resilient_mcp_bulkhead_queue_wait_seconds",
-    kind=Kind.SUMMARY,
+    kind=Kind.HISTOGRAM,
     documentation=(
         "Seconds calls waited for a bulkhead slot (0 for a free slot), "
-        "since the bulkhead was created; quantile 1 is the maximum."
+        "since the bulkhead was created."
     ),
     labels=_H,
     otel_name="resilient_mcp.bulkhead.queue_wait",
@@ -311,13 +296,25 @@ REQUESTS: Final = Spec(
 )
 REQUEST_DURATION: Final = Spec(
     name="resilient_mcp_request_duration_seconds",
-    kind=Kind.SUMMARY,
+    kind=Kind.HISTOGRAM,
     documentation=(
-        "Seconds per call, from HdrHistogram (3 significant digits), since "
-        "the histogram was created; quantile 1 is the maximum."
+        "Seconds per call through a pipeline, whatever the outcome, since "
+        "the histogram was created (buckets from HdrHistogram)."
     ),
     labels=_O,
     otel_name="resilient_mcp.request.duration",
+    otel_unit="s",
+)
+TOOL_DURATION: Final = Spec(
+    name="resilient_mcp_tool_call_duration_seconds",
+    kind=Kind.HISTOGRAM,
+    documentation=(
+        "Seconds per tools/call of a watched client, by tool, retries "
+        "included; only the tools the client tracks now "
+        "(max_tracked_tools, least recently used evicted)."
+    ),
+    labels=("tool",),
+    otel_name="resilient_mcp.tool_call.duration",
     otel_unit="s",
 )
 
@@ -344,6 +341,7 @@ SPECS: Final[tuple[Spec, ...]] = (
     RETRY_FAILURES,
     REQUESTS,
     REQUEST_DURATION,
+    TOOL_DURATION,
 )
 """Every family, in exposition order."""
 
@@ -352,8 +350,9 @@ def build_families(reading: Reading) -> list[Family]:
     """
     The samples of every family that has any, in :data:`SPECS` order.
 
-    Computes the latency percentiles, which walks each histogram's counts:
-    call it off the event loop when the reading holds many histograms.
+    Cheap: the latency samples hold the reading's histogram copies, and
+    the exporter turns them into buckets or quantiles (which walks their
+    counts) wherever it runs, off the event loop if need be.
     """
     out: dict[Spec, list[Sample]] = {spec: [] for spec in SPECS}
     for _, breaker in reading.breakers:
@@ -364,8 +363,12 @@ def build_families(reading: Reading) -> list[Family]:
         _retry(out, retry)
     for _, pipeline in reading.pipelines:
         _pipeline(out, pipeline)
+    for name, histogram in reading.bulkhead_waits:
+        out[BULKHEAD_QUEUE_WAIT].append(((name,), Distribution(histogram)))
     for operation, histogram in reading.latencies:
-        _latency(out, operation, histogram)
+        out[REQUEST_DURATION].append(((operation,), Distribution(histogram)))
+    for tool, histogram in reading.tools:
+        out[TOOL_DURATION].append(((tool,), Distribution(histogram)))
     return [
         Family(spec=spec, samples=tuple(samples))
         for spec, samples in out.items()
@@ -402,24 +405,6 @@ def _bulkhead(out: dict[Spec, list[Sample]], m: BulkheadMetrics) -> None:
     out[BULKHEAD_COMPLETED].append((name, m.completed_requests))
     out[BULKHEAD_ABANDONED].append((name, m.abandoned_requests))
     out[BULKHEAD_TIMEOUTS].append((name, m.timed_out_requests))
-    # Every call admitted to a slot is either running or completed, and
-    # the wait statistics cover exactly the admitted calls.
-    admitted = m.active_requests + m.completed_requests
-    out[BULKHEAD_QUEUE_WAIT].append(
-        (
-            name,
-            _quantiles(
-                admitted,
-                m.average_wait_time * admitted,
-                (
-                    ("0.5", m.p50_wait_time),
-                    ("0.95", m.p95_wait_time),
-                    ("0.99", m.p99_wait_time),
-                    ("1", m.max_wait_time),
-                ),
-            ),
-        )
-    )
 
 
 def _retry(out: dict[Spec, list[Sample]], m: RetryMetrics) -> None:
@@ -441,38 +426,3 @@ def _pipeline(out: dict[Spec, list[Sample]], m: PipelineMetrics) -> None:
     requests = out[REQUESTS]
     for outcome, count in m.outcomes.items():
         requests.append(((m.name, outcome.value), count))
-
-
-def _latency(
-    out: dict[Spec, list[Sample]],
-    operation: str,
-    source: LatencyHistogram | LatencySnapshot,
-) -> None:
-    s = source if isinstance(source, LatencySnapshot) else source.snapshot()
-    out[REQUEST_DURATION].append(
-        (
-            (operation,),
-            _quantiles(
-                s.count,
-                s.mean * s.count,
-                (
-                    ("0.5", s.p50),
-                    ("0.9", s.p90),
-                    ("0.95", s.p95),
-                    ("0.99", s.p99),
-                    ("0.999", s.p999),
-                    ("1", s.max),
-                ),
-            ),
-        )
-    )
-
-
-def _quantiles(
-    count: int, total: float, values: tuple[tuple[str, float], ...]
-) -> Quantiles:
-    if not count:
-        # No observations, no quantiles: NaN, as the Prometheus client
-        # libraries report them, rather than a made-up 0.
-        values = tuple((q, math.nan) for q, _ in values)
-    return Quantiles(count=count, total=total, values=values)

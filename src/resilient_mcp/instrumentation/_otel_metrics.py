@@ -6,7 +6,7 @@ whose callback reads the watchlist when a metric reader collects, so the
 hot path pays nothing here either.  A reader calls every instrument's
 callback in turn; the first callback of a collection reads the watchlist
 and the others reuse that reading, so one collection costs one read.
-Summaries have no OpenTelemetry counterpart among observable instruments:
+Histograms have no OpenTelemetry counterpart among observable instruments:
 their quantiles are reported as a gauge with a ``quantile`` attribute.
 """
 
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, final
 
 import attrs
 
-from ._families import SPECS, Family, Kind, Quantiles, Spec, build_families
+from ._distribution import Distribution
+from ._families import SPECS, Family, Kind, Spec, build_families
 from ._otel import INSTRUMENTATION_NAME, _version
 from ._watch import Watchlist
 
@@ -71,12 +72,12 @@ class _Observer:
         observations: list[Observation] = []
         for labels, value in family.samples:
             attributes = dict(zip(spec.labels, labels, strict=True))
-            if isinstance(value, Quantiles):
-                observations.extend(
-                    Observation(v, {**attributes, "quantile": q})
-                    for q, v in value.values
-                    if value.count  # no quantiles of nothing
-                )
+            if isinstance(value, Distribution):
+                if value.count:  # no quantiles of nothing
+                    observations.extend(
+                        Observation(v, {**attributes, "quantile": q})
+                        for q, v in value.quantiles().values
+                    )
             else:
                 observations.append(Observation(value, attributes))
         return observations

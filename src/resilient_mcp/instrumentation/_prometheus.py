@@ -6,16 +6,29 @@ this module is, so that ``resilient_mcp.instrumentation`` imports without
 it.  The collector follows ``prometheus_client``'s custom-collector
 protocol (``collect()`` yields metric families, ``describe()`` names
 them), so the hot path pays nothing: values are only read at scrape time.
+
+Latencies are Prometheus histograms: cumulative ``le`` buckets counted
+from our HdrHistograms, which add up across processes (and decay with
+``rate()``), unlike the summaries of precomputed quantiles we exported
+before (issue 12, item 16).
 """
 
 from __future__ import annotations
+
+import math
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, final
 
 import attrs
 
-from ._families import SPECS, Family, Kind, Quantiles, Spec, build_families
+from ._distribution import (
+    DEFAULT_BUCKETS,
+    Distribution,
+    check_buckets,
+    to_buckets,
+)
+from ._families import SPECS, Family, Kind, Spec, build_families
 from ._watch import Watchlist
 
 
@@ -53,16 +66,36 @@ class ResilienceCollector:
     event loop's thread, see :meth:`Watchlist.read`) and turns them into
     metric families; ``docs/observability.md`` lists them.
 
+    Latencies are histograms whose ``le`` buckets are counted from the
+    HdrHistograms at scrape time, so they can be summed across processes
+    (``histogram_quantile(0.99, sum by (le) (rate(..._bucket[5m])))``).
+
     Args:
         watchlist: The objects to expose.
+        buckets: The latency buckets' upper bounds, in seconds, ascending;
+            ``+Inf`` is always added.  The default, :data:`DEFAULT_BUCKETS`,
+            spans 1 ms to 60 s.
 
     Raises:
         ModuleNotFoundError: ``prometheus_client`` is not installed.
+        ConfigurationError: *buckets* is empty, not ascending, or holds a
+            bound that is not finite seconds > 0.
 
     .. versionadded:: 0.1.0
     """
 
     watchlist: Watchlist
+    buckets: tuple[float, ...] = attrs.field(
+        default=DEFAULT_BUCKETS, converter=to_buckets, kw_only=True
+    )
+
+    @buckets.validator
+    def _check_buckets(
+        self,
+        attribute: attrs.Attribute[tuple[float, ...]],  # noqa: ARG002
+        value: tuple[float, ...],
+    ) -> None:
+        check_buckets("ResilienceCollector", value)
 
     def __attrs_post_init__(self) -> None:
         _import_prometheus()
@@ -73,7 +106,7 @@ class ResilienceCollector:
     def collect(self) -> Iterator[Metric]:
         """Yield a metric family per kind of series, read now."""
         for family in build_families(self.watchlist.read()):
-            yield _to_prometheus(family)
+            yield _to_prometheus(family, self.buckets)
 
     def describe(self) -> Iterator[Metric]:
         """
@@ -90,7 +123,7 @@ def _new_family(spec: Spec) -> Metric:
     from prometheus_client.metrics_core import (  # noqa: PLC0415
         CounterMetricFamily,
         GaugeMetricFamily,
-        SummaryMetricFamily,
+        HistogramMetricFamily,
     )
 
     if spec.kind is Kind.COUNTER:
@@ -101,34 +134,29 @@ def _new_family(spec: Spec) -> Metric:
         return GaugeMetricFamily(
             spec.name, spec.documentation, labels=spec.labels
         )
-    return SummaryMetricFamily(
+    return HistogramMetricFamily(
         spec.name, spec.documentation, labels=spec.labels, unit="seconds"
     )
 
 
-def _to_prometheus(family: Family) -> Metric:
+def _to_prometheus(family: Family, bounds: tuple[float, ...]) -> Metric:
     from prometheus_client.metrics_core import (  # noqa: PLC0415
         CounterMetricFamily,
         GaugeMetricFamily,
-        SummaryMetricFamily,
+        HistogramMetricFamily,
     )
-    from prometheus_client.samples import Sample  # noqa: PLC0415
 
-    spec = family.spec
-    metric = _new_family(spec)
+    metric = _new_family(family.spec)
     for labels, value in family.samples:
-        if isinstance(value, Quantiles):
-            assert isinstance(metric, SummaryMetricFamily)  # noqa: S101
-            # SummaryMetricFamily.add_metric only takes the count and the
-            # sum; the quantile series are plain samples of the family's
-            # own name.
-            named = dict(zip(spec.labels, labels, strict=True))
-            metric.samples.extend(
-                Sample(spec.name, {**named, "quantile": q}, v)
-                for q, v in value.values
-            )
+        if isinstance(value, Distribution):
+            assert isinstance(metric, HistogramMetricFamily)  # noqa: S101
             metric.add_metric(
-                list(labels), count_value=value.count, sum_value=value.total
+                list(labels),
+                buckets=[
+                    ("+Inf" if bound == math.inf else repr(bound), count)
+                    for bound, count in value.buckets(bounds)
+                ],
+                sum_value=value.total,
             )
         else:
             assert isinstance(  # noqa: S101

@@ -11,29 +11,30 @@ own (OpenTelemetry's periodic reader, ``prometheus_client``'s HTTP
 server).  So :meth:`Watchlist.read` always takes its snapshot in the event
 loop's thread: it reads directly when called there, and otherwise hands
 the read to the loop and waits for the answer.  As little as possible
-happens in the loop: the snapshots, plus a copy of each histogram watched
-with :meth:`Watchlist.watch_latency`, whose percentiles the caller computes
-off the loop.  (A pipeline's own ``metrics()`` includes its latency
-summary, so that one is computed in the loop.)
+happens in the loop: the snapshots, plus a copy of each latency histogram
+(a pipeline's, a bulkhead's waits, each tracked tool's, and those watched
+with :meth:`Watchlist.watch_latency`), whose buckets and percentiles the
+exporter computes off the loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextvars
 import logging
 import weakref
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 import anyio.from_thread
 import attrs
-import sniffio
 
-from .._metrics import LatencyHistogram, LatencyRecorder, LatencySnapshot
+from .._metrics import LatencyHistogram, LatencyRecorder
+from ._loop import (
+    LoopFinishedError,
+    LoopHandle,
+    call_in_loop,
+    this_threads_loop,
+)
 
 
 if TYPE_CHECKING:
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from .._pipeline import PipelineMetrics, ResiliencePipeline
     from .._retry import RetryManager, RetryMetrics
 
-
-T = TypeVar("T")
 
 logger: Final = logging.getLogger("resilient_mcp")
 
@@ -67,9 +66,15 @@ class Reading:
     """Bulkheads, watched directly or through a pipeline."""
     retries: tuple[tuple[RetryManager, RetryMetrics], ...]
     """Retry managers, watched directly or through a pipeline."""
-    latencies: tuple[tuple[str, LatencyHistogram | LatencySnapshot], ...]
-    """(operation, its latency snapshot or a private copy of its
-    histogram), one per operation."""
+    latencies: tuple[tuple[str, LatencyHistogram], ...]
+    """(operation, a private copy of its latency histogram), one per
+    operation."""
+    bulkhead_waits: tuple[tuple[str, LatencyHistogram], ...] = ()
+    """(bulkhead name, a private copy of its wait histogram)."""
+    tools: tuple[tuple[str, LatencyHistogram], ...] = ()
+    """(tool name, a private copy of its latency histogram), for the
+    tools of watched clients that have a histogram now (the client's
+    ``max_tracked_tools``, least recently used evicted)."""
 
 
 LatencySource = LatencyHistogram | LatencyRecorder
@@ -119,7 +124,10 @@ class Watchlist:
     _latencies: weakref.WeakKeyDictionary[LatencySource, str | None] = (
         attrs.field(init=False, factory=weakref.WeakKeyDictionary)
     )
-    _loop: _LoopHandle | None = attrs.field(init=False, default=None)
+    _tool_recorders: weakref.WeakKeyDictionary[LatencyRecorder, None] = (
+        attrs.field(init=False, factory=weakref.WeakKeyDictionary)
+    )
+    _loop: LoopHandle | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._remember_loop()
@@ -164,7 +172,9 @@ class Watchlist:
 
         Every MCP method's pipeline is watched (its name is the
         ``operation`` label), and through them the server's breaker, the
-        bulkheads per operation kind and the retry manager.
+        bulkheads per operation kind and the retry manager; and the
+        latency of each tool the client tracks (its ``tool`` label), at
+        most ``max_tracked_tools`` of them, least recently used evicted.
 
         Raises:
             ValueError: A name clashes with an object watched already (two
@@ -172,6 +182,7 @@ class Watchlist:
         """
         for pipeline in client.pipelines():
             self.watch_pipeline(pipeline)
+        self._tool_recorders[client.tool_latency_recorder] = None
 
     def watch_circuit_breaker(self, breaker: CircuitBreaker) -> None:
         """
@@ -267,6 +278,7 @@ class Watchlist:
             self._bulkheads,
             self._retries,
             self._latencies,
+            self._tool_recorders,
         ):
             table.pop(obj, None)  # type: ignore[call-overload]
 
@@ -289,7 +301,7 @@ class Watchlist:
             TimeoutError: The event loop did not run the read in time (it
                 is blocked, perhaps waiting for this very thread).
         """
-        if _this_threads_loop() is not None:
+        if this_threads_loop() is not None:
             return self._read_here()
         try:
             return anyio.from_thread.run_sync(self._read_here)
@@ -298,8 +310,8 @@ class Watchlist:
         loop = self._loop
         if loop is not None:
             try:
-                return _call_in_loop(loop, self._read_here, timeout)
-            except _LoopFinishedError:
+                return call_in_loop(loop, self._read_here, timeout)
+            except LoopFinishedError:
                 pass
         return self._read_here()
 
@@ -324,24 +336,34 @@ class Watchlist:
             for obj in watched:
                 if id(obj) not in table:
                     table[id(obj)] = (obj, obj.metrics())
+        by_name = _by_name(bulkheads)
+        tools: dict[str, LatencyHistogram] = {}
+        for recorder in list(self._tool_recorders):
+            for key in recorder.keys():  # noqa: SIM118 - not a dict
+                tools.setdefault(key, recorder.histogram(key))
         return Reading(
             pipelines=tuple(pipelines),
             breakers=_by_name(breakers),
-            bulkheads=_by_name(bulkheads),
+            bulkheads=by_name,
             retries=_by_name(retries),
             latencies=self._latencies_of(pipelines),
+            bulkhead_waits=tuple(
+                (m.name, b.wait_histogram()) for b, m in by_name
+            ),
+            tools=tuple(sorted(tools.items())),
         )
 
     def _latencies_of(
         self, pipelines: list[tuple[ResiliencePipeline, PipelineMetrics]]
-    ) -> tuple[tuple[str, LatencyHistogram | LatencySnapshot], ...]:
-        latencies: dict[str, LatencyHistogram | LatencySnapshot] = {}
-        for pipeline, metrics in pipelines:
-            if metrics.latency is not None:
+    ) -> tuple[tuple[str, LatencyHistogram], ...]:
+        latencies: dict[str, LatencyHistogram] = {}
+        for pipeline, _ in pipelines:
+            recorder = pipeline.recorder
+            if recorder is not None:
                 key = pipeline.record_key
-                latencies.setdefault(
-                    pipeline.name if key is None else key, metrics.latency
-                )
+                key = pipeline.name if key is None else key
+                if key not in latencies:
+                    latencies[key] = _histogram_or_empty(recorder, key)
         for source, operation in list(self._latencies.items()):
             if isinstance(source, LatencyRecorder):
                 for key in source.keys():  # noqa: SIM118 - not a dict
@@ -369,9 +391,16 @@ class Watchlist:
         return found
 
     def _remember_loop(self) -> None:
-        loop = _this_threads_loop()
+        loop = this_threads_loop()
         if loop is not None:
             self._loop = loop
+
+
+def _histogram_or_empty(recorder: LatencyRecorder, key: str) -> Any:
+    try:
+        return recorder.histogram(key)
+    except KeyError:  # nothing recorded yet: export zeros, not nothing
+        return LatencyHistogram()
 
 
 def _add(table: dict[int, tuple[Any, Any]], obj: Any, metrics: Any) -> None:
@@ -390,109 +419,3 @@ def _check_unique(kind: str, new: Any, known: list[Any]) -> None:
                 f"a different {kind} named {new.name!r} is watched already; "
                 "names are metric labels, so give each one its own name"
             )
-
-
-class _LoopFinishedError(Exception):
-    """The event loop a :class:`_LoopHandle` points to has finished."""
-
-
-@final
-@attrs.frozen
-class _LoopHandle:
-    """
-    A way into one running event loop from any other thread.
-
-    Each backend's own public entry point for foreign threads does the
-    work: :meth:`trio.lowlevel.TrioToken.run_sync_soon` on trio and
-    :meth:`asyncio.loop.call_soon_threadsafe` on asyncio.  (AnyIO's
-    ``from_thread.run_sync(..., token=...)`` is the portable one, but it
-    waits without a timeout; see :func:`_call_in_loop`.)
-    """
-
-    schedule: Callable[[Callable[[], None]], None]
-    """Schedules a callback in the loop and returns at once.
-
-    Raises :class:`_LoopFinishedError` once the loop has finished."""
-
-
-def _this_threads_loop() -> _LoopHandle | None:
-    """The event loop running in this thread, if any."""
-    try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        return None
-    if library == "trio":
-        return _trio_handle()
-    if library == "asyncio":
-        return _asyncio_handle(asyncio.get_running_loop())
-    return None  # pragma: no cover - a loop AnyIO does not support
-
-
-def _trio_handle() -> _LoopHandle:
-    import trio  # noqa: PLC0415 - loaded already: trio is running
-
-    token = trio.lowlevel.current_trio_token()
-
-    def schedule(fn: Callable[[], None]) -> None:
-        try:
-            # The caller's context, as anyio.from_thread does.
-            token.run_sync_soon(contextvars.copy_context().run, fn)
-        except trio.RunFinishedError:
-            raise _LoopFinishedError from None
-
-    return _LoopHandle(schedule)
-
-
-def _asyncio_handle(loop: asyncio.AbstractEventLoop) -> _LoopHandle:
-    def schedule(fn: Callable[[], None]) -> None:
-        # A callback is no task, so sniffio (and through it AnyIO) cannot
-        # tell which library runs it unless told, as anyio.from_thread
-        # tells it.
-        context = contextvars.copy_context()
-        context.run(sniffio.current_async_library_cvar.set, "asyncio")
-        try:
-            loop.call_soon_threadsafe(fn, context=context)
-        except RuntimeError:
-            if loop.is_closed():
-                raise _LoopFinishedError from None
-            raise
-
-    return _LoopHandle(schedule)
-
-
-def _call_in_loop(
-    loop: _LoopHandle,
-    fn: Callable[[], T],
-    timeout: float,
-) -> T:
-    """
-    Run ``fn()`` in *loop*, waiting at most *timeout* seconds.
-
-    ``anyio.from_thread.run_sync`` waits forever, which deadlocks when the
-    loop thread is itself blocked waiting for this thread (a loop that
-    calls an OpenTelemetry ``force_flush`` while the periodic reader is
-    collecting).  This schedules the call without waiting and waits on a
-    future with a timeout instead.
-
-    Raises:
-        _LoopFinishedError: The loop has finished.
-        TimeoutError: The loop did not run *fn* within *timeout*.
-    """
-    future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-    def run() -> None:
-        if not future.set_running_or_notify_cancel():
-            return  # the caller gave up waiting
-        try:
-            future.set_result(fn())
-        except BaseException as exc:  # handed to the waiting thread
-            future.set_exception(exc)
-
-    loop.schedule(run)
-    try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        future.cancel()
-        raise TimeoutError(
-            f"the event loop did not answer within {timeout:g}s"
-        ) from None
