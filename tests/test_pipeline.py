@@ -73,15 +73,99 @@ def test_retries_stop_when_the_breaker_opens(run):
         with pytest.raises(CircuitBreakerError):
             await pipeline.call(op)
 
-        # Three failed attempts open the circuit; the fourth is rejected
-        # and not retried (an open circuit's error is not retryable).
+        # Three failed attempts open the circuit; the wait for the fourth
+        # never begins (the circuit would reject it), and nothing retries
+        # an open circuit's error.
         assert 3 == op.calls
         assert [0.0, 1.0, 3.0] == op.times
-        assert 7.0 == anyio.current_time()
+        assert 3.0 == anyio.current_time()
         metrics = pipeline.metrics()
         assert 1 == metrics.outcomes[Outcome.CIRCUIT_OPEN]
         assert 1 == metrics.circuit_breaker_trips
         assert CircuitState.OPEN == metrics.circuit_breaker.state
+
+    run(scenario)
+
+
+def test_12_no_wait_begins_for_an_attempt_the_open_circuit_rejects(run):
+    """The call that opens the circuit fails fast, its failure the cause."""
+
+    async def scenario():
+        pipeline = ResiliencePipeline(
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=2),
+            retry=RetryConfig(max_attempts=5, initial_delay=0.5, jitter=False),
+        )
+        last = TimeoutError("upstream timeout, again")
+        op = Script(TimeoutError("upstream timeout"), last)
+
+        with pytest.raises(CircuitBreakerError) as info:
+            await pipeline.call(op)
+
+        assert 0.5 == anyio.current_time()  # it opened at 0.5 s: no wait
+        assert last is info.value.__cause__
+        assert 60.0 == info.value.retry_after
+        assert [0.0, 0.5] == op.times
+        metrics = pipeline.metrics()
+        assert 1 == metrics.outcomes[Outcome.CIRCUIT_OPEN]
+        assert 1 == metrics.circuit_breaker.rejected_requests
+        assert (1, 1, 1) == (
+            metrics.retry.failed_calls,
+            metrics.retry.total_retries,
+            metrics.retry.non_retryable_failures,
+        )
+        assert (
+            "resilient_mcp: gave up after 2 attempts (the next attempt "
+            "would be rejected when the wait ended)"
+        ) in info.value.__notes__
+
+    run(scenario)
+
+
+def test_12_a_wait_past_the_open_period_ends_in_a_probe(run):
+    """A wait that ends once the circuit may probe still begins."""
+
+    async def scenario():
+        pipeline = ResiliencePipeline(
+            circuit_breaker=CircuitBreakerConfig(
+                failure_threshold=1, recovery_timeout=1, success_threshold=1
+            ),
+            retry=RetryConfig(max_attempts=3, initial_delay=2, jitter=False),
+        )
+        op = Script(TimeoutError("upstream timeout"), "back")
+
+        assert "back" == await pipeline.call(op)
+
+        assert [0.0, 2.0] == op.times  # the probe, after the open period
+        metrics = pipeline.metrics()
+        assert 0 == metrics.circuit_breaker.rejected_requests
+        assert CircuitState.CLOSED == metrics.circuit_breaker.state
+
+    run(scenario)
+
+
+def test_12_a_wait_ending_inside_the_open_period_never_begins(run):
+    """Each wait is judged on when it would end, against the open time."""
+
+    async def scenario():
+        breaker = CircuitBreaker(
+            CircuitBreakerConfig(failure_threshold=1, recovery_timeout=3),
+        )
+        pipeline = ResiliencePipeline(
+            circuit_breaker=breaker,
+            retry=RetryConfig(
+                max_attempts=3, initial_delay=2.999, jitter=False
+            ),
+        )
+
+        with pytest.raises(CircuitBreakerError):
+            await pipeline.call(Script(TimeoutError("upstream timeout")))
+        breaker.force_open()  # by hand: no wait ends before a reset
+        with pytest.raises(CircuitBreakerError) as info:
+            await pipeline.call(Script(TemporaryError("busy"), "ok"))
+
+        assert 0.0 == anyio.current_time()
+        assert info.value.retry_after is None
+        assert 2 == breaker.metrics().rejected_requests
 
     run(scenario)
 

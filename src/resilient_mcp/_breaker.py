@@ -342,6 +342,28 @@ class CircuitBreaker(PolicyBase):
             )
         return permit
 
+    def rejection_at(
+        self, now: float, when: float
+    ) -> CircuitBreakerError | None:
+        """
+        The rejection an attempt at *when* would meet, as seen at *now*.
+
+        The retry loop asks before it waits: while the circuit stays open
+        past *when*, the attempt is rejected now instead (and counted as
+        a rejection); ``None`` when it might be admitted (closed,
+        half-open, or open no longer by then: a probe).
+        """
+        core = self._core
+        if core.state is CLOSED or not core.rejects_at(when):
+            return None
+        return CircuitBreakerError(
+            self.name, core.state, core.retry_after(now)
+        )
+
+    def withdraw(self, error: Exception) -> None:
+        """A rejection whose caller was cancelled: counted as cancelled."""
+        self._core.withdraw()
+
     def leave(
         self,
         permit: int,
