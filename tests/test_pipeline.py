@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import random
 
 import anyio
 import pytest
@@ -22,6 +24,7 @@ from resilient_mcp import (
     ConfigurationError,
     LatencyRecorder,
     Outcome,
+    ResilienceError,
     ResiliencePipeline,
     RetryConfig,
     TemporaryError,
@@ -498,3 +501,110 @@ def test_latency_is_recorded_for_every_call(run):
         assert 4 == recorder.snapshot().count
 
     run(scenario)
+
+
+async def test_12_a_rejection_cancelled_at_its_checkpoint_is_a_cancellation(
+    autojump_clock,
+):
+    """A cancelled caller is counted cancelled, never rejected, anywhere."""
+    bulkhead = Bulkhead(
+        BulkheadConfig(max_concurrent_requests=1, queue_size=0)
+    )
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1))
+    full = ResiliencePipeline(bulkhead=bulkhead, name="full")
+    open_ = ResiliencePipeline(circuit_breaker=breaker, name="open")
+    with pytest.raises(Boom):
+        await open_.call(Script(Boom("down")))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(full.call, functools.partial(sleep_then, 1))
+        await wait_all_tasks_blocked()
+        for pipeline in (full, open_):
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await pipeline.call(functools.partial(sleep_then, 1))
+            assert scope.cancelled_caught
+
+    assert (0, 1) == (
+        full.metrics().bulkhead_rejections,
+        full.metrics().cancelled_requests,
+    )
+    assert (0, 1) == (
+        bulkhead.metrics().rejected_requests,
+        bulkhead.metrics().abandoned_requests,
+    )
+    assert 1 == open_.metrics().cancelled_requests
+    assert (0, 1) == (
+        breaker.metrics().rejected_requests,
+        breaker.metrics().cancelled_requests,
+    )
+
+
+async def test_12_one_outcome_per_call_under_random_cancellation(
+    autojump_clock,
+):
+    """Pipeline and policies agree on rejections under random cancellation."""
+    rng = random.Random(12)
+    calls = 3000
+    bulkhead = Bulkhead(
+        BulkheadConfig(
+            name="b",
+            max_concurrent_requests=3,
+            queue_size=2,
+            request_timeout=None,
+        )
+    )
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(
+            failure_threshold=3, recovery_timeout=0.05, success_threshold=1
+        )
+    )
+    pipeline = ResiliencePipeline(
+        bulkhead=bulkhead,
+        circuit_breaker=breaker,
+        retry=RetryConfig(max_attempts=3, initial_delay=0.01, jitter=False),
+        timeout=None,
+    )
+    scopes: list[trio.CancelScope] = []
+
+    async def operation():
+        await trio.sleep(rng.choice((0.0, 0.01, 0.03)))
+        if rng.random() < 0.4:
+            raise TimeoutError("upstream timeout")
+        return "ok"
+
+    async def caller():
+        with trio.CancelScope() as scope:
+            scopes.append(scope)
+            if rng.random() < 0.05:
+                scope.cancel()  # arrives cancelled
+            with contextlib.suppress(ResilienceError, TimeoutError):
+                await pipeline.call(operation)
+
+    async def canceller():
+        for _ in range(calls):  # bounded
+            await trio.lowlevel.checkpoint()
+            if scopes:
+                rng.choice(scopes[-8:]).cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(canceller)
+        for i in range(calls):
+            nursery.start_soon(caller)
+            if i % 7 == 0:
+                await trio.sleep(0.004)
+
+    metrics = pipeline.metrics()
+    assert calls == metrics.total_requests
+    assert metrics.cancelled_requests > 0
+    assert metrics.bulkhead_rejections > 0
+    assert metrics.outcomes[Outcome.CIRCUIT_OPEN] > 0
+    assert metrics.bulkhead_rejections == metrics.bulkhead.rejected_requests
+    assert (
+        metrics.outcomes[Outcome.CIRCUIT_OPEN]
+        == metrics.circuit_breaker.rejected_requests
+    )
+    assert (0, 0) == (
+        metrics.bulkhead.active_requests,
+        metrics.bulkhead.queued_requests,
+    )
