@@ -266,11 +266,18 @@ class Plan:
         :class:`Exception`) is never retried, and never shown to the retry
         policy as a failure.
 
+        Before the wait, the attempt policies that can foresee their
+        rejections (``rejection_at``) are asked about the attempt at its
+        end: a wait for an attempt an open circuit would reject never
+        begins.
+
         Returns:
             The delay waited, or -1.0 when the call ends with *error*.
 
         Raises:
             DeadlineExpired: The call's deadline passed during the wait.
+            Exception: An attempt policy's foreseen rejection, raised
+                after a checkpoint, with *error* as its ``__cause__``.
         """
         if retry is _NO_RETRY or not isinstance(error, Exception):
             return -1.0

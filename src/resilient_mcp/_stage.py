@@ -205,7 +205,12 @@ async def admit_slowly(stage: Entry, now: float, slow: Slow) -> Any:
     if error is None:
         return await stage.enter(now)
     try:
-        await refuse(stage, error)
+        # refuse(), inline: one coroutine frame fewer per rejection.
+        try:
+            await checkpoint()
+        except BaseException:
+            withdraw(stage, error)
+            raise
         raise error
     finally:
         # The frame would hold the error, whose traceback holds the frame.
@@ -217,13 +222,18 @@ async def refuse(entry: object, rejection: Exception) -> None:
     The checkpoint of *entry*'s *rejection*, before it is raised.
 
     A caller cancelled there gets its cancellation, not the rejection:
-    the policy is told (``withdraw``), so that it counts a cancelled call
-    as the pipeline does, not a rejection.  One outcome per call.
+    the policy is told (:func:`withdraw`), so that it counts a cancelled
+    call as the pipeline does, not a rejection.  One outcome per call.
     """
     try:
         await checkpoint()
     except BaseException:
-        withdraw = getattr(entry, "withdraw", None)
-        if withdraw is not None:
-            withdraw(rejection)
+        withdraw(entry, rejection)
         raise
+
+
+def withdraw(entry: object, rejection: Exception) -> None:
+    """Tell *entry* (a stage or a policy) its *rejection* was withdrawn."""
+    method = getattr(entry, "withdraw", None)
+    if method is not None:
+        method(rejection)
