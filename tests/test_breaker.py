@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import subprocess
+import sys
+import textwrap
 
 import anyio
 import pytest
@@ -386,9 +389,10 @@ async def test_state_listeners_and_log_lines(autojump_clock, caplog):
         "Circuit breaker state changed: OPEN -> HALF_OPEN (breaker=search)",
         "Circuit breaker state changed: HALF_OPEN -> CLOSED (breaker=search)",
     ] == lines
-    assert 3 == sum(
-        "listener bug" in r.exc_text for r in caplog.records if r.exc_text
-    )
+    failures = [r for r in caplog.records if r.exc_text]
+    assert 1 == len(failures)  # three failures, the first one logged
+    assert "listener bug" in failures[0].exc_text
+    assert "broken_listener" in failures[0].getMessage()
 
 
 async def test_rate_mode_needs_minimum_calls(autojump_clock):
@@ -622,3 +626,46 @@ def test_listeners_can_be_added_and_removed(run):
             breaker.remove_listener(first)
 
     run(scenario)
+
+
+def test_14_no_output_without_logging_config(tmp_path):
+    """Without logging configured, nothing is printed (a NullHandler)."""
+    script = tmp_path / "quiet.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import trio
+            from resilient_mcp import CircuitBreaker, CircuitBreakerConfig
+
+            def broken(breaker, old, new):
+                raise RuntimeError("listener bug")
+
+            async def fail():
+                raise RuntimeError("down")
+
+            async def main():
+                breaker = CircuitBreaker(
+                    CircuitBreakerConfig(failure_threshold=1),
+                    listeners=[broken],
+                )
+                try:
+                    await breaker.call(fail)
+                except RuntimeError:
+                    pass
+                breaker.reset()
+
+            trio.run(main)
+            print("done")
+            """
+        )
+    )
+
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert ("done\n", "") == (done.stdout, done.stderr)

@@ -186,3 +186,28 @@ def test_forced_open_stays_open_and_says_no_retry_after():
     assert CircuitState.OPEN == core.effective_state(1000.0)
     assert core.retry_after(1000.0) is None
     assert REJECTED == core.admit(1000.0)
+
+
+def test_rejects_at_foresees_the_open_period_only():
+    """Only an attempt within the open period is rejected in advance."""
+    core = BreakerCore.new(CircuitBreakerConfig(failure_threshold=1))
+    assert not core.rejects_at(0.0)  # closed
+
+    core.on_failure(core.admit(0.0), 0.0, OSError())
+
+    assert core.rejects_at(59.9)
+    assert not core.rejects_at(60.0)  # a half-open probe
+    assert 1 == core.rejected
+    core.force_open(0.0, None)
+    assert core.rejects_at(1e9)
+
+
+def test_withdraw_turns_a_rejection_into_a_cancellation():
+    """A rejection the caller never got counts as a cancelled call."""
+    core = BreakerCore.new(CircuitBreakerConfig(failure_threshold=1))
+    core.on_failure(core.admit(0.0), 0.0, OSError())
+    assert REJECTED == core.admit(1.0)
+
+    core.withdraw()
+
+    assert (0, 1) == (core.rejected, core.cancelled)

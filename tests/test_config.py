@@ -47,6 +47,17 @@ def test_retry_defaults_are_the_seeds():
     assert ("timeout", "connection") == config.retryable_errors
     assert config.is_retryable is None
     assert config.max_elapsed is None
+    assert 30.0 == config.max_retry_after
+
+
+def test_max_retry_after_follows_max_delay():
+    """max_retry_after defaults to max_delay; None lifts the cap."""
+    assert 5.0 == RetryConfig(max_delay=5).max_retry_after
+    assert (
+        90.0
+        == RetryConfig(max_retry_after=timedelta(seconds=90)).max_retry_after
+    )
+    assert RetryConfig(max_retry_after=None).max_retry_after is None
 
 
 def test_bulkhead_defaults_are_the_seeds():
@@ -114,6 +125,9 @@ def test_retryable_errors_are_lowercased():
         (RetryConfig, "retryable_errors", ("",), "non-empty"),
         (RetryConfig, "is_retryable", "yes", "callable"),
         (RetryConfig, "max_elapsed", 0, "> 0 or None"),
+        (RetryConfig, "max_retry_after", -1, ">= 0 or None"),
+        (RetryConfig, "max_retry_after", float("inf"), ">= 0 or None"),
+        (RetryConfig, "max_retry_after", "1h", ">= 0 or None"),
         (BulkheadConfig, "max_concurrent_requests", 0, ">= 1"),
         (BulkheadConfig, "queue_size", -1, ">= 0"),
         (BulkheadConfig, "request_timeout", -5, "> 0 or None"),

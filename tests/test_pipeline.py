@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import random
 
 import anyio
 import pytest
@@ -22,6 +24,7 @@ from resilient_mcp import (
     ConfigurationError,
     LatencyRecorder,
     Outcome,
+    ResilienceError,
     ResiliencePipeline,
     RetryConfig,
     TemporaryError,
@@ -73,15 +76,99 @@ def test_retries_stop_when_the_breaker_opens(run):
         with pytest.raises(CircuitBreakerError):
             await pipeline.call(op)
 
-        # Three failed attempts open the circuit; the fourth is rejected
-        # and not retried (an open circuit's error is not retryable).
+        # Three failed attempts open the circuit; the wait for the fourth
+        # never begins (the circuit would reject it), and nothing retries
+        # an open circuit's error.
         assert 3 == op.calls
         assert [0.0, 1.0, 3.0] == op.times
-        assert 7.0 == anyio.current_time()
+        assert 3.0 == anyio.current_time()
         metrics = pipeline.metrics()
         assert 1 == metrics.outcomes[Outcome.CIRCUIT_OPEN]
         assert 1 == metrics.circuit_breaker_trips
         assert CircuitState.OPEN == metrics.circuit_breaker.state
+
+    run(scenario)
+
+
+def test_12_no_wait_begins_for_an_attempt_the_open_circuit_rejects(run):
+    """The call that opens the circuit fails fast, its failure the cause."""
+
+    async def scenario():
+        pipeline = ResiliencePipeline(
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=2),
+            retry=RetryConfig(max_attempts=5, initial_delay=0.5, jitter=False),
+        )
+        last = TimeoutError("upstream timeout, again")
+        op = Script(TimeoutError("upstream timeout"), last)
+
+        with pytest.raises(CircuitBreakerError) as info:
+            await pipeline.call(op)
+
+        assert 0.5 == anyio.current_time()  # it opened at 0.5 s: no wait
+        assert last is info.value.__cause__
+        assert 60.0 == info.value.retry_after
+        assert [0.0, 0.5] == op.times
+        metrics = pipeline.metrics()
+        assert 1 == metrics.outcomes[Outcome.CIRCUIT_OPEN]
+        assert 1 == metrics.circuit_breaker.rejected_requests
+        assert (1, 1, 1) == (
+            metrics.retry.failed_calls,
+            metrics.retry.total_retries,
+            metrics.retry.non_retryable_failures,
+        )
+        assert (
+            "resilient_mcp: gave up after 2 attempts (the next attempt "
+            "would be rejected when the wait ended)"
+        ) in info.value.__notes__
+
+    run(scenario)
+
+
+def test_12_a_wait_past_the_open_period_ends_in_a_probe(run):
+    """A wait that ends once the circuit may probe still begins."""
+
+    async def scenario():
+        pipeline = ResiliencePipeline(
+            circuit_breaker=CircuitBreakerConfig(
+                failure_threshold=1, recovery_timeout=1, success_threshold=1
+            ),
+            retry=RetryConfig(max_attempts=3, initial_delay=2, jitter=False),
+        )
+        op = Script(TimeoutError("upstream timeout"), "back")
+
+        assert "back" == await pipeline.call(op)
+
+        assert [0.0, 2.0] == op.times  # the probe, after the open period
+        metrics = pipeline.metrics()
+        assert 0 == metrics.circuit_breaker.rejected_requests
+        assert CircuitState.CLOSED == metrics.circuit_breaker.state
+
+    run(scenario)
+
+
+def test_12_a_wait_ending_inside_the_open_period_never_begins(run):
+    """Each wait is judged on when it would end, against the open time."""
+
+    async def scenario():
+        breaker = CircuitBreaker(
+            CircuitBreakerConfig(failure_threshold=1, recovery_timeout=3),
+        )
+        pipeline = ResiliencePipeline(
+            circuit_breaker=breaker,
+            retry=RetryConfig(
+                max_attempts=3, initial_delay=2.999, jitter=False
+            ),
+        )
+
+        with pytest.raises(CircuitBreakerError):
+            await pipeline.call(Script(TimeoutError("upstream timeout")))
+        breaker.force_open()  # by hand: no wait ends before a reset
+        with pytest.raises(CircuitBreakerError) as info:
+            await pipeline.call(Script(TemporaryError("busy"), "ok"))
+
+        assert 0.0 == anyio.current_time()
+        assert info.value.retry_after is None
+        assert 2 == breaker.metrics().rejected_requests
 
     run(scenario)
 
@@ -414,3 +501,110 @@ def test_latency_is_recorded_for_every_call(run):
         assert 4 == recorder.snapshot().count
 
     run(scenario)
+
+
+async def test_12_a_rejection_cancelled_at_its_checkpoint_is_a_cancellation(
+    autojump_clock,
+):
+    """A cancelled caller is counted cancelled, never rejected, anywhere."""
+    bulkhead = Bulkhead(
+        BulkheadConfig(max_concurrent_requests=1, queue_size=0)
+    )
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1))
+    full = ResiliencePipeline(bulkhead=bulkhead, name="full")
+    open_ = ResiliencePipeline(circuit_breaker=breaker, name="open")
+    with pytest.raises(Boom):
+        await open_.call(Script(Boom("down")))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(full.call, functools.partial(sleep_then, 1))
+        await wait_all_tasks_blocked()
+        for pipeline in (full, open_):
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await pipeline.call(functools.partial(sleep_then, 1))
+            assert scope.cancelled_caught
+
+    assert (0, 1) == (
+        full.metrics().bulkhead_rejections,
+        full.metrics().cancelled_requests,
+    )
+    assert (0, 1) == (
+        bulkhead.metrics().rejected_requests,
+        bulkhead.metrics().abandoned_requests,
+    )
+    assert 1 == open_.metrics().cancelled_requests
+    assert (0, 1) == (
+        breaker.metrics().rejected_requests,
+        breaker.metrics().cancelled_requests,
+    )
+
+
+async def test_12_one_outcome_per_call_under_random_cancellation(
+    autojump_clock,
+):
+    """Pipeline and policies agree on rejections under random cancellation."""
+    rng = random.Random(12)
+    calls = 3000
+    bulkhead = Bulkhead(
+        BulkheadConfig(
+            name="b",
+            max_concurrent_requests=3,
+            queue_size=2,
+            request_timeout=None,
+        )
+    )
+    breaker = CircuitBreaker(
+        CircuitBreakerConfig(
+            failure_threshold=3, recovery_timeout=0.05, success_threshold=1
+        )
+    )
+    pipeline = ResiliencePipeline(
+        bulkhead=bulkhead,
+        circuit_breaker=breaker,
+        retry=RetryConfig(max_attempts=3, initial_delay=0.01, jitter=False),
+        timeout=None,
+    )
+    scopes: list[trio.CancelScope] = []
+
+    async def operation():
+        await trio.sleep(rng.choice((0.0, 0.01, 0.03)))
+        if rng.random() < 0.4:
+            raise TimeoutError("upstream timeout")
+        return "ok"
+
+    async def caller():
+        with trio.CancelScope() as scope:
+            scopes.append(scope)
+            if rng.random() < 0.05:
+                scope.cancel()  # arrives cancelled
+            with contextlib.suppress(ResilienceError, TimeoutError):
+                await pipeline.call(operation)
+
+    async def canceller():
+        for _ in range(calls):  # bounded
+            await trio.lowlevel.checkpoint()
+            if scopes:
+                rng.choice(scopes[-8:]).cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(canceller)
+        for i in range(calls):
+            nursery.start_soon(caller)
+            if i % 7 == 0:
+                await trio.sleep(0.004)
+
+    metrics = pipeline.metrics()
+    assert calls == metrics.total_requests
+    assert metrics.cancelled_requests > 0
+    assert metrics.bulkhead_rejections > 0
+    assert metrics.outcomes[Outcome.CIRCUIT_OPEN] > 0
+    assert metrics.bulkhead_rejections == metrics.bulkhead.rejected_requests
+    assert (
+        metrics.outcomes[Outcome.CIRCUIT_OPEN]
+        == metrics.circuit_breaker.rejected_requests
+    )
+    assert (0, 0) == (
+        metrics.bulkhead.active_requests,
+        metrics.bulkhead.queued_requests,
+    )

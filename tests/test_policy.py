@@ -235,3 +235,58 @@ def test_a_rejection_after_another_policy_leaves_it(run):
         assert 0 == metrics.active_requests
 
     run(scenario)
+
+
+class Window(Maintenance):
+    """A maintenance window with a known end: it foresees its rejections."""
+
+    def __init__(self, name: str, start: float, until: float) -> None:
+        super().__init__(name)
+        self.start = start
+        self.until = until
+        self.withdrawn = 0
+
+    def enter_nowait(self, now: float) -> float:
+        self.closed = self.start <= now < self.until
+        return super().enter_nowait(now)
+
+    def rejection_at(self, now, when):
+        if not self.start <= when < self.until:
+            return None
+        self.refused += 1
+        return MaintenanceError(f"{self.name}: down until {self.until:g}")
+
+    def withdraw(self, error):
+        self.refused -= 1
+        self.withdrawn += 1
+
+
+def test_12_a_policy_foresees_and_withdraws_its_rejections(run):
+    """A policy's rejection_at ends the call, and withdraw un-counts."""
+
+    async def scenario():
+        window = Window("svc", start=0.5, until=10.0)
+        pipeline = ResiliencePipeline(
+            retry=RetryConfig(max_attempts=3, initial_delay=1, jitter=False),
+            circuit_breaker=CircuitBreakerConfig(failure_threshold=5),
+            attempt_policies=[window],
+        )
+        last = ConnectionError("reset")
+
+        async def fail_at_half():
+            await anyio.sleep(0.5)
+            raise last
+
+        with pytest.raises(MaintenanceError) as info:
+            await pipeline.call(fail_at_half)  # the retry would be at 1.5
+        assert last is info.value.__cause__
+        assert 0.5 == anyio.current_time()
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await pipeline.call(Script("ok"))  # refused, then cancelled
+
+        assert (1, 1) == (window.refused, window.withdrawn)
+        metrics = pipeline.metrics()
+        assert (1, 1) == (metrics.failed_requests, metrics.cancelled_requests)
+
+    run(scenario)

@@ -17,6 +17,7 @@ from resilient_mcp import (
     CallTimeout,
     CircuitBreakerError,
     CircuitState,
+    ConfigurationError,
     PermanentError,
     RetryConfig,
     RetryManager,
@@ -107,11 +108,51 @@ def test_non_retryable_errors_propagate_at_once(run):
         (CircuitBreakerError("timeout", CircuitState.OPEN), False),
         (BulkheadError("connection-pool"), False),
         (CallTimeout(1, "pipeline"), True),
+        # Issue 12: by type first.  Every timeout and connection error,
+        # subclasses included, whatever the message ...
+        (BrokenPipeError(), True),
+        (ConnectionResetError("peer said bye"), True),
+        (TimeoutError("slow"), True),
+        # ... and never a programming error, whatever the message.
+        (KeyError("timeout"), False),
+        (ValueError("invalid connection string"), False),
+        (TypeError("connection() missing 1 argument"), False),
+        (AttributeError("'NoneType' has no attribute 'timeout'"), False),
+        (AssertionError("connection"), False),
+        (NameError("timeout"), False),
+        (IndexError("connection index"), False),
+        (ZeroDivisionError("timeout"), False),
+        (NotImplementedError("timeout"), False),
+        (ConfigurationError("bad timeout"), False),
     ],
 )
 def test_what_is_retryable_by_default(error, retried):
     """Fragments match message or type name; our own errors have rules."""
     assert retried == RetryManager().is_retryable(error)
+
+
+def test_12_mcp_transport_errors_are_retried():
+    """The MCP adapter's transport errors are retried, whatever they say."""
+    from resilient_mcp import (  # noqa: PLC0415 (loads the MCP SDK)
+        InvalidResponseError,
+        NotSentError,
+        RequestTimeoutError,
+        ServerError,
+        SessionLostError,
+    )
+
+    retry = RetryManager()
+
+    assert all(
+        retry.is_retryable(error)
+        for error in (
+            NotSentError("no session", reason="backoff"),
+            SessionLostError("MCP session lost: bad value"),
+            RequestTimeoutError("MCP request timed out"),
+            ServerError("503", code=-32603, status_code=503),
+            InvalidResponseError("invalid result: key missing"),
+        )
+    )
 
 
 def test_cancellation_is_never_retryable():
@@ -214,12 +255,48 @@ async def test_cancelled_attempt_is_not_retried(autojump_clock):
 
 
 async def test_retry_after_hint_is_honoured(autojump_clock):
-    """A TemporaryError's retry_after lengthens the wait, past max_delay."""
-    retry = exact(max_attempts=2, initial_delay=1, max_delay=2)
+    """A retry_after lengthens the wait, past max_delay, up to the cap."""
+    retry = exact(
+        max_attempts=2, initial_delay=1, max_delay=2, max_retry_after=7
+    )
     op = Script(TemporaryError("429", retry_after=7), "ok")
 
     assert "ok" == await retry.call(op)
     assert [0.0, 7.0] == op.times
+
+
+async def test_12_retry_after_over_the_cap_ends_the_retries(autojump_clock):
+    """A Retry-After over max_retry_after ends the retries at once."""
+    retry = exact(max_attempts=5, initial_delay=1, max_delay=30)
+    hour = TemporaryError("429", retry_after=3600)
+    op = Script(hour, "ok")
+
+    with pytest.raises(TemporaryError) as info:
+        await retry.call(op)
+
+    assert hour is info.value
+    assert 0.0 == trio.current_time()
+    assert 1 == op.calls
+    note = (
+        "resilient_mcp: gave up after 1 attempt (the server asked to wait "
+        "3600s, more than max_retry_after (30s))"
+    )
+    assert [note] == hour.__notes__
+    metrics = retry.metrics()
+    assert (1, 1, 0) == (
+        metrics.failed_calls,
+        metrics.budget_exhausted_calls,
+        metrics.total_retries,
+    )
+
+
+async def test_12_max_retry_after_none_honours_any_hint(autojump_clock):
+    """max_retry_after=None waits for whatever the server asked."""
+    retry = exact(max_attempts=2, max_retry_after=None)
+    op = Script(TemporaryError("429", retry_after=3600), "ok")
+
+    assert "ok" == await retry.call(op)
+    assert [0.0, 3600.0] == op.times
 
 
 async def test_retry_logs_the_seeds_line(autojump_clock, caplog):

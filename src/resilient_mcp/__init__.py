@@ -13,6 +13,8 @@ their order; ``instrumentation``, which attaches through ``_hooks``; and
 separately.
 """
 
+import logging
+
 from typing import TYPE_CHECKING
 
 from ._breaker import (
@@ -55,6 +57,9 @@ from .instrumentation import _otel as _tracing  # attaches the call tracer
 
 
 del _tracing
+
+# A library's logger stays silent until the application configures logging.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 __all__ = [

@@ -140,8 +140,9 @@ class CircuitBreaker(PolicyBase):
         config: The configuration; ``None`` for the defaults.
         name: A name for logs, errors and metrics.
         listeners: Callables run as ``listener(breaker, old, new)`` after
-            every state change.  An exception in a listener is logged and
-            does not disturb the call.
+            every state change.  An exception in a listener does not
+            disturb the call; a listener's first failure is logged (with
+            its name and traceback), its later ones are not.
 
     .. versionadded:: 0.1.0
     """
@@ -154,6 +155,10 @@ class CircuitBreaker(PolicyBase):
     # empty tuple costs nothing (a breaker per tool adds up).
     _listeners: tuple[StateListener, ...] = attrs.field(
         default=(), converter=_to_tuple, kw_only=True, alias="listeners"
+    )
+    # The listeners that raised: each is logged once, not on every change.
+    _failed_listeners: tuple[StateListener, ...] = attrs.field(
+        init=False, default=()
     )
     _core: BreakerCore = attrs.field(init=False)
     # The plan of call(), made on first use: a breaker per tool is used
@@ -309,6 +314,9 @@ class CircuitBreaker(PolicyBase):
         listeners = list(self._listeners)
         listeners.remove(listener)
         self._listeners = tuple(listeners)
+        self._failed_listeners = tuple(
+            f for f in self._failed_listeners if f != listener
+        )
 
     # -- the policy interface -------------------------------------------
 
@@ -333,6 +341,28 @@ class CircuitBreaker(PolicyBase):
                 self.name, core.state, core.retry_after(now)
             )
         return permit
+
+    def rejection_at(
+        self, now: float, when: float
+    ) -> CircuitBreakerError | None:
+        """
+        The rejection an attempt at *when* would meet, as seen at *now*.
+
+        The retry loop asks before it waits: while the circuit stays open
+        past *when*, the attempt is rejected now instead (and counted as
+        a rejection); ``None`` when it might be admitted (closed,
+        half-open, or open no longer by then: a probe).
+        """
+        core = self._core
+        if core.state is CLOSED or not core.rejects_at(when):
+            return None
+        return CircuitBreakerError(
+            self.name, core.state, core.retry_after(now)
+        )
+
+    def withdraw(self, error: Exception) -> None:
+        """A rejection whose caller was cancelled: counted as cancelled."""
+        self._core.withdraw()
 
     def leave(
         self,
@@ -376,9 +406,21 @@ class CircuitBreaker(PolicyBase):
         for listener in self._listeners:
             try:
                 listener(self, old, new)
-            except Exception:
-                logger.exception(
-                    "Circuit breaker %r: state listener %r failed",
-                    self.name,
-                    listener,
-                )
+            except Exception as exc:
+                self._listener_failed(listener, exc)
+
+    def _listener_failed(
+        self, listener: StateListener, exc: Exception
+    ) -> None:
+        """Log a listener's first failure, with its name; not the next."""
+        if listener in self._failed_listeners:
+            return
+        self._failed_listeners = (*self._failed_listeners, listener)
+        name = getattr(listener, "__qualname__", None) or repr(listener)
+        logger.error(
+            "Circuit breaker %r: state listener %s failed (further failures "
+            "of this listener are not logged)",
+            self.name,
+            name,
+            exc_info=exc,
+        )

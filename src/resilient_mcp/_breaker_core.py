@@ -262,6 +262,26 @@ class BreakerCore:
         self.rejected += 1
         return REJECTED
 
+    def rejects_at(self, when: float) -> bool:
+        """
+        Whether a call at *when* will be rejected, whatever comes before.
+
+        True while the circuit is open until after *when* (or by hand,
+        until reset); the rejection is then counted.  A half-open circuit
+        foresees nothing: its probe slots may free up.
+        """
+        if self.state is not OPEN or (
+            not self.forced and when >= self.open_until
+        ):
+            return False
+        self.rejected += 1
+        return True
+
+    def withdraw(self) -> None:
+        """A rejection the caller never got: a cancelled call instead."""
+        self.rejected -= 1
+        self.cancelled += 1
+
     def on_success(
         self, permit: int, now: float, duration: float
     ) -> Transition | None:

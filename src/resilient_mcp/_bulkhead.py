@@ -84,8 +84,8 @@ class BulkheadMetrics:
     """Calls that ran and ended (returned, raised, timed out or were
     cancelled while running)."""
     abandoned_requests: int
-    """Calls that left the queue without running (timed out or cancelled
-    while waiting)."""
+    """Calls that left without running: timed out or cancelled while
+    waiting, or cancelled at the checkpoint of their rejection."""
     timed_out_requests: int
     """Calls ended by ``request_timeout`` (while waiting or running)."""
     average_wait_time: float
@@ -267,9 +267,15 @@ class Bulkhead(PolicyBase):
         else:
             full = False
         if full:  # outside the `except` block: no traceback kept alive
-            error = self.refuse(queue_full=True)
-            await checkpoint()
-            raise error
+            # The checkpoint first: a caller cancelled there gets its
+            # cancellation and is not counted as rejected (the pipeline
+            # counts it cancelled too: one outcome per call).
+            try:
+                await checkpoint()
+            except BaseException:
+                self._abandoned += 1
+                raise
+            raise self.refuse(queue_full=True)
         self._queued += 1
         borrower = object()
         timeout = self.config.request_timeout
@@ -310,6 +316,11 @@ class Bulkhead(PolicyBase):
         self._active -= 1
         self._completed += 1
         self._limiter.release_on_behalf_of(permit)
+
+    def withdraw(self, error: Exception) -> None:
+        """A rejection whose caller was cancelled: counted as abandoned."""
+        self._rejected -= 1
+        self._abandoned += 1
 
     def expired(self, permit: object) -> CallTimeout:
         """Count a call that outlived ``request_timeout``; its error."""
@@ -433,3 +444,6 @@ class _NoQueue(PolicyBase):
 
     def expired(self, permit: object) -> CallTimeout:
         return self.bulkhead.expired(permit)
+
+    def withdraw(self, error: Exception) -> None:
+        self.bulkhead.withdraw(error)

@@ -315,6 +315,18 @@ class RetryConfig:
     raised instead.
     """
 
+    max_retry_after: float | None = attrs.field(
+        default=attrs.Factory(lambda self: self.max_delay, takes_self=True),
+        converter=to_seconds,
+        validator=_seconds(allow_zero=True, optional=True),
+    )
+    """
+    The longest server ``Retry-After`` the retry waits for, in seconds
+    (default: ``max_delay``); ``None`` to honour any.  A longer hint ends
+    the retries at once with the error that carried it (the MCP client
+    still holds its circuit breaker open that long).
+    """
+
     @backoff_factor.validator
     def _check_factor(
         self, attribute: attrs.Attribute[Any], value: Any

@@ -18,32 +18,25 @@ two readings.
 
 from __future__ import annotations
 
-import functools
 import math
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, TypeVar, final
 
 import attrs
-import trio
 
-from ._policy import Policy
+from ._stage import AnyPolicy, Slow, Stage, admit, admit_slowly, refuse
 from ._timeouts import (
-    WOULD_BLOCK,
     DeadlineAware,
     DeadlineExpired,
     DeadlinePassed,
-    checkpoint,
     clock,
     current_effective_deadline,
-    current_time,
     deadline_scope,
 )
 
 
 T = TypeVar("T")
-
-AnyPolicy = Policy[Any]
 
 
 class RetryLoop(Protocol):
@@ -65,8 +58,13 @@ class RetryLoop(Protocol):
     ) -> float | None:
         """Seconds to wait before the next attempt, or ``None``: give up."""
 
-    async def backoff(self, delay: float) -> None:
-        """Wait *delay* seconds before the next attempt."""
+    async def backoff(
+        self, exc: Exception, attempt: int, delay: float
+    ) -> None:
+        """Wait *delay* seconds before the attempt after *attempt*."""
+
+    def refused(self, rejection: Exception, attempt: int) -> None:
+        """The call ends with *rejection*: no wait began (see the Plan)."""
 
     def leave(
         self,
@@ -87,7 +85,10 @@ class _NoRetry:
         # its first failure (Plan._wait_to_retry).
         return None
 
-    async def backoff(self, delay: float) -> None:  # pragma: no cover
+    async def backoff(self, *args: object) -> None:  # pragma: no cover
+        raise AssertionError
+
+    def refused(self, *args: object) -> None:  # pragma: no cover
         raise AssertionError
 
     def leave(self, *args: object) -> None:
@@ -102,110 +103,6 @@ class Ledger(Protocol):
 
     def settle(self, elapsed: float, error: BaseException | None) -> None:
         """A call ended after *elapsed* seconds, raising *error* or not."""
-
-
-@final
-@attrs.frozen(eq=False)
-class Stage:
-    """
-    The policies of one level (the call, or the attempt), ready to use.
-
-    The engine enters a stage as it would one policy: ``enter_nowait``,
-    ``enter``, ``leave`` and ``expire`` are the policy's own bound methods
-    when the stage has one policy that admits calls (the common case: no
-    loop, no list), or those of :class:`_Many` when it has several.
-    Policies that are ``passive`` (they only limit time) are never
-    entered; their limit still counts.
-    """
-
-    gated: bool
-    """Whether any policy of the stage admits calls."""
-    enter_nowait: Callable[[float], Any]
-    enter: Callable[[float], Awaitable[Any]]
-    leave: Callable[[Any, float, float, BaseException | None], None]
-    limit: float
-    """The earliest time limit of the stage's policies (``inf``: none)."""
-    expire: Callable[[Any], Exception]
-    """The error of the policy whose limit is :attr:`limit`."""
-
-    @classmethod
-    def of(cls, policies: Sequence[AnyPolicy]) -> Stage:
-        """The stage of *policies*, outermost first."""
-        gates = tuple(p for p in policies if not p.passive)
-        limit, owner = math.inf, None
-        for policy in policies:
-            seconds = policy.time_limit
-            if seconds is not None and seconds < limit:
-                limit, owner = seconds, policy
-        if len(gates) == 1:
-            (gate,) = gates
-            entry: Any = gate
-        else:
-            entry = _Many(gates)
-        if owner is None:
-            expire: Callable[[Any], Exception] = _never_expires
-        elif owner not in gates:
-            expire = functools.partial(_expire_passive, owner)
-        elif len(gates) == 1:
-            expire = owner.expired
-        else:
-            expire = functools.partial(_expire_nth, owner, gates.index(owner))
-        return cls(
-            gated=bool(gates),
-            enter_nowait=entry.enter_nowait,
-            enter=entry.enter,
-            leave=entry.leave,
-            limit=limit,
-            expire=expire,
-        )
-
-
-def _never_expires(permit: object) -> Exception:  # pragma: no cover
-    raise AssertionError
-
-
-def _expire_passive(policy: AnyPolicy, permit: object) -> Exception:
-    return policy.expired(None)
-
-
-def _expire_nth(policy: AnyPolicy, index: int, permits: Any) -> Exception:
-    return policy.expired(permits[index])
-
-
-@final
-@attrs.frozen(eq=False)
-class _Many:
-    """Several policies entered in order, as one; permits in a list."""
-
-    policies: tuple[AnyPolicy, ...]
-
-    def enter_nowait(self, now: float) -> list[Any]:
-        # One path for every case, the waiting one, in enter(): a stage
-        # without policies to enter is never entered (Stage.gated).
-        raise trio.WouldBlock
-
-    async def enter(self, now: float) -> list[Any]:
-        permits: list[Any] = []
-        for policy in self.policies:
-            try:
-                permit = _admit(policy, now)
-                if type(permit) is _Slow:
-                    permit = await _admit_slowly(policy, now, permit)
-            except BaseException as exc:
-                self.leave(permits, current_time(), 0.0, exc)
-                raise
-            permits.append(permit)
-        return permits
-
-    def leave(
-        self,
-        permits: list[Any],
-        now: float,
-        elapsed: float,
-        error: BaseException | None,
-    ) -> None:
-        for index in range(len(permits) - 1, -1, -1):
-            self.policies[index].leave(permits[index], now, elapsed, error)
 
 
 @final
@@ -250,9 +147,9 @@ class Plan:
             permit: Any = None
             waited = False
             if stage.gated:
-                permit = _admit(stage, start)
-                if type(permit) is _Slow:
-                    permit = await _admit_slowly(stage, start, permit)
+                permit = admit(stage, start)
+                if type(permit) is Slow:
+                    permit = await admit_slowly(stage, start, permit)
                     waited = True
             error: BaseException | None = None
             end = start
@@ -317,9 +214,9 @@ class Plan:
                 permit: Any = None
                 try:
                     if stage.gated:
-                        permit = _admit(stage, began)
-                        if type(permit) is _Slow:
-                            permit = await _admit_slowly(stage, began, permit)
+                        permit = admit(stage, began)
+                        if type(permit) is Slow:
+                            permit = await admit_slowly(stage, began, permit)
                         admitted = True
                     own = began + stage.limit
                     if own == deadline == math.inf:
@@ -369,11 +266,18 @@ class Plan:
         :class:`Exception`) is never retried, and never shown to the retry
         policy as a failure.
 
+        Before the wait, the attempt policies that can foresee their
+        rejections (``rejection_at``) are asked about the attempt at its
+        end: a wait for an attempt an open circuit would reject never
+        begins.
+
         Returns:
             The delay waited, or -1.0 when the call ends with *error*.
 
         Raises:
             DeadlineExpired: The call's deadline passed during the wait.
+            Exception: An attempt policy's foreseen rejection, raised
+                after a checkpoint, with *error* as its ``__cause__``.
         """
         if retry is _NO_RETRY or not isinstance(error, Exception):
             return -1.0
@@ -388,75 +292,22 @@ class Plan:
         )
         if delay is None:
             return -1.0
+        for policy in self.attempts.foresee:
+            rejection = policy.rejection_at(now, now + delay)
+            if rejection is not None:
+                try:
+                    await refuse(policy, rejection)
+                    retry.refused(rejection, attempt)
+                    raise rejection from error
+                finally:
+                    del rejection, error  # no cycle through this frame
         if deadline == math.inf:
-            await retry.backoff(delay)
+            await retry.backoff(error, attempt, delay)
             return delay
         with deadline_scope(deadline):
-            await retry.backoff(delay)
+            await retry.backoff(error, attempt, delay)
             return delay
         raise DeadlineExpired
-
-
-@final
-class _Slow:
-    """
-    A call that a stage could not admit at once.
-
-    *error* is the policy's rejection, or ``None`` when the call may wait.
-    The engine deals with it outside the ``except`` block that caught the
-    reason: there, a waiting call would keep the WouldBlock and its
-    traceback alive for the whole wait (about 1.4 KB per queued caller).
-    """
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception | None) -> None:
-        self.error = error
-
-
-_WAIT: Final = _Slow(None)
-
-
-class _Entry(Protocol):
-    """A stage, or one policy: what can be entered."""
-
-    def enter_nowait(self, now: float, /) -> Any: ...
-
-    def enter(self, now: float, /) -> Awaitable[Any]: ...
-
-
-def _admit(stage: _Entry, now: float) -> Any:
-    """
-    Enter *stage* at once: its permit, or a :class:`_Slow` to deal with.
-
-    Admission at once is the common case, and it costs no coroutine: the
-    rejection and the wait go to :func:`_admit_slowly`.
-    """
-    try:
-        return stage.enter_nowait(now)
-    except WOULD_BLOCK:
-        return _WAIT
-    except Exception as exc:
-        return _Slow(exc)
-
-
-async def _admit_slowly(stage: _Entry, now: float, slow: _Slow) -> Any:
-    """
-    Wait to enter *stage*, or raise its rejection after a checkpoint.
-
-    Every rejection is a full checkpoint, as trio's conventions ask of
-    every call into an async API: a cancelled caller gets its
-    cancellation, and other tasks get to run.
-    """
-    error = slow.error
-    if error is None:
-        return await stage.enter(now)
-    try:
-        await checkpoint()
-        raise error
-    finally:
-        # The frame would hold the error, whose traceback holds the frame.
-        error = slow.error = None
 
 
 async def _until(  # noqa: PLR0917 (private, one call site)

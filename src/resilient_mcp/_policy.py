@@ -39,6 +39,22 @@ counted by the policy).  A policy that does nothing but limit time (the
 timeout) says so with ``passive = True``: the pipeline then never enters
 it nor tells it the outcome, and hands ``expired`` a ``None`` permit.
 
+Two optional steps keep the accounting exact and the retries honest
+(:class:`PolicyBase` gives both a default that does nothing):
+
+* ``withdraw(error)``: the pipeline makes a checkpoint before it raises a
+  rejection, and a caller cancelled there gets its cancellation instead.
+  The policy that counted *error* as a rejection is then told, so that
+  it counts a cancelled call, as the pipeline does: one outcome per call.
+* ``rejection_at(now, when)``: before the retry loop waits until *when*
+  for the next attempt, it asks each attempt policy whether that attempt
+  would surely be rejected (an open circuit breaker knows until when it
+  stays open).  A policy that knows returns its rejection, counted as
+  one, and the call ends with it at once (the last failure as its
+  ``__cause__``) instead of waiting for nothing; ``None`` lets the wait
+  begin.  It is asked only after a failed attempt, never on the success
+  path.
+
 Where a policy sits decides what it sees: the *call* policies (the
 bulkhead) are entered once per call, outside the retry loop; the
 *attempt* policies (the circuit breaker, the timeout) once per attempt,
@@ -59,7 +75,9 @@ class Policy(Protocol[P]):
     What the pipeline asks of a policy; see the module documentation.
 
     ``P`` is the type of the policy's permits.  :class:`PolicyBase` gives
-    the optional parts their defaults.
+    the optional parts their defaults, and the optional ``withdraw`` and
+    ``rejection_at`` (see the module documentation), which the pipeline
+    uses when a policy has them.
 
     .. versionadded:: 0.1.0
     """
@@ -128,3 +146,25 @@ class PolicyBase:
         """Never called: this policy sets no time limit."""
         msg = f"{type(self).__name__} sets no time limit"
         raise NotImplementedError(msg)
+
+    def withdraw(self, error: Exception) -> None:
+        """
+        The caller never got the rejection *error* (it was cancelled).
+
+        Optional; the default does nothing.  A policy that counts its
+        rejections counts a cancelled call instead.
+
+        .. versionadded:: 0.1.0
+        """
+
+    def rejection_at(self, now: float, when: float) -> Exception | None:
+        """
+        The rejection an attempt at *when* would surely meet, seen at *now*.
+
+        Optional; the default foresees nothing (``None``: the retry loop
+        may wait).  A policy that returns its rejection counts it as one;
+        the call then ends with it at once.
+
+        .. versionadded:: 0.1.0
+        """
+        return None

@@ -37,10 +37,49 @@ logger: Final = logging.getLogger("resilient_mcp")
 
 _testing: bool = False  # set by resilient_mcp.testing.set_testing()
 
+PROGRAMMING_ERRORS: Final = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    ImportError,
+    LookupError,
+    NameError,
+    NotImplementedError,
+    RecursionError,
+    SyntaxError,
+    TypeError,
+    ValueError,
+)
+"""
+Python's built-in errors that say the code is wrong, not the service:
+never retried by default, whatever their message.  ``KeyError`` and
+``IndexError`` are lookup errors; ``ConfigurationError``, pydantic's
+``ValidationError`` and ``UnicodeError`` are value errors.
+"""
+
 
 def _set_testing(on: bool) -> None:
     global _testing  # noqa: PLW0603
     _testing = on
+
+
+def _by_type(exc: Exception) -> bool | None:
+    """Whether *exc*'s type alone says to retry it; ``None``: it does not."""
+    if isinstance(exc, CircuitBreakerError | BulkheadError):
+        return False
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    if isinstance(exc, PROGRAMMING_ERRORS):
+        return False
+    return None
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """*exc*'s finite ``retry_after`` (a server's ``Retry-After``), if any."""
+    hint = getattr(exc, "retry_after", None)
+    if isinstance(hint, int | float) and math.isfinite(hint):
+        return float(hint)
+    return None
 
 
 def _config_or_default(config: RetryConfig | None) -> RetryConfig:
@@ -154,13 +193,22 @@ class RetryManager:
         """
         Decide whether *exc* is worth another attempt.
 
-        Cancellation and other non-:class:`Exception` errors never are.
-        :class:`TemporaryError` always is and :class:`PermanentError` never.
-        Otherwise ``is_retryable`` decides when configured; else the error
-        is retryable when one of ``retryable_errors`` occurs,
-        case-insensitively, in its message or its type name.  Errors from
-        an open circuit or a full bulkhead are not retried unless
-        ``is_retryable`` says so: retrying them at once cannot help.
+        In this order: cancellation and other non-:class:`Exception`
+        errors never are.  :class:`TemporaryError` always is and
+        :class:`PermanentError` never.  Otherwise ``is_retryable`` decides
+        when configured.  Errors from an open circuit or a full bulkhead
+        are not retried: retrying them at once cannot help.  Every
+        :class:`TimeoutError` and :class:`ConnectionError` (subclasses
+        included) is retried, and Python's programming errors
+        (:data:`PROGRAMMING_ERRORS`: :class:`TypeError`,
+        :class:`ValueError`, :class:`KeyError`, ...) never are, whatever
+        their message.  Any other error is retryable when one of
+        ``retryable_errors`` occurs, case-insensitively, in its message or
+        its type name.
+
+        .. versionchanged:: 0.1.0
+           Timeouts and connection errors are retried, and programming
+           errors are not, by type.
         """
         if not isinstance(exc, Exception):
             return False
@@ -171,8 +219,9 @@ class RetryManager:
         predicate = self.config.is_retryable
         if predicate is not None:
             return bool(predicate(exc))
-        if isinstance(exc, CircuitBreakerError | BulkheadError):
-            return False
+        by_type = _by_type(exc)
+        if by_type is not None:
+            return by_type
         fragments = self.config.retryable_errors
         text = str(exc).lower()
         kind = type(exc).__name__.lower()
@@ -205,9 +254,12 @@ class RetryManager:
                 :meth:`is_retryable` (cancellation is never retried).
 
         Returns:
-            Seconds to wait before the next attempt; or ``None`` to give
-            up and let *exc* propagate, which is then counted and, after
-            more than one attempt, carries a note saying why.
+            Seconds to wait before the next attempt (then the engine
+            calls :meth:`backoff`, or :meth:`refused` when a policy would
+            reject that attempt); or ``None`` to give up and let *exc*
+            propagate, which is then counted and, after more than one
+            attempt or a refused ``Retry-After``, carries a note saying
+            why.
         """
         config = self.config
         retryable = self.is_retryable if retry_if is None else retry_if
@@ -222,31 +274,62 @@ class RetryManager:
         else:
             if attempt == 1:
                 previous = config.initial_delay
-            delay = self._delay(exc, attempt, previous)
-            why = self._over_budget(now + delay, start, deadline)
-            if why is None:
-                if attempt == 1:
-                    self._retried += 1
-                logger.info(
-                    "%s: attempt %d/%d failed (%s: %s); Retrying in %.3fs",
-                    self.name,
-                    attempt,
-                    config.max_attempts,
-                    type(exc).__name__,
-                    exc,
-                    delay,
+            hint = None if _testing else _retry_after(exc)
+            cap = config.max_retry_after
+            if hint is not None and cap is not None and hint > cap:
+                why = (
+                    f"the server asked to wait {hint:g}s, more than "
+                    f"max_retry_after ({cap:g}s)"
                 )
-                return delay
+            else:
+                delay = self._delay(attempt, previous, hint)
+                why = self._over_budget(now + delay, start, deadline)
+                if why is None:
+                    return delay
             self._budget += 1
         self._failures += 1
         if why is not None:
             self._note(exc, attempt, why)
         return None
 
-    async def backoff(self, delay: float) -> None:
-        """Wait *delay* seconds before a retry; then count the retry."""
+    async def backoff(
+        self, exc: Exception, attempt: int, delay: float
+    ) -> None:
+        """
+        Wait *delay* seconds before retrying after attempt *attempt*.
+
+        Logs the seed's "Retrying in" line first, and counts the retry
+        once the wait is over.
+        """
+        if attempt == 1:
+            self._retried += 1
+        logger.info(
+            "%s: attempt %d/%d failed (%s: %s); Retrying in %.3fs",
+            self.name,
+            attempt,
+            self.config.max_attempts,
+            type(exc).__name__,
+            exc,
+            delay,
+        )
         await sleep(delay)
         self._retries += 1
+
+    def refused(self, rejection: Exception, attempt: int) -> None:
+        """
+        The call ends with *rejection* instead of a wait.
+
+        An attempt policy (an open circuit breaker) would reject the next
+        attempt when the wait ended, so no wait began: the call fails
+        with that policy's error (a failure that is not retryable).
+        """
+        self._non_retryable += 1
+        self._failures += 1
+        self._note(
+            rejection,
+            attempt,
+            "the next attempt would be rejected when the wait ended",
+        )
 
     def leave(
         self,
@@ -265,14 +348,16 @@ class RetryManager:
         elif not isinstance(error, Exception):
             self._cancelled += 1
 
-    def _delay(self, exc: Exception, attempt: int, previous: float) -> float:
+    def _delay(
+        self, attempt: int, previous: float, hint: float | None
+    ) -> float:
         if _testing:
             return 0.0
         delay = compute_delay(self.config, attempt - 1, previous, self.rng)
-        # A server's own word (Retry-After) beats our guess, cap or not.
-        hint = getattr(exc, "retry_after", None)
-        if isinstance(hint, int | float) and math.isfinite(hint):
-            delay = max(delay, float(hint))
+        # A server's own word (Retry-After) beats our guess, up to
+        # max_retry_after (checked before).
+        if hint is not None:
+            delay = max(delay, hint)
         return delay
 
     def _over_budget(
