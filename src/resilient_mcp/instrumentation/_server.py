@@ -183,11 +183,11 @@ async def serve_metrics(
     Serve ``/metrics`` (and ``/healthz``) over HTTP until cancelled.
 
     Start it in a task group the application owns; ``start`` returns the
-    port it listens on once it accepts connections:
+    port it listens on once it accepts connections::
 
-    >>> async with anyio.create_task_group() as tg:
-    ...     port = await tg.start(serve_metrics, watchlist)
-    ...     ...  # the application; cancel tg.cancel_scope to stop
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(serve_metrics, watchlist)
+            ...  # the application; cancel tg.cancel_scope to stop
 
     ``GET /metrics`` answers with the Prometheus text format, or with
     OpenMetrics when the scraper's ``Accept`` header asks for it.
