@@ -166,7 +166,7 @@ def docs(session: nox.Session) -> None:
         "--keep-going",
         "-b",
         "html",
-        "docs/conf.py",
+        "docs",
         "docs/_build/html",
         *session.posargs,
     )
