@@ -14,6 +14,7 @@ import doctest
 import importlib
 import io
 import pkgutil
+import socket
 
 import pytest
 
@@ -61,9 +62,18 @@ def _examples(name: str) -> list[doctest.DocTest]:
 MODULES = _module_names()
 
 
+def _no_network(*args: object) -> None:
+    msg = f"a docstring example opened a connection: {args[1:]}"
+    raise AssertionError(msg)
+
+
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples_run(name: str) -> None:
-    """Every ``>>>`` example in the module gives the output it shows."""
+def test_docstring_examples_run(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ``>>>`` example in the module gives its output, offline."""
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", _no_network)
     runner = doctest.DocTestRunner(
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     )
