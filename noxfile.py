@@ -12,7 +12,9 @@ import nox
 from packaging.requirements import Requirement
 
 
-nox.needs_version = ">=2024.3.2"
+# nox.project.load_toml came in 2024.04.15, nox.project.dependency_groups
+# in 2025.02.09.
+nox.needs_version = ">=2025.2.9"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_external_run = True
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -117,9 +119,18 @@ def chaos(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """Check style and common bugs with ruff."""
     session.install(*_group("lint"))
-    session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
     session.run(
-        "ruff", "format", "--check", "src", "tests", "bench", "noxfile.py"
+        "ruff", "check", "src", "tests", "bench", "docs/conf.py", "noxfile.py"
+    )
+    session.run(
+        "ruff",
+        "format",
+        "--check",
+        "src",
+        "tests",
+        "bench",
+        "docs/conf.py",
+        "noxfile.py",
     )
 
 
@@ -198,3 +209,34 @@ def bench_smoke(session: nox.Session) -> None:
     """Check that every benchmark runs (quick mode, under a minute)."""
     session.install(".", *_group("bench"), *_group("tests"))
     session.run("pytest", "bench/test_smoke.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (docs/_build/html), warnings as errors."""
+    session.install(".", *_group("docs"))
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-b",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON)
+def changelog(session: nox.Session) -> None:
+    """Draft the next release's notes from changelog.d/; fail on a bad name."""
+    # pyproject.toml sets towncrier's `ignore`, which makes a file in
+    # changelog.d/ that is not a valid fragment an error, not a skip.
+    session.install(*_group("changelog"))
+    session.run(
+        "towncrier",
+        "build",
+        "--draft",
+        "--version",
+        PYPROJECT["project"]["version"],
+    )

@@ -145,10 +145,10 @@ async def run_health_monitor(
 
     Like a nurse's round: every half hour, check each patient's chart for
     what changed since the last round, and call the doctor only about
-    that.  Start it in a task group you own; it runs until cancelled:
+    that.  Start it in a task group you own; it runs until cancelled::
 
-    >>> async with anyio.create_task_group() as tg:
-    ...     await tg.start(run_health_monitor, watchlist)
+        async with anyio.create_task_group() as tg:
+            await tg.start(run_health_monitor, watchlist)
 
     Each tick compares the watched objects' counters with the previous
     tick's and logs on *logger*, at WARNING (see

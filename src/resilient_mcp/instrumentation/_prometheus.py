@@ -58,9 +58,13 @@ class ResilienceCollector:
     Register it with a ``prometheus_client`` registry and serve that
     registry, with :func:`serve_metrics` or any other exposition:
 
+    >>> import prometheus_client
+    >>> from resilient_mcp import ResiliencePipeline
+    >>> pipeline = ResiliencePipeline()
     >>> watchlist = Watchlist()
     >>> watchlist.watch_pipeline(pipeline)
-    >>> prometheus_client.REGISTRY.register(ResilienceCollector(watchlist))
+    >>> registry = prometheus_client.CollectorRegistry()  # or .REGISTRY
+    >>> registry.register(ResilienceCollector(watchlist))
 
     Every scrape reads the watched objects' ``metrics()`` snapshots (in the
     event loop's thread, see :meth:`Watchlist.read`) and turns them into

@@ -191,11 +191,11 @@ async def serve_metrics(
     Serve ``/metrics`` (and ``/healthz``) over HTTP until cancelled.
 
     Start it in a task group the application owns; ``start`` returns the
-    port it listens on once it accepts connections:
+    port it listens on once it accepts connections::
 
-    >>> async with anyio.create_task_group() as tg:
-    ...     port = await tg.start(serve_metrics, watchlist)
-    ...     ...  # the application; cancel tg.cancel_scope to stop
+        async with anyio.create_task_group() as tg:
+            port = await tg.start(serve_metrics, watchlist)
+            ...  # the application; cancel tg.cancel_scope to stop
 
     The HTTP server is ``prometheus_client``'s (its WSGI app and threading
     WSGI server, one thread per request); this task owns it.  When the

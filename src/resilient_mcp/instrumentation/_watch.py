@@ -92,9 +92,11 @@ class Watchlist:
     reads every gauge on it at that moment.  One watchlist can feed all
     three at once.
 
+    >>> from resilient_mcp import ResiliencePipeline
+    >>> pipeline = ResiliencePipeline()
     >>> watchlist = Watchlist()
     >>> watchlist.watch_pipeline(pipeline)  # its breaker, bulkhead, retry too
-    >>> registry.register(ResilienceCollector(watchlist))
+    >>> collector = ResilienceCollector(watchlist)  # for a Prometheus registry
 
     Objects are held weakly: watching an object does not keep it alive,
     and an object that is garbage-collected drops off the list.  Names are
