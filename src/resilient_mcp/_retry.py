@@ -298,7 +298,7 @@ class RetryManager:
         """
         Wait *delay* seconds before retrying after attempt *attempt*.
 
-        Logs the seed's "Retrying in" line first, and counts the retry
+        Logs the "Retrying in" line first, and counts the retry
         once the wait is over.
         """
         if attempt == 1:
