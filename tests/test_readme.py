@@ -144,6 +144,40 @@ async def test_mcp_client_snippet_runs_against_the_readme_server(tmp_path):
     assert 5 == int(summary[2])
 
 
+CLIENT_DOC = README.parent / "docs" / "client.md"
+
+
+@pytest.mark.slow
+async def test_client_page_first_snippet_runs_against_the_readme_server(
+    tmp_path,
+):
+    """
+    docs/client.md's first snippet, pointed at the flaky server, works.
+
+    The page starts the server as the README does; the test moves it to an
+    ephemeral port and the snippet's URL with it.
+    """
+    text = CLIENT_DOC.read_text(encoding="utf-8")
+    block = python_blocks(text)[0]
+    argv = server_command(README.read_text(encoding="utf-8"))
+    with trio.fail_after(HANG_GUARD):
+        process, url = await start_flaky_server(argv)
+        try:
+            out = await run_snippet(block.replace(README_URL, url), tmp_path)
+        finally:
+            process.kill()
+            await process.wait()
+            assert process.stdout is not None
+            await process.stdout.aclose()
+
+    assert README_URL in block
+    assert SERVER_COMMAND in text
+    tools, answer, latency = out.splitlines()
+    assert "'flaky'" in tools
+    assert answer.startswith(("False {", "True None"))
+    assert re.fullmatch(r"p99 \d+\.\d ms", latency)
+
+
 DESIGN_JARGON = re.compile(r"seed's|seed design", re.IGNORECASE)
 
 
