@@ -331,6 +331,17 @@ class RetryManager:
             "the next attempt would be rejected when the wait ended",
         )
 
+    def give_up(self, exc: Exception, attempt: int, why: str) -> None:
+        """
+        The call ends with *exc* after attempt *attempt*, for *why*.
+
+        For a retry loop around this manager that refuses a retry this
+        manager wanted (a retry budget): counted as a failure, with the
+        note saying *why*.
+        """
+        self._failures += 1
+        self._note(exc, attempt, why)
+
     def leave(
         self,
         permit: object,
