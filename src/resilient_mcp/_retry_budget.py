@@ -264,7 +264,7 @@ class RetryBudget:
 
 def refused_by_budget(exc: BaseException) -> bool:
     """Whether the last give-up note on *exc* is a retry budget's refusal."""
-    notes = getattr(exc, "__notes__", None)
+    notes: list[str] = getattr(exc, "__notes__", None) or []
     return bool(notes) and str(notes[-1]).endswith(f"({EXHAUSTED})")
 
 
