@@ -7,6 +7,8 @@ import math
 import anyio
 import pytest
 
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -106,6 +108,44 @@ def test_no_percent_and_no_reserve_never_retries():
     ]
     assert not empty.try_withdraw(0.0)
     assert 0 == empty.metrics().balance
+
+
+@given(
+    st.sampled_from([0.0, 0.1, 0.2, 0.5, 1.0]),
+    st.sampled_from([0.0, 0.1, 0.5]),
+    st.lists(
+        st.tuples(st.integers(0, 6), st.booleans()), min_size=1, max_size=200
+    ),
+)
+def test_the_budget_follows_its_rule(percent, rate, steps):
+    """
+    A retry is allowed exactly as a brute-force model of the rule says.
+
+    The window's retries stay within percent_can_retry of its calls plus
+    the reserve, over ten buckets of ttl / 10.
+    """
+    config = RetryBudgetConfig(
+        percent_can_retry=percent, min_retries_per_second=rate, ttl=10.0
+    )
+    budget = RetryBudget(config)
+    deposit = 1000 if percent else 0
+    cost = int(1000 / percent) if percent else 1
+    reserve = int(rate * 10.0 * cost)
+    events: list[tuple[int, int]] = []  # (bucket, tokens)
+    now = 0.0
+    for advance, is_retry in steps:
+        now += advance * 0.5  # exact in binary; buckets of 1 s
+        bucket = int(now)
+        live = sum(t for b, t in events if b > bucket - 10)
+        if is_retry:
+            allowed = live + reserve >= cost
+
+            assert allowed == budget.try_withdraw(now)
+            if allowed:
+                events.append((bucket, -cost))
+        else:
+            budget.deposit(now)
+            events.append((bucket, deposit))
 
 
 @pytest.mark.parametrize(

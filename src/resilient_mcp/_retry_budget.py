@@ -24,6 +24,8 @@ budget whether it may be made.  The success path costs one deposit.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from typing import Any, Final, final
 
@@ -167,6 +169,11 @@ class RetryBudget:
     )
     _tokens: list[int] = attrs.field(init=False, factory=lambda: [0] * BUCKETS)
     _sum: int = attrs.field(init=False, default=0)
+    # The bucket of the last time seen, and when it began and ends: a
+    # call in the same bucket (nearly every call) skips the arithmetic.
+    _index: int = attrs.field(init=False, default=0)
+    _begins: float = attrs.field(init=False, default=math.inf)
+    _ends: float = attrs.field(init=False, default=-math.inf)
     _calls: int = attrs.field(init=False, default=0)
     _retries: int = attrs.field(init=False, default=0)
     _rejected: int = attrs.field(init=False, default=0)
@@ -246,8 +253,13 @@ class RetryBudget:
 
     def _slide(self, now: float) -> int:
         """Expire buckets older than ``ttl``; return *now*'s bucket."""
-        epoch = int(now // self._width)
-        index = epoch % BUCKETS
+        if self._begins <= now < self._ends:
+            return self._index
+        width = self._width
+        epoch = int(now // width)
+        index = self._index = epoch % BUCKETS
+        self._begins = epoch * width
+        self._ends = (epoch + 1) * width
         epochs = self._epochs
         if epochs[index] == epoch:
             return index
