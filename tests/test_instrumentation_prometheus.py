@@ -254,6 +254,7 @@ def test_retry_attempts_retries_and_exhaustion(run):
             L(retry="flaky", reason="attempts_exhausted"): 1.0,
             L(retry="flaky", reason="budget_exhausted"): 0.0,
             L(retry="flaky", reason="not_retryable"): 1.0,
+            L(retry="flaky", reason="retry_budget_exhausted"): 0.0,
         } == series(samples, "resilient_mcp_retry_failures_total")
 
     run(scenario)

@@ -199,6 +199,7 @@ def test_refused_retry_propagates_the_last_error_with_a_note(run):
         assert 1 == metrics.outcomes[Outcome.RETRY_BUDGET_EXHAUSTED]
         assert 1 == metrics.failed_requests == metrics.total_requests
         assert 1 == metrics.retry.failed_calls
+        assert 1 == metrics.retry.retry_budget_exhausted_calls
         assert (
             RetryBudgetMetrics(
                 name="p", calls=1, retries=0, rejected_retries=1, balance=0

@@ -360,7 +360,9 @@ class ResiliencePipeline:
             CircuitBreakerError: The circuit was open.
             CallTimeout: An attempt, or the bulkhead's wait plus run, took
                 too long (the last attempt's, when retries ran out).
-            Exception: The operation's own last error, unchanged.
+            Exception: The operation's own last error, unchanged but for
+                a note when the retries ran out or the retry budget
+                refused one.
         """
         tracer = _hooks.call_tracer()
         if tracer is not None:

@@ -279,7 +279,8 @@ RETRY_FAILURES: Final = Spec(
     documentation=(
         "Failed calls, by why the retrying stopped: attempts_exhausted "
         "(max_attempts used up), budget_exhausted (max_elapsed or the "
-        "caller's deadline), not_retryable."
+        "caller's deadline), not_retryable, retry_budget_exhausted (a "
+        "retry budget refused the retry)."
     ),
     labels=(*_R, "reason"),
     otel_name="resilient_mcp.retry.failures",
@@ -467,6 +468,9 @@ def _retry(out: dict[Spec, list[Sample]], m: RetryMetrics) -> None:
     failures.append(((name, "attempts_exhausted"), m.exhausted_calls))
     failures.append(((name, "budget_exhausted"), m.budget_exhausted_calls))
     failures.append(((name, "not_retryable"), m.non_retryable_failures))
+    failures.append(
+        ((name, "retry_budget_exhausted"), m.retry_budget_exhausted_calls)
+    )
 
 
 def _retry_budget(

@@ -150,7 +150,10 @@ class Watchlist:
 
     def watch_pipeline(self, pipeline: ResiliencePipeline) -> None:
         """
-        Watch a pipeline, and through it its breaker, bulkhead and retry.
+        Watch a pipeline, and through it its policies.
+
+        Its breaker, bulkhead, retry manager and retry budget are
+        watched too (each once, however many pipelines share it).
 
         The pipeline's name is the ``operation`` label of its series.  A
         pipeline that records its latency (``recorder=``) also reports it,
