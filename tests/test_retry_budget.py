@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from _scenario import ConnectionLost, Script
+from _scenario import ConnectionLost, Script, sleep_then
 from resilient_mcp import (
+    CallTimeout,
     CircuitBreakerConfig,
     CircuitBreakerError,
     ConfigurationError,
@@ -205,6 +206,28 @@ def test_refused_retry_propagates_the_last_error_with_a_note(run):
                 name="p", calls=1, retries=0, rejected_retries=1, balance=0
             )
             == metrics.retry_budget
+        )
+
+    run(scenario)
+
+
+def test_a_timed_out_attempt_refused_a_retry_is_budget_exhausted(run):
+    """A timeout whose retry the budget refused ends as budget exhausted."""
+
+    async def scenario():
+        pipeline = ResiliencePipeline(
+            retry=quick_retry(), retry_budget=no_reserve(), timeout=1.0
+        )
+
+        with pytest.raises(CallTimeout) as caught:
+            await pipeline.call(sleep_then, 10)
+
+        assert NOTE == caught.value.__notes__[-1]
+        assert 1.0 == anyio.current_time()
+        outcomes = pipeline.metrics().outcomes
+        assert (0, 1) == (
+            outcomes[Outcome.TIMEOUT],
+            outcomes[Outcome.RETRY_BUDGET_EXHAUSTED],
         )
 
     run(scenario)

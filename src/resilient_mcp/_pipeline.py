@@ -76,7 +76,10 @@ class Outcome(enum.Enum):
     ERROR = "error"
     """Any other error (not retryable, or no retry configured)."""
     RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
-    """A retry the retry budget refused: the last error propagated."""
+    """
+    The retry budget refused a retry: the last error (of any kind, a
+    timeout included) propagated, with a note saying so.
+    """
     CANCELLED = "cancelled"
     """The caller was cancelled: neither a success nor a failure."""
 
