@@ -21,6 +21,7 @@ from resilient_mcp import (
     CircuitBreakerError,
     LatencyHistogram,
     ResiliencePipeline,
+    RetryBudgetConfig,
     RetryConfig,
     RetryManager,
 )
@@ -253,6 +254,7 @@ def test_retry_attempts_retries_and_exhaustion(run):
             L(retry="flaky", reason="attempts_exhausted"): 1.0,
             L(retry="flaky", reason="budget_exhausted"): 0.0,
             L(retry="flaky", reason="not_retryable"): 1.0,
+            L(retry="flaky", reason="retry_budget_exhausted"): 0.0,
         } == series(samples, "resilient_mcp_retry_failures_total")
 
     run(scenario)
@@ -287,7 +289,7 @@ def test_pipeline_outcomes_and_shared_policies(run):
         samples = scrape(watchlist)
 
         requests = series(samples, "resilient_mcp_requests_total")
-        assert 14 == len(requests)  # 7 outcomes x 2 operations
+        assert 16 == len(requests)  # 8 outcomes x 2 operations
         assert {
             L(operation="resources", outcome="success"): 1.0,
             L(operation="resources", outcome="circuit_open"): 1.0,
@@ -475,6 +477,7 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
                 CircuitBreakerConfig(failure_rate_threshold=0.5),
                 name="server",
             ),
+            retry_budget=RetryBudgetConfig(),
         )
         histogram = LatencyHistogram()
         histogram.record(0.1)
@@ -493,7 +496,7 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
         }
         assert all(f.name.startswith("resilient_mcp_") for f in families)
         counters = [f for f in families if f.type == "counter"]
-        assert 13 == len(counters)
+        assert 16 == len(counters)
         for family in counters:
             assert all(s.name.endswith("_total") for s in family.samples)
         assert {"gauge", "counter", "histogram"} == {f.type for f in families}

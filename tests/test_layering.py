@@ -98,6 +98,7 @@ def test_the_pipeline_does_not_import_instrumentation():
         "resilient_mcp._breaker_core",
         "resilient_mcp._bulkhead",
         "resilient_mcp._retry",
+        "resilient_mcp._retry_budget",
         "resilient_mcp._timeouts",
     ]
     paths = dict(_modules())

@@ -51,6 +51,7 @@ from ._metrics import (
 from ._pipeline import Outcome, PipelineMetrics, ResiliencePipeline
 from ._policy import Policy, PolicyBase
 from ._retry import RetryManager, RetryMetrics
+from ._retry_budget import RetryBudget, RetryBudgetConfig, RetryBudgetMetrics
 from ._timeouts import Timeout
 from ._util import fixup_module_metadata
 from .instrumentation import _otel as _tracing  # attaches the call tracer
@@ -95,6 +96,9 @@ __all__ = [
     "ResilientClientConfig",
     "ResilientClientMetrics",
     "ResilientMCPClient",
+    "RetryBudget",
+    "RetryBudgetConfig",
+    "RetryBudgetMetrics",
     "RetryConfig",
     "RetryManager",
     "RetryMetrics",

@@ -11,6 +11,9 @@ breaker, then the timeout:
 * The retry loop is outside the breaker, so that every attempt is judged
   by the breaker and an open circuit stops the retries at once (an open
   circuit's error is not retryable).
+* The retry budget, when there is one, is consulted by the retry loop
+  before each retry, so that it sees each retry once, whichever attempt
+  policy failed (see ``docs/retry-budget.md``).
 * The timeout is innermost, per attempt, so that a timed-out attempt
   counts as a breaker failure and may be retried.
 
@@ -40,6 +43,13 @@ from ._errors import BulkheadError, CircuitBreakerError
 from ._metrics import LatencyRecorder, LatencySnapshot
 from ._policy import Policy
 from ._retry import RetryManager, RetryMetrics
+from ._retry_budget import (
+    BudgetedRetry,
+    RetryBudget,
+    RetryBudgetConfig,
+    RetryBudgetMetrics,
+    refused_by_budget,
+)
 from ._timeouts import Timeout, current_time
 
 
@@ -65,6 +75,11 @@ class Outcome(enum.Enum):
     """A retryable error that outlasted the attempts or the time budget."""
     ERROR = "error"
     """Any other error (not retryable, or no retry configured)."""
+    RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
+    """
+    The retry budget refused a retry: the last error (of any kind, a
+    timeout included) propagated, with a note saying so.
+    """
     CANCELLED = "cancelled"
     """The caller was cancelled: neither a success nor a failure."""
 
@@ -121,6 +136,8 @@ class PipelineMetrics:
     Latency of every call that ended (all outcomes, from entering the
     pipeline to leaving it), if the pipeline records to a recorder.
     """
+    retry_budget: RetryBudgetMetrics | None = None
+    """The retry budget's own metrics, if there is one."""
 
 
 _UNSET: Any = object()
@@ -189,6 +206,10 @@ class ResiliencePipeline:
             By default, the breaker's ``request_timeout`` when there is a
             breaker, else none.  The breaker's own timeout is never
             applied a second time.
+        retry_budget: A :class:`RetryBudget` (share one between the
+            pipelines of one server), a :class:`RetryBudgetConfig`, or
+            None.  Needs *retry*: the retry loop asks it before each
+            retry, and a retry it refuses is not made.
         name: A name for logs and metrics.
         recorder: A :class:`LatencyRecorder` that gets the duration of
             every call (all outcomes) under *record_key*; ``None`` to
@@ -217,6 +238,9 @@ class ResiliencePipeline:
         default=None, converter=_policy, kw_only=True
     )
     timeout: float | None = attrs.field(default=_UNSET, kw_only=True)
+    retry_budget: RetryBudget | None = attrs.field(
+        default=None, converter=_policy, kw_only=True
+    )
     name: str = attrs.field(default="default", kw_only=True)
     retry_if: Callable[[Exception], bool] | None = attrs.field(
         default=None, kw_only=True
@@ -252,9 +276,12 @@ class ResiliencePipeline:
                 f"pipeline {self.name!r}" if breaker is None else breaker.where
             )
             attempt_policies.append(Timeout(self.timeout, where=where))
+        retry: Any = self.retry
+        if self.retry_budget is not None:
+            retry = BudgetedRetry(retry, self.retry_budget)
         self._plan = Plan(
             call_policies=tuple(call_policies),
-            retry=self.retry,
+            retry=retry,
             attempt_policies=tuple(attempt_policies),
             retry_if=self.retry_if,
             ledger=self._books,
@@ -273,6 +300,16 @@ class ResiliencePipeline:
         breaker: Any = self.circuit_breaker
         if isinstance(breaker, CircuitBreakerConfig):
             self.circuit_breaker = CircuitBreaker(breaker, name=name)
+        budget: Any = self.retry_budget
+        if isinstance(budget, RetryBudgetConfig):
+            self.retry_budget = RetryBudget(budget, name=name)
+        if self.retry_budget is not None and self.retry is None:
+            from ._config import ConfigurationError  # noqa: PLC0415
+
+            raise ConfigurationError(
+                "ResiliencePipeline.retry_budget needs retry: the budget "
+                "is consulted before each retry"
+            )
 
     def _check_timeout(self, timeout: Any) -> float | None:
         if timeout is _UNSET:
@@ -305,6 +342,8 @@ class ResiliencePipeline:
             f"circuit_breaker={self.circuit_breaker!r}",
             f"timeout={self.timeout!r}",
         ]
+        if self.retry_budget is not None:
+            parts.append(f"retry_budget={self.retry_budget!r}")
         return f"<ResiliencePipeline {self.name!r} {', '.join(parts)}>"
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -324,7 +363,9 @@ class ResiliencePipeline:
             CircuitBreakerError: The circuit was open.
             CallTimeout: An attempt, or the bulkhead's wait plus run, took
                 too long (the last attempt's, when retries ran out).
-            Exception: The operation's own last error, unchanged.
+            Exception: The operation's own last error, unchanged but for
+                a note when the retries ran out or the retry budget
+                refused one.
         """
         tracer = _hooks.call_tracer()
         if tracer is not None:
@@ -386,6 +427,8 @@ class ResiliencePipeline:
             )
 
     def _classify(self, exc: Exception) -> Outcome:
+        if self.retry_budget is not None and refused_by_budget(exc):
+            return Outcome.RETRY_BUDGET_EXHAUSTED
         if isinstance(exc, CircuitBreakerError):
             return Outcome.CIRCUIT_OPEN
         if isinstance(exc, BulkheadError):
@@ -435,6 +478,11 @@ class ResiliencePipeline:
             latency=(
                 self.recorder.snapshot_or_empty(key)
                 if self.recorder is not None
+                else None
+            ),
+            retry_budget=(
+                self.retry_budget.metrics()
+                if self.retry_budget is not None
                 else None
             ),
         )

@@ -118,6 +118,9 @@ class RetryMetrics:
     """Failed calls stopped by ``max_elapsed`` or the caller's deadline."""
     non_retryable_failures: int
     """Failed calls whose error was not retryable."""
+    retry_budget_exhausted_calls: int = 0
+    """Failed calls whose retry a retry budget refused (see
+    :class:`~resilient_mcp.RetryBudget`)."""
 
 
 @final
@@ -157,6 +160,7 @@ class RetryManager:
     _exhausted: int = attrs.field(init=False, default=0)
     _budget: int = attrs.field(init=False, default=0)
     _non_retryable: int = attrs.field(init=False, default=0)
+    _refused_by_budget: int = attrs.field(init=False, default=0)
     # The plan of call(), made on first use.
     _plan: Plan | None = attrs.field(init=False, default=None)
 
@@ -331,6 +335,18 @@ class RetryManager:
             "the next attempt would be rejected when the wait ended",
         )
 
+    def give_up(self, exc: Exception, attempt: int, why: str) -> None:
+        """
+        The call ends with *exc* after attempt *attempt*, for *why*.
+
+        For a retry loop around this manager that refuses a retry this
+        manager wanted (a retry budget): counted as a failure (in
+        ``retry_budget_exhausted_calls``), with the note saying *why*.
+        """
+        self._refused_by_budget += 1
+        self._failures += 1
+        self._note(exc, attempt, why)
+
     def leave(
         self,
         permit: object,
@@ -397,4 +413,5 @@ class RetryManager:
             exhausted_calls=self._exhausted,
             budget_exhausted_calls=self._budget,
             non_retryable_failures=self._non_retryable,
+            retry_budget_exhausted_calls=self._refused_by_budget,
         )

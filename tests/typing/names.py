@@ -29,6 +29,10 @@ from resilient_mcp import (
     PolicyBase,
     RecoveryAction,
     ResilienceError,
+    ResiliencePipeline,
+    RetryBudget,
+    RetryBudgetConfig,
+    RetryBudgetMetrics,
     RetryConfig,
     RetryManager,
     RetryMetrics,
@@ -93,6 +97,17 @@ def retries(jitter: JitterMode) -> RetryMetrics:
     manager = RetryManager(RetryConfig(jitter=jitter))
     metrics = manager.metrics()
     assert_type(metrics.retried_calls, int)
+    return metrics
+
+
+def retry_budgets() -> RetryBudgetMetrics:
+    budget = RetryBudget(RetryBudgetConfig(percent_can_retry=0.1), name="s")
+    budget.deposit(0.0)
+    assert_type(budget.try_withdraw(0.0), bool)
+    pipeline = ResiliencePipeline(retry=RetryConfig(), retry_budget=budget)
+    assert_type(pipeline.retry_budget, RetryBudget | None)
+    metrics = budget.metrics()
+    assert_type(metrics.rejected_retries, int)
     return metrics
 
 

@@ -1,8 +1,8 @@
 """
 Configuration of :class:`~resilient_mcp.ResilientMCPClient`.
 
-The defaults: one circuit breaker per server, the default retry
-settings, and one bulkhead per kind of operation (tools 5
+The defaults: one circuit breaker and one retry budget per server, the
+default retry settings, and one bulkhead per kind of operation (tools 5
 running and 20 waiting with 15 s, resources 10 and 50 with 30 s, prompts as
 resources, completions 3 and 10).
 """
@@ -21,6 +21,7 @@ from .._config import (
     ConfigurationError,
     RetryConfig,
 )
+from .._retry_budget import RetryBudgetConfig
 from ._config import SessionConfig
 
 
@@ -164,6 +165,15 @@ class ResilientClientConfig:
         factory=RetryConfig, validator=_of_type(RetryConfig)
     )
     """Retries of reads, of idempotent tools, and of unsent requests."""
+
+    retry_budget: RetryBudgetConfig | None = attrs.field(
+        factory=RetryBudgetConfig,
+        validator=_of_type(RetryBudgetConfig, optional=True),
+    )
+    """
+    The server's retry budget, shared by every operation's retries (see
+    :class:`~resilient_mcp.RetryBudget`); ``None`` turns it off.
+    """
 
     bulkheads: Mapping[str, BulkheadConfig | None] = attrs.field(
         factory=dict, converter=_bulkheads

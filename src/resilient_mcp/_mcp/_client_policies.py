@@ -1,8 +1,9 @@
 """
 The resilience policies of one client: one pipeline per MCP method.
 
-Every operation goes through a bulkhead for its kind, the retry policy,
-the server's circuit breaker and a timeout (``_pipeline.py`` stacks them).
+Every operation goes through a bulkhead for its kind, the retry policy
+(asking the server's retry budget before each retry), the server's
+circuit breaker and a timeout (``_pipeline.py`` stacks them).
 The server's breaker counts what says the *server* is unwell; bad requests,
 a tool's own open breaker and the supervisor's fail-fast during its
 reconnect backoff do not count against it.
@@ -21,6 +22,7 @@ from .._errors import CircuitBreakerError, PermanentError
 from .._metrics import LatencyRecorder
 from .._pipeline import ResiliencePipeline
 from .._retry import RetryManager
+from .._retry_budget import RetryBudget
 from ._client_config import ResilientClientConfig
 from ._errors import NotSentError
 from ._pushback import Pushback
@@ -86,6 +88,8 @@ class ClientPolicies:
     pushback: Pushback
     """The server's last ``Retry-After``, held against :attr:`breaker`."""
     retry: RetryManager
+    retry_budget: RetryBudget | None
+    """The server's retry budget, shared by every pipeline that retries."""
     bulkheads: dict[str, Bulkhead]
     """Per operation kind."""
     recorder: LatencyRecorder
@@ -120,6 +124,11 @@ class ClientPolicies:
         )
         pushback.breaker = breaker
         retry = RetryManager(config.retry, name=name)
+        budget = (
+            None
+            if config.retry_budget is None
+            else RetryBudget(config.retry_budget, name=name)
+        )
         bulkheads = {
             kind: Bulkhead(bulkhead)
             for kind, bulkhead in config.bulkheads.items()
@@ -146,6 +155,7 @@ class ClientPolicies:
                 retry=retry,
                 circuit_breaker=breaker,
                 timeout=timeout,
+                retry_budget=budget,
                 name=method,
                 recorder=recorder,
                 record_key=method.partition(":")[0],
@@ -165,6 +175,7 @@ class ClientPolicies:
             breaker=breaker,
             pushback=pushback,
             retry=retry,
+            retry_budget=budget,
             bulkheads=bulkheads,
             recorder=recorder,
             tool_recorder=tool_recorder,

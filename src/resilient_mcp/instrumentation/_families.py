@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .._bulkhead import BulkheadMetrics
     from .._pipeline import PipelineMetrics
     from .._retry import RetryMetrics
+    from .._retry_budget import RetryBudgetMetrics
     from ._watch import Reading
 
 
@@ -78,6 +79,7 @@ _B: Final = ("breaker",)
 _H: Final = ("bulkhead",)
 _R: Final = ("retry",)
 _O: Final = ("operation",)
+_RB: Final = ("budget",)
 
 BREAKER_STATE: Final = Spec(
     name="resilient_mcp_circuit_breaker_state",
@@ -277,18 +279,58 @@ RETRY_FAILURES: Final = Spec(
     documentation=(
         "Failed calls, by why the retrying stopped: attempts_exhausted "
         "(max_attempts used up), budget_exhausted (max_elapsed or the "
-        "caller's deadline), not_retryable."
+        "caller's deadline), not_retryable, retry_budget_exhausted (a "
+        "retry budget refused the retry)."
     ),
     labels=(*_R, "reason"),
     otel_name="resilient_mcp.retry.failures",
     otel_unit="{call}",
+)
+RETRY_BUDGET_CALLS: Final = Spec(
+    name="resilient_mcp_retry_budget_calls",
+    kind=Kind.COUNTER,
+    documentation="Calls that deposited into the retry budget.",
+    labels=_RB,
+    otel_name="resilient_mcp.retry_budget.calls",
+    otel_unit="{call}",
+)
+RETRY_BUDGET_RETRIES: Final = Spec(
+    name="resilient_mcp_retry_budget_retries",
+    kind=Kind.COUNTER,
+    documentation="Retries the retry budget allowed and that were made.",
+    labels=_RB,
+    otel_name="resilient_mcp.retry_budget.retries",
+    otel_unit="{attempt}",
+)
+RETRY_BUDGET_REJECTED: Final = Spec(
+    name="resilient_mcp_retry_budget_rejected_retries",
+    kind=Kind.COUNTER,
+    documentation=(
+        "Retries the retry budget refused (their calls ended with their "
+        "last error)."
+    ),
+    labels=_RB,
+    otel_name="resilient_mcp.retry_budget.rejected_retries",
+    otel_unit="{attempt}",
+)
+RETRY_BUDGET_BALANCE: Final = Spec(
+    name="resilient_mcp_retry_budget_balance",
+    kind=Kind.GAUGE,
+    documentation=(
+        "Retries the retry budget would allow at once, as of its last "
+        "call or retry."
+    ),
+    labels=_RB,
+    otel_name="resilient_mcp.retry_budget.balance",
+    otel_unit="{attempt}",
 )
 REQUESTS: Final = Spec(
     name="resilient_mcp_requests",
     kind=Kind.COUNTER,
     documentation=(
         "Calls through a pipeline, by outcome: success, circuit_open, "
-        "bulkhead_full, timeout, retries_exhausted, error, cancelled."
+        "bulkhead_full, timeout, retries_exhausted, error, "
+        "retry_budget_exhausted, cancelled."
     ),
     labels=(*_O, "outcome"),
     otel_name="resilient_mcp.requests",
@@ -339,6 +381,10 @@ SPECS: Final[tuple[Spec, ...]] = (
     RETRY_RETRIES,
     RETRY_RETRIED_CALLS,
     RETRY_FAILURES,
+    RETRY_BUDGET_CALLS,
+    RETRY_BUDGET_RETRIES,
+    RETRY_BUDGET_REJECTED,
+    RETRY_BUDGET_BALANCE,
     REQUESTS,
     REQUEST_DURATION,
     TOOL_DURATION,
@@ -361,6 +407,8 @@ def build_families(reading: Reading) -> list[Family]:
         _bulkhead(out, bulkhead)
     for _, retry in reading.retries:
         _retry(out, retry)
+    for _, budget in reading.retry_budgets:
+        _retry_budget(out, budget)
     for _, pipeline in reading.pipelines:
         _pipeline(out, pipeline)
     for name, histogram in reading.bulkhead_waits:
@@ -420,6 +468,19 @@ def _retry(out: dict[Spec, list[Sample]], m: RetryMetrics) -> None:
     failures.append(((name, "attempts_exhausted"), m.exhausted_calls))
     failures.append(((name, "budget_exhausted"), m.budget_exhausted_calls))
     failures.append(((name, "not_retryable"), m.non_retryable_failures))
+    failures.append(
+        ((name, "retry_budget_exhausted"), m.retry_budget_exhausted_calls)
+    )
+
+
+def _retry_budget(
+    out: dict[Spec, list[Sample]], m: RetryBudgetMetrics
+) -> None:
+    name = (m.name,)
+    out[RETRY_BUDGET_CALLS].append((name, m.calls))
+    out[RETRY_BUDGET_RETRIES].append((name, m.retries))
+    out[RETRY_BUDGET_REJECTED].append((name, m.rejected_retries))
+    out[RETRY_BUDGET_BALANCE].append((name, m.balance))
 
 
 def _pipeline(out: dict[Spec, list[Sample]], m: PipelineMetrics) -> None:

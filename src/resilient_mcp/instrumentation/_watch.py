@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .._bulkhead import Bulkhead, BulkheadMetrics
     from .._pipeline import PipelineMetrics, ResiliencePipeline
     from .._retry import RetryManager, RetryMetrics
+    from .._retry_budget import RetryBudget, RetryBudgetMetrics
 
 
 logger: Final = logging.getLogger("resilient_mcp")
@@ -75,6 +76,9 @@ class Reading:
     """(tool name, a private copy of its latency histogram), for the
     tools of watched clients that have a histogram now (the client's
     ``max_tracked_tools``, least recently used evicted)."""
+    retry_budgets: tuple[tuple[RetryBudget, RetryBudgetMetrics], ...] = ()
+    """Retry budgets of watched pipelines, each once however many
+    pipelines share it."""
 
 
 LatencySource = LatencyHistogram | LatencyRecorder
@@ -146,7 +150,10 @@ class Watchlist:
 
     def watch_pipeline(self, pipeline: ResiliencePipeline) -> None:
         """
-        Watch a pipeline, and through it its breaker, bulkhead and retry.
+        Watch a pipeline, and through it its policies.
+
+        Its breaker, bulkhead, retry manager and retry budget are
+        watched too (each once, however many pipelines share it).
 
         The pipeline's name is the ``operation`` label of its series.  A
         pipeline that records its latency (``recorder=``) also reports it,
@@ -162,6 +169,7 @@ class Watchlist:
             ("circuit breaker", pipeline.circuit_breaker, self._all_breakers),
             ("bulkhead", pipeline.bulkhead, self._all_bulkheads),
             ("retry manager", pipeline.retry, self._all_retries),
+            ("retry budget", pipeline.retry_budget, self._all_budgets),
         ):
             if part is not None:
                 _check_unique(kind, part, known())
@@ -325,8 +333,10 @@ class Watchlist:
         breakers: dict[int, tuple[Any, Any]] = {}
         bulkheads: dict[int, tuple[Any, Any]] = {}
         retries: dict[int, tuple[Any, Any]] = {}
+        budgets: dict[int, tuple[Any, Any]] = {}
         # A pipeline's snapshot already holds its policies' snapshots.
         for pipeline, metrics in pipelines:
+            _add(budgets, pipeline.retry_budget, metrics.retry_budget)
             _add(breakers, pipeline.circuit_breaker, metrics.circuit_breaker)
             _add(bulkheads, pipeline.bulkhead, metrics.bulkhead)
             _add(retries, pipeline.retry, metrics.retry)
@@ -353,6 +363,7 @@ class Watchlist:
                 (m.name, b.wait_histogram()) for b, m in by_name
             ),
             tools=tuple(sorted(tools.items())),
+            retry_budgets=_by_name(budgets),
         )
 
     def _latencies_of(
@@ -391,6 +402,9 @@ class Watchlist:
         found: list[Any] = list(self._retries)
         found += [p.retry for p in list(self._pipelines)]
         return found
+
+    def _all_budgets(self) -> list[Any]:
+        return [p.retry_budget for p in list(self._pipelines)]
 
     def _remember_loop(self) -> None:
         loop = this_threads_loop()
