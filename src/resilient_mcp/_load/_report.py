@@ -82,7 +82,8 @@ class LoadReport:
     (every outcome but ``error``, ``timeout``, ``retries_exhausted``,
     ``tool_error``, ``unfinished`` and ``other``)."""
     late_starts: int
-    """Requests that started after their intended time."""
+    """Requests that started more than a millisecond after their intended
+    time."""
     latency: LatencySnapshot
     """Seconds from each request's intended start to its end."""
     service: LatencySnapshot

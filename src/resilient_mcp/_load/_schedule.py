@@ -28,6 +28,7 @@ from ._series import LATENCY, SERVICE, SeriesLog
 
 DEFAULT_MAX_IN_FLIGHT: Final = 1000  # requests running at once
 DEFAULT_DRAIN: Final = 30.0  # seconds for requests in flight at the end
+LATE: Final = 0.001  # seconds after its intended time a start is late
 
 
 def _fail(inst: object, attribute: attrs.Attribute[Any], rule: str) -> None:
@@ -141,8 +142,8 @@ class Tally:
     unfinished: int = 0
     """Requests still running when the drain ended (cancelled)."""
     late_starts: int = 0
-    """Requests that started after their intended time (they waited for a
-    slot, or the event loop was busy)."""
+    """Requests that started more than a millisecond after their intended
+    time (they waited for a slot, or the event loop was busy)."""
 
 
 @final
@@ -292,7 +293,7 @@ async def run_open_loop(
                 await anyio.sleep_until(intended)
                 await slots.acquire()
                 tally.started += 1
-                if current_time() > intended:
+                if current_time() - intended > LATE:
                     tally.late_starts += 1
                 tasks.start_soon(one, intended)
         tally.shed = tally.offered - tally.started
