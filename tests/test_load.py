@@ -139,6 +139,43 @@ async def test_queueing_shows_in_latency_not_in_service_time(
     assert 0.3 == round(service.min(), 3) == round(service.max(), 3)
 
 
+def test_the_scheduler_runs_on_trio_and_asyncio(run):
+    """
+    The scheduler keeps its timetable and its books on either backend.
+
+    A request of 0.25 s every 0.1 s with at most two in flight: starts
+    wait for a slot, and the latency counts the wait.
+    """
+    import anyio  # noqa: PLC0415
+
+    async def scenario():
+        starts = []
+
+        async def call():
+            starts.append(anyio.current_time())
+            await anyio.sleep(0.25)
+            return True
+
+        series = SeriesLog()
+        plan = LoadPlan(rate=10, duration=0.45, max_in_flight=2)
+        tally = await run_open_loop(plan, call, series=series)
+        return starts, tally, series
+
+    starts, tally, series = run(scenario)
+
+    # Slots free at 0.25, 0.35 (started 0.1), then 0.5: after the end of
+    # the starts (0.45), so the request intended at 0.4 is shed.
+    assert [0.0, 0.1, 0.25, 0.35] == [round(t, 9) for t in starts]
+    assert (5, 4, 1, 2) == (
+        tally.offered,
+        tally.started,
+        tally.shed,
+        tally.late_starts,
+    )
+    assert 0.25 == round(series.histogram(SERVICE).max(), 3)
+    assert 0.3 == round(series.histogram(LATENCY).max(), 3)
+
+
 async def test_requests_still_running_after_the_drain_are_unfinished(
     autojump_clock,
 ):

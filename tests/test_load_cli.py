@@ -206,3 +206,46 @@ def test_a_real_run_over_http_counts_every_request(http_server, tmp_path):
     assert {"latency": ended, "service": ended} == summary_counts(
         summary.stdout
     )
+
+
+@pytest.mark.slow
+def test_a_run_over_stdio_counts_every_request():
+    """
+    A stdio command after ``--`` is the server.
+
+    The load generator starts it with its own environment, and counts
+    every request of a short run.
+    """
+    result = run_cli(
+        "load",
+        "--tool",
+        "echo",
+        "--args",
+        '{"text": "hi"}',
+        "--rate",
+        "20",
+        "--duration",
+        "0.5",
+        "--attempts",
+        "1",
+        "--json",
+        "--",
+        sys.executable,
+        "-m",
+        "resilient_mcp.testing.flaky_server",
+        "stdio",
+        "--base-latency",
+        "0.01",
+    )
+    report = json.loads(result.stdout)
+
+    assert (0, "") == (result.returncode, result.stderr)
+    assert (10, 10, 0) == (
+        report["offered"],
+        report["succeeded"] + report["failed"],
+        report["shed"],
+    )
+    assert (10, 10) == (report["calls"], report["attempts"])
+    assert report["target"].endswith(
+        "-m resilient_mcp.testing.flaky_server stdio --base-latency 0.01"
+    )
