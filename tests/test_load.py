@@ -8,6 +8,7 @@ service times are checked to the exact virtual second.
 
 from __future__ import annotations
 
+import anyio
 import pytest
 import trio
 
@@ -146,7 +147,6 @@ def test_the_scheduler_runs_on_trio_and_asyncio(run):
     A request of 0.25 s every 0.1 s with at most two in flight: starts
     wait for a slot, and the latency counts the wait.
     """
-    import anyio  # noqa: PLC0415
 
     async def scenario():
         starts = []

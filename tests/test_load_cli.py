@@ -21,8 +21,9 @@ import pytest
 import resilient_mcp
 
 from resilient_mcp.__main__ import main
+from resilient_mcp._cli import _load as load_cli
 from resilient_mcp._hlog import read_hlog
-from resilient_mcp._load import LoadPlan, run_load
+from resilient_mcp._load import LoadPlan, _schedule, _series, run_load
 from resilient_mcp.testing.flaky_server import (
     FlakyServerConfig,
     FlakyState,
@@ -249,3 +250,40 @@ def test_a_run_over_stdio_counts_every_request():
     assert report["target"].endswith(
         "-m resilient_mcp.testing.flaky_server stdio --base-latency 0.01"
     )
+
+
+def test_the_command_line_shows_the_engine_defaults():
+    """
+    The help's defaults are the engine's.
+
+    The command line keeps its own copies so that it need not import the
+    engine (and the MCP SDK) to build its parser.
+    """
+    assert (
+        _schedule.DEFAULT_MAX_IN_FLIGHT,
+        _schedule.DEFAULT_DRAIN,
+        _series.DEFAULT_HLOG_INTERVAL,
+    ) == (
+        load_cli.DEFAULT_MAX_IN_FLIGHT,
+        load_cli.DEFAULT_DRAIN,
+        load_cli.DEFAULT_HLOG_INTERVAL,
+    )
+
+
+def test_building_the_parser_does_not_import_the_sdk():
+    """``resilient-mcp --help`` lists ``load`` without importing ``mcp``."""
+    code = (
+        "import sys; from resilient_mcp._cli import build_parser; "
+        "build_parser(); print('mcp' in sys.modules)"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        env=child_env(),
+        check=True,
+    )
+
+    assert "False\n" == result.stdout
