@@ -11,6 +11,9 @@ Commands:
 ``demo``
     Run a scripted workload against a flaky MCP server of ours
     (:mod:`resilient_mcp._cli._demo`, running :mod:`resilient_mcp._demo`).
+``load``
+    Call an MCP tool at a constant arrival rate and report what happened
+    (:mod:`resilient_mcp._cli._load`, running :mod:`resilient_mcp._load`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ The ``resilient-mcp`` command line: one module per command group.
 ``demo``
     Run a scripted workload against a flaky MCP server of ours
     (:mod:`._demo`, running :mod:`resilient_mcp._demo`).
+``load``
+    Call an MCP tool at a constant arrival rate and report what happened
+    (:mod:`._load`, running :mod:`resilient_mcp._load`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 from ._common import PROG
 from ._demo import add_demo_parser
 from ._hist import add_hist_parser
+from ._load import add_load_parser
 
 
 __all__ = ["build_parser"]
@@ -36,4 +40,5 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_hist_parser(commands)
     add_demo_parser(commands)
+    add_load_parser(commands)
     return parser

@@ -106,6 +106,13 @@ def create_flaky_server(
     * ``stats()`` and ``configure(...)``: the control tools, never
       delayed or failed, to read the counters and change the knobs.
 
+    Every other request (not the handshake) waits ``latency`` seconds,
+    then goes through the capacity model: it takes ``base_latency *
+    max(1, in_flight / capacity)`` seconds, *in_flight* counted on its
+    arrival, itself included, and fails at once with a JSON-RPC
+    ``-32603`` error ("flaky: overloaded") when more than
+    ``overload_factor * capacity`` would be in flight.
+
     Resources: ``flaky://static``, ``flaky://stats`` (JSON counters) and
     the template ``flaky://item/{item_id}``.  Prompt: ``greet(name)``.
     Completions are offered for ``greet``'s ``name`` and the template's
@@ -150,20 +157,48 @@ def create_flaky_server(
         if ctx.request_id is None:  # a notification
             return await call_next(ctx)
         state.requests[ctx.method] += 1
-        delay = state.latency
-        if (
-            delay > 0
-            and ctx.method not in HANDSHAKE_METHODS
-            and _tool_name(ctx) not in CONTROL_TOOLS
-        ):
-            await anyio.sleep(delay)
-        return await call_next(ctx)
+        if ctx.method in HANDSHAKE_METHODS or _tool_name(ctx) in CONTROL_TOOLS:
+            return await call_next(ctx)
+        if state.latency > 0:
+            await anyio.sleep(state.latency)
+        return await _within_capacity(state, ctx, call_next)
 
     server.middleware.append(observe)
     _add_tools(server, state)
     _add_control_tools(server, state)
     _add_resources_and_prompts(server, state)
     return server
+
+
+async def _within_capacity(
+    state: FlakyState,
+    ctx: ServerRequestContext[Any, Any],
+    call_next: CallNext,
+) -> HandlerResult:
+    """
+    Serve one request under the capacity model.
+
+    The request counts as in flight from its arrival to its answer; its
+    delay is :meth:`FlakyState.service_time` of the count on arrival
+    (itself included), and it fails at once, without running, when
+    :meth:`FlakyState.overloaded` says so.
+    """
+    in_flight = state.in_flight + 1
+    if state.overloaded(in_flight):
+        state.overload_rejections += 1
+        raise MCPError(
+            code=INTERNAL_ERROR,
+            message="flaky: overloaded",
+            data={"in_flight": state.in_flight, "capacity": state.capacity},
+        )
+    state.in_flight = in_flight
+    try:
+        delay = state.service_time(in_flight)
+        if delay > 0:
+            await anyio.sleep(delay)
+        return await call_next(ctx)
+    finally:
+        state.in_flight -= 1
 
 
 def _add_tools(server: MCPServer, state: FlakyState) -> None:  # noqa: C901
@@ -272,13 +307,17 @@ def _add_control_tools(server: MCPServer, state: FlakyState) -> None:
         http_reject_count: int | None = None,
         http_reject_rate: float | None = None,
         retry_after: str | None = None,
+        capacity: int | None = None,
+        base_latency: float | None = None,
+        overload_factor: float | None = None,
         reset_counters: bool = False,
     ) -> dict[str, Any]:
         """
         Change the server's knobs; omitted ones stay as they are.
 
         ``retry_after=""`` removes the Retry-After header.  The HTTP knobs
-        only matter on the HTTP transport.
+        only matter on the HTTP transport.  ``capacity=0`` removes the
+        capacity limit, ``overload_factor=0`` the overload failures.
         """
         state.configure(
             failure_rate=failure_rate,
@@ -290,6 +329,9 @@ def _add_control_tools(server: MCPServer, state: FlakyState) -> None:
             http_reject_count=http_reject_count,
             http_reject_rate=http_reject_rate,
             retry_after=retry_after,
+            capacity=capacity,
+            base_latency=base_latency,
+            overload_factor=overload_factor,
         )
         if reset_counters:
             state.reset_counters()

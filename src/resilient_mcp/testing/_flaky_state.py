@@ -67,6 +67,20 @@ def _non_negative_seconds(
         )
 
 
+def _overload_factor(
+    inst: object, attribute: attrs.Attribute[float], value: object
+) -> None:
+    if not (
+        isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value == 0 or value >= 1)
+    ):
+        raise ValueError(
+            f"{type(inst).__name__}.{attribute.name} must be 0 (never "
+            f"overloaded) or a finite number >= 1, got {value!r}"
+        )
+
+
 def _http_status(
     inst: object, attribute: attrs.Attribute[int], value: object
 ) -> None:
@@ -86,6 +100,10 @@ class FlakyServerConfig:
     ``list_cache_ttl_ms`` can be changed later through the ``configure``
     tool.
 
+    The capacity model (``capacity``, ``base_latency``,
+    ``overload_factor``) makes a server that slows down as load grows and
+    fails when overloaded, for load tests (``resilient-mcp load``).
+
     .. versionadded:: 0.1.0
     """
 
@@ -104,6 +122,20 @@ class FlakyServerConfig:
     )
     """Seconds added to every request except the handshake and the
     control tools."""
+    capacity: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    """Requests the server serves at full speed at once; 0 for no limit.
+    With more in flight, each new one is slower (see
+    :meth:`FlakyState.service_time`)."""
+    base_latency: float = attrs.field(
+        default=0.0, converter=float, validator=_non_negative_seconds
+    )
+    """Seconds a request takes while at most ``capacity`` are in flight
+    (on top of ``latency``)."""
+    overload_factor: float = attrs.field(
+        default=0.0, converter=float, validator=_overload_factor
+    )
+    """With more than ``overload_factor * capacity`` requests in flight, a
+    new one fails at once (a JSON-RPC ``-32603`` error); 0 never fails."""
     seed: int | None = None
     """Seed of the server's random source (``None``: unpredictable)."""
     allow_crash: bool = True
@@ -163,6 +195,16 @@ class FlakyState:
     """The next this many ``flaky`` calls fail whatever the rate."""
     latency: float = attrs.field(init=False)
     """Current added latency, in seconds."""
+    capacity: int = attrs.field(init=False)
+    """Current capacity (requests at full speed); 0 for no limit."""
+    base_latency: float = attrs.field(init=False)
+    """Current seconds per request within capacity."""
+    overload_factor: float = attrs.field(init=False)
+    """Current overload threshold, in multiples of ``capacity``."""
+    in_flight: int = attrs.field(init=False, default=0)
+    """Requests under the capacity model now (admitted, not yet answered)."""
+    overload_rejections: int = attrs.field(init=False, default=0)
+    """Requests failed at once because the server was overloaded."""
     http_status: int = attrs.field(init=False)
     """Current status of injected HTTP faults."""
     http_reject_count: int = attrs.field(init=False)
@@ -188,6 +230,9 @@ class FlakyState:
         self.hang_rate = config.hang_rate
         self.crash_rate = config.crash_rate
         self.latency = config.latency
+        self.capacity = config.capacity
+        self.base_latency = config.base_latency
+        self.overload_factor = config.overload_factor
         self.http_status = config.http_status
         self.http_reject_count = config.http_reject_count
         self.http_reject_rate = config.http_reject_rate
@@ -213,6 +258,9 @@ class FlakyState:
         http_reject_count: int | None = None,
         http_reject_rate: float | None = None,
         retry_after: str | None = None,
+        capacity: int | None = None,
+        base_latency: float | None = None,
+        overload_factor: float | None = None,
     ) -> None:
         """
         Change some knobs; ``None`` leaves one as it is.
@@ -231,6 +279,9 @@ class FlakyState:
             "http_status": http_status,
             "http_reject_count": http_reject_count,
             "http_reject_rate": http_reject_rate,
+            "capacity": capacity,
+            "base_latency": base_latency,
+            "overload_factor": overload_factor,
         }
         changes: dict[str, Any] = {
             k: v for k, v in knobs.items() if v is not None
@@ -256,6 +307,36 @@ class FlakyState:
         self.requests.clear()
         self.executions.clear()
         self.http_rejections = 0
+        self.overload_rejections = 0
+
+    def service_time(self, in_flight: int) -> float:
+        """
+        Seconds a request takes with *in_flight* requests (itself included).
+
+        ``base_latency * max(1, in_flight / capacity)``: full speed up to
+        ``capacity`` requests at once, then slower in proportion, so that
+        the server never answers more than ``capacity / base_latency``
+        requests a second however many arrive.  Without a capacity, always
+        ``base_latency``.
+        """
+        capacity = self.capacity
+        if capacity <= 0:
+            return self.base_latency
+        return self.base_latency * max(1.0, in_flight / capacity)
+
+    def overloaded(self, in_flight: int) -> bool:
+        """
+        Whether a request fails at once with *in_flight* (itself included).
+
+        True beyond ``overload_factor * capacity``; never without a
+        capacity or an overload factor.
+        """
+        factor = self.overload_factor
+        return (
+            self.capacity > 0
+            and factor > 0
+            and in_flight > factor * self.capacity
+        )
 
     def should_fail(self) -> bool:
         """
@@ -333,6 +414,11 @@ class FlakyState:
             "crash_rate": self.crash_rate,
             "fail_next": self.fail_next,
             "latency": self.latency,
+            "capacity": self.capacity,
+            "base_latency": self.base_latency,
+            "overload_factor": self.overload_factor,
+            "in_flight": self.in_flight,
+            "overload_rejections": self.overload_rejections,
             "http_status": self.http_status,
             "http_reject_count": self.http_reject_count,
             "http_reject_rate": self.http_reject_rate,

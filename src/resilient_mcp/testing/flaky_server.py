@@ -14,6 +14,11 @@ or as a subprocess, over stdio or streamable HTTP::
     python -m resilient_mcp.testing.flaky_server stdio --failure-rate 0.3
     python -m resilient_mcp.testing.flaky_server http --port 0 --retry-after 1
 
+A capacity model makes it a target for load tests: ``--capacity 10
+--base-latency 0.05 --overload-factor 4`` serves 10 requests at once in
+50 ms each, slows down in proportion beyond that, and fails requests at
+once beyond 40 in flight (see :func:`create_flaky_server`).
+
 In HTTP mode the server prints one JSON line to stdout once it accepts
 connections, ``{"event": "listening", "host": ..., "port": ..., "url":
 ...}``, and writes the same object to ``--port-file`` when given; that is
@@ -97,6 +102,26 @@ def _parser() -> argparse.ArgumentParser:
             default=0.0,
             help="seconds added to every non-control request (default 0)",
         )
+        p.add_argument(
+            "--capacity",
+            type=int,
+            default=0,
+            help="requests served at full speed at once; more are slower "
+            "in proportion (default 0: no limit)",
+        )
+        p.add_argument(
+            "--base-latency",
+            type=float,
+            default=0.0,
+            help="seconds a request takes within capacity (default 0)",
+        )
+        p.add_argument(
+            "--overload-factor",
+            type=float,
+            default=0.0,
+            help="fail requests at once beyond this many times capacity "
+            "in flight (default 0: never)",
+        )
         p.add_argument("--seed", type=int, default=None, help="random seed")
         p.add_argument(
             "--no-crash",
@@ -164,6 +189,9 @@ def _config(args: argparse.Namespace) -> FlakyServerConfig:
         hang_rate=args.hang_rate,
         crash_rate=args.crash_rate,
         latency=args.latency,
+        capacity=args.capacity,
+        base_latency=args.base_latency,
+        overload_factor=args.overload_factor,
         seed=args.seed,
         allow_crash=not args.no_crash,
         list_cache_ttl_ms=args.list_cache_ttl_ms,
