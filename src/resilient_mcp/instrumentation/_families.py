@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .._breaker import CircuitBreakerMetrics
     from .._bulkhead import BulkheadMetrics
     from .._pipeline import PipelineMetrics
+    from .._rate_limiter import RateLimiterMetrics
     from .._retry import RetryMetrics
     from ._watch import Reading
 
@@ -78,6 +79,7 @@ _B: Final = ("breaker",)
 _H: Final = ("bulkhead",)
 _R: Final = ("retry",)
 _O: Final = ("operation",)
+_L: Final = ("rate_limiter",)
 
 BREAKER_STATE: Final = Spec(
     name="resilient_mcp_circuit_breaker_state",
@@ -283,12 +285,41 @@ RETRY_FAILURES: Final = Spec(
     otel_name="resilient_mcp.retry.failures",
     otel_unit="{call}",
 )
+RATE_LIMITER_CALLS: Final = Spec(
+    name="resilient_mcp_rate_limiter_calls",
+    kind=Kind.COUNTER,
+    documentation=(
+        "Calls that came to the rate limiter, by result: admitted (at once "
+        "or after waiting), rejected (RateLimitedError), cancelled."
+    ),
+    labels=(*_L, "result"),
+    otel_name="resilient_mcp.rate_limiter.calls",
+    otel_unit="{call}",
+)
+RATE_LIMITER_DELAYED: Final = Spec(
+    name="resilient_mcp_rate_limiter_delayed",
+    kind=Kind.COUNTER,
+    documentation="Admitted calls that waited for their turn first.",
+    labels=_L,
+    otel_name="resilient_mcp.rate_limiter.delayed",
+    otel_unit="{call}",
+)
+RATE_LIMITER_WAITING: Final = Spec(
+    name="resilient_mcp_rate_limiter_waiting",
+    kind=Kind.GAUGE,
+    documentation="Calls waiting for their turn now.",
+    labels=_L,
+    otel_name="resilient_mcp.rate_limiter.waiting",
+    otel_unit="{call}",
+    additive=True,
+)
 REQUESTS: Final = Spec(
     name="resilient_mcp_requests",
     kind=Kind.COUNTER,
     documentation=(
         "Calls through a pipeline, by outcome: success, circuit_open, "
-        "bulkhead_full, timeout, retries_exhausted, error, cancelled."
+        "bulkhead_full, timeout, retries_exhausted, error, rate_limited, "
+        "cancelled."
     ),
     labels=(*_O, "outcome"),
     otel_name="resilient_mcp.requests",
@@ -339,6 +370,9 @@ SPECS: Final[tuple[Spec, ...]] = (
     RETRY_RETRIES,
     RETRY_RETRIED_CALLS,
     RETRY_FAILURES,
+    RATE_LIMITER_CALLS,
+    RATE_LIMITER_DELAYED,
+    RATE_LIMITER_WAITING,
     REQUESTS,
     REQUEST_DURATION,
     TOOL_DURATION,
@@ -361,6 +395,8 @@ def build_families(reading: Reading) -> list[Family]:
         _bulkhead(out, bulkhead)
     for _, retry in reading.retries:
         _retry(out, retry)
+    for _, limiter in reading.rate_limiters:
+        _rate_limiter(out, limiter)
     for _, pipeline in reading.pipelines:
         _pipeline(out, pipeline)
     for name, histogram in reading.bulkhead_waits:
@@ -420,6 +456,17 @@ def _retry(out: dict[Spec, list[Sample]], m: RetryMetrics) -> None:
     failures.append(((name, "attempts_exhausted"), m.exhausted_calls))
     failures.append(((name, "budget_exhausted"), m.budget_exhausted_calls))
     failures.append(((name, "not_retryable"), m.non_retryable_failures))
+
+
+def _rate_limiter(
+    out: dict[Spec, list[Sample]], m: RateLimiterMetrics
+) -> None:
+    calls = out[RATE_LIMITER_CALLS]
+    calls.append(((m.name, "admitted"), m.admitted))
+    calls.append(((m.name, "rejected"), m.rejected))
+    calls.append(((m.name, "cancelled"), m.cancelled))
+    out[RATE_LIMITER_DELAYED].append(((m.name,), m.delayed))
+    out[RATE_LIMITER_WAITING].append(((m.name,), m.waiting))
 
 
 def _pipeline(out: dict[Spec, list[Sample]], m: PipelineMetrics) -> None:

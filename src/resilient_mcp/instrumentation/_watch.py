@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .._breaker import CircuitBreaker, CircuitBreakerMetrics
     from .._bulkhead import Bulkhead, BulkheadMetrics
     from .._pipeline import PipelineMetrics, ResiliencePipeline
+    from .._rate_limiter import RateLimiter, RateLimiterMetrics
     from .._retry import RetryManager, RetryMetrics
 
 
@@ -71,6 +72,8 @@ class Reading:
     operation."""
     bulkhead_waits: tuple[tuple[str, LatencyHistogram], ...] = ()
     """(bulkhead name, a private copy of its wait histogram)."""
+    rate_limiters: tuple[tuple[RateLimiter, RateLimiterMetrics], ...] = ()
+    """Rate limiters of watched pipelines, each once however shared."""
     tools: tuple[tuple[str, LatencyHistogram], ...] = ()
     """(tool name, a private copy of its latency histogram), for the
     tools of watched clients that have a histogram now (the client's
@@ -162,6 +165,7 @@ class Watchlist:
             ("circuit breaker", pipeline.circuit_breaker, self._all_breakers),
             ("bulkhead", pipeline.bulkhead, self._all_bulkheads),
             ("retry manager", pipeline.retry, self._all_retries),
+            ("rate limiter", pipeline.rate_limit, self._all_limiters),
         ):
             if part is not None:
                 _check_unique(kind, part, known())
@@ -325,11 +329,13 @@ class Watchlist:
         breakers: dict[int, tuple[Any, Any]] = {}
         bulkheads: dict[int, tuple[Any, Any]] = {}
         retries: dict[int, tuple[Any, Any]] = {}
+        limiters: dict[int, tuple[Any, Any]] = {}
         # A pipeline's snapshot already holds its policies' snapshots.
         for pipeline, metrics in pipelines:
             _add(breakers, pipeline.circuit_breaker, metrics.circuit_breaker)
             _add(bulkheads, pipeline.bulkhead, metrics.bulkhead)
             _add(retries, pipeline.retry, metrics.retry)
+            _add(limiters, pipeline.rate_limit, metrics.rate_limiter)
         for table, watched in (
             (breakers, list(self._breakers)),
             (bulkheads, list(self._bulkheads)),
@@ -348,6 +354,7 @@ class Watchlist:
             breakers=_by_name(breakers),
             bulkheads=by_name,
             retries=_by_name(retries),
+            rate_limiters=_by_name(limiters),
             latencies=self._latencies_of(pipelines),
             bulkhead_waits=tuple(
                 (m.name, b.wait_histogram()) for b, m in by_name
@@ -391,6 +398,9 @@ class Watchlist:
         found: list[Any] = list(self._retries)
         found += [p.retry for p in list(self._pipelines)]
         return found
+
+    def _all_limiters(self) -> list[Any]:
+        return [p.rate_limit for p in list(self._pipelines)]
 
     def _remember_loop(self) -> None:
         loop = this_threads_loop()
