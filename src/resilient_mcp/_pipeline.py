@@ -321,8 +321,9 @@ class ResiliencePipeline:
             f"retry={self.retry!r}",
             f"circuit_breaker={self.circuit_breaker!r}",
             f"timeout={self.timeout!r}",
-            f"rate_limit={self.rate_limit!r}",
         ]
+        if self.rate_limit is not None:  # outermost: first
+            parts.insert(0, f"rate_limit={self.rate_limit!r}")
         return f"<ResiliencePipeline {self.name!r} {', '.join(parts)}>"
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
