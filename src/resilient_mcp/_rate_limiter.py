@@ -290,10 +290,11 @@ class RateLimiter(PolicyBase):
 
         .. versionadded:: 0.1.0
         """
-        if not (
-            isinstance(seconds, int | float)
-            and not isinstance(seconds, bool)
-            and math.isfinite(seconds)
+        value: object = seconds  # typed float, checked at run time too
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
         ):
             msg = f"seconds must be a finite number, got {seconds!r}"
             raise ValueError(msg)
