@@ -470,3 +470,56 @@ def real_backend(request):
         return anyio.run(fn, backend=request.param)
 
     return runner
+
+
+def test_opentelemetry_reports_the_rate_limiter(run):
+    """An OpenTelemetry reader sees the limiter's instruments."""
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415
+        InMemoryMetricReader,
+    )
+
+    from resilient_mcp.instrumentation import (  # noqa: PLC0415
+        instrument_otel_metrics,
+    )
+
+    async def scenario():
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        pipeline = ResiliencePipeline(
+            name="tools", rate_limit=RateLimiterConfig(rate=1, max_wait=5)
+        )
+        watchlist = Watchlist()
+        watchlist.watch_pipeline(pipeline)
+        instrument_otel_metrics(watchlist, meter_provider=provider)
+        await pipeline.call(ok)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pipeline.call, ok)  # waits 1 s for its turn
+            await wait_all_tasks_blocked()
+            # Collected in the loop's thread: a reader thread would let
+            # the virtual clock run on meanwhile.
+            waiting = points(reader)
+        after = points(reader)
+        provider.shutdown()
+        return waiting, after
+
+    waiting, after = run(scenario)
+
+    name = (("rate_limiter", "tools"),)
+    assert 1 == waiting[("resilient_mcp.rate_limiter.waiting", name)]
+    assert 0 == after[("resilient_mcp.rate_limiter.waiting", name)]
+    assert 1 == after[("resilient_mcp.rate_limiter.delayed", name)]
+    admitted = (("rate_limiter", "tools"), ("result", "admitted"))
+    assert 2 == after[("resilient_mcp.rate_limiter.calls", admitted)]
+
+
+def points(reader):
+    """{(metric name, sorted attribute items): value} of one collection."""
+    data = reader.get_metrics_data()
+    return {
+        (metric.name, tuple(sorted(point.attributes.items()))): point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+    }
