@@ -353,10 +353,10 @@ def test_hold_rejects_waiters_pushed_beyond_max_wait(run):
 
     results, end, metrics = run(scenario)
 
-    # The head waiter looks again when its old turn (0.25) comes: both
-    # turns are then beyond max_wait, and both learn it at once.
-    assert [4.875, 4.875] == [r.retry_after for r in results]
-    assert 0.25 == end
+    # Both waiters look at their turn again at once: it is beyond
+    # max_wait for both, and both learn it at once.
+    assert [5.0, 5.0] == [r.retry_after for r in results]
+    assert 0.125 == end
     assert (1, 2, 0) == (metrics.admitted, metrics.rejected, metrics.waiting)
 
 

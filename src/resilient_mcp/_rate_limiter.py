@@ -40,7 +40,7 @@ from ._config import ConfigurationError, to_seconds
 from ._engine import Plan
 from ._errors import RateLimitedError
 from ._policy import PolicyBase
-from ._timeouts import checkpoint, current_time, on_trio
+from ._timeouts import checkpoint, current_time, deadline_scope, on_trio
 
 
 T = TypeVar("T")
@@ -174,11 +174,11 @@ class _Waiter:
         self.turn: anyio.Event | None = None
 
 
-async def _sleep_until(deadline: float) -> None:
+async def _sleep_forever() -> None:
     if on_trio():
-        await trio.sleep_until(deadline)
+        await trio.sleep_forever()
     else:
-        await anyio.sleep_until(deadline)
+        await anyio.sleep_forever()
 
 
 @final
@@ -215,8 +215,10 @@ class RateLimiter(PolicyBase):
     _anchor: float = attrs.field(init=False, default=-math.inf)
     _cells: int = attrs.field(init=False, default=0)
     _held_until: float = attrs.field(init=False, default=-math.inf)
-    # Bumped by hold(): a sleeping head waiter then looks again.
+    # Bumped by hold(), which also cancels the head waiter's sleep (the
+    # scope of its deadline): it then looks at its turn again.
     _version: int = attrs.field(init=False, default=0)
+    _sleep: Any = attrs.field(init=False, default=None)
     _waiters: collections.deque[_Waiter] = attrs.field(
         init=False, factory=collections.deque
     )
@@ -275,8 +277,9 @@ class RateLimiter(PolicyBase):
         Pushes the theoretical arrival time forward, never back: after the
         hold, calls resume one per ``period / rate`` (no burst right after
         a server said it was overloaded).  Calls waiting already look at
-        their turn again: those whose turn moved beyond their ``max_wait``
-        are rejected.  A shorter hold than one in force changes nothing.
+        their turn again at once: those whose turn moved beyond their
+        ``max_wait`` are rejected.  A hold shorter than the one in force
+        changes nothing.
 
         Feed it from an HTTP 429: ``limiter.hold(error.retry_after)``.
 
@@ -306,6 +309,8 @@ class RateLimiter(PolicyBase):
         self._anchor, self._cells = until, self.config.burst - 1
         self._held_until = until
         self._version += 1
+        if self._sleep is not None:
+            self._sleep.cancel()
 
     # -- the policy interface -------------------------------------------
 
@@ -340,21 +345,25 @@ class RateLimiter(PolicyBase):
         waiter = _Waiter()
         waiters = self._waiters
         waiters.append(waiter)
-        limit = now + self.config.max_wait
+        max_wait = self.config.max_wait
         try:
             if waiters[0] is not waiter:
                 waiter.turn = anyio.Event()
                 await waiter.turn.wait()
             while True:
                 turn = self._turn(0)
-                if turn > limit:
+                # As enter_nowait compares: the same rounding, the same
+                # answer when no hold() came between.
+                if turn - now > max_wait:
                     await checkpoint()
                     self._rejected += 1
                     raise RateLimitedError(  # noqa: TRY301 (counted above)
                         self.name, retry_after=turn - current_time()
                     )
                 version = self._version
-                await _sleep_until(turn)
+                with deadline_scope(turn) as self._sleep:
+                    await _sleep_forever()
+                self._sleep = None
                 # Our turn came, unless a hold() moved it meanwhile (the
                 # clock is not read again: on asyncio it may wake a hair
                 # early, and the turn is ours anyway).
@@ -369,6 +378,8 @@ class RateLimiter(PolicyBase):
         finally:
             head = waiters[0] is waiter
             waiters.remove(waiter)
+            if head:
+                self._sleep = None
             if head and waiters:
                 nxt = waiters[0].turn
                 if nxt is not None:
