@@ -523,3 +523,21 @@ def points(reader):
         for metric in scope.metrics
         for point in metric.data.data_points
     }
+
+
+def test_config_defaults_and_timedelta_durations():
+    """The defaults are the issue's; durations may be timedeltas."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    default = RateLimiterConfig()
+    config = RateLimiterConfig(
+        rate=5, period=timedelta(minutes=1), max_wait=timedelta(seconds=2)
+    )
+
+    assert (100.0, 1.0, 1, 0.0) == (
+        default.rate,
+        default.period,
+        default.burst,
+        default.max_wait,
+    )
+    assert (5.0, 60.0, 2.0) == (config.rate, config.period, config.max_wait)
