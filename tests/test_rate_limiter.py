@@ -10,6 +10,8 @@ import pytest
 import trio
 import trio.testing
 
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from _scenario import ok
@@ -541,3 +543,32 @@ def test_config_defaults_and_timedelta_durations():
         default.max_wait,
     )
     assert (5.0, 60.0, 2.0) == (config.rate, config.period, config.max_wait)
+
+
+@given(
+    rate=st.integers(1, 50),
+    burst=st.integers(1, 8),
+    gaps=st.lists(st.integers(0, 40), min_size=1, max_size=60),
+)
+def test_no_window_holds_more_than_its_share(rate, burst, gaps):
+    """In any window of d seconds at most d * rate + burst calls pass."""
+    limiter = RateLimiter(RateLimiterConfig(rate=rate, burst=burst))
+    interval = 1 / rate
+    now, admitted, told = 0.0, [], []
+    for gap in gaps:
+        now += gap / 64  # exact binary fractions of a second
+        try:
+            limiter.enter_nowait(now)
+        except RateLimitedError as exc:
+            told.append((now, exc.retry_after, limiter.retry_after(now)))
+            # The turn it was told of: a call then would conform.
+            told.append((now, 0.0, limiter.retry_after(now + exc.retry_after)))
+        else:
+            admitted.append(now)
+
+    for _, expected, actual in told:
+        assert expected == pytest.approx(actual, abs=1e-12)
+    for i, start in enumerate(admitted):
+        for j in range(i, len(admitted)):
+            window = admitted[j] - start
+            assert j - i + 1 <= window / interval + burst + 1e-9
