@@ -572,3 +572,25 @@ def test_no_window_holds_more_than_its_share(rate, burst, gaps):
         for j in range(i, len(admitted)):
             window = admitted[j] - start
             assert j - i + 1 <= window / interval + burst + 1e-9
+
+
+def test_repr_shows_the_live_state(run):
+    """The limiter's repr shows its rate and counts; the pipeline's, it."""
+
+    async def scenario():
+        limiter = RateLimiter(RateLimiterConfig(rate=2, burst=1), name="api")
+        pipeline = ResiliencePipeline(name="search", rate_limit=limiter)
+        await try_call(pipeline)
+        await try_call(pipeline)
+        return repr(limiter), repr(pipeline), limiter.retry_after()
+
+    limiter, pipeline, retry_after = run(scenario)
+
+    expected = (
+        "<RateLimiter 'api': 2/1s, burst 1, 0 waiting, 1 admitted, 1 rejected>"
+    )
+    assert expected == limiter
+    assert pipeline.startswith(
+        f"<ResiliencePipeline 'search' rate_limit={expected}, bulkhead=None"
+    )
+    assert 0.5 == retry_after
