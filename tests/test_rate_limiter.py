@@ -300,6 +300,31 @@ def test_one_limiter_shared_by_two_pipelines(run):
     assert ["server"] == [m.name for _, m in reading.rate_limiters]
 
 
+def test_a_limiter_watched_on_its_own(run):
+    """watch_rate_limiter reports a limiter no watched pipeline has."""
+
+    async def scenario():
+        limiter = RateLimiter(name="quota")
+        watchlist = Watchlist()
+        watchlist.watch_rate_limiter(limiter)
+        with pytest.raises(ValueError, match="rate limiter named 'quota'"):
+            watchlist.watch_rate_limiter(RateLimiter(name="quota"))
+        pipeline = ResiliencePipeline(name="tools", rate_limit=limiter)
+        watchlist.watch_pipeline(pipeline)  # the same limiter: once
+        await try_call(pipeline)
+        first = watchlist.read()
+        watchlist.unwatch(pipeline)
+        watchlist.unwatch(limiter)
+        return first, watchlist.read()
+
+    first, second = run(scenario)
+
+    assert [("quota", 1)] == [
+        (m.name, m.admitted) for _, m in first.rate_limiters
+    ]
+    assert () == second.rate_limiters
+
+
 def test_hold_keeps_calls_out_then_resumes_at_the_rate(run):
     """hold() (a 429's Retry-After) delays every call, then no burst."""
 

@@ -73,7 +73,7 @@ class Reading:
     bulkhead_waits: tuple[tuple[str, LatencyHistogram], ...] = ()
     """(bulkhead name, a private copy of its wait histogram)."""
     rate_limiters: tuple[tuple[RateLimiter, RateLimiterMetrics], ...] = ()
-    """Rate limiters of watched pipelines, each once however shared."""
+    """Rate limiters, watched directly or through a pipeline, each once."""
     tools: tuple[tuple[str, LatencyHistogram], ...] = ()
     """(tool name, a private copy of its latency histogram), for the
     tools of watched clients that have a histogram now (the client's
@@ -124,6 +124,9 @@ class Watchlist:
         init=False, factory=weakref.WeakKeyDictionary
     )
     _retries: weakref.WeakKeyDictionary[RetryManager, None] = attrs.field(
+        init=False, factory=weakref.WeakKeyDictionary
+    )
+    _limiters: weakref.WeakKeyDictionary[RateLimiter, None] = attrs.field(
         init=False, factory=weakref.WeakKeyDictionary
     )
     _latencies: weakref.WeakKeyDictionary[LatencySource, str | None] = (
@@ -224,6 +227,19 @@ class Watchlist:
         self._retries[retry] = None
         self._remember_loop()
 
+    def watch_rate_limiter(self, limiter: RateLimiter) -> None:
+        """
+        Watch a rate limiter; its name is the ``rate_limiter`` label.
+
+        Raises:
+            ValueError: A different watched rate limiter has the same name.
+
+        .. versionadded:: 0.1.0
+        """
+        _check_unique("rate limiter", limiter, self._all_limiters())
+        self._limiters[limiter] = None
+        self._remember_loop()
+
     def watch_latency(
         self, source: LatencySource, *, operation: str | None = None
     ) -> None:
@@ -283,6 +299,7 @@ class Watchlist:
             self._breakers,
             self._bulkheads,
             self._retries,
+            self._limiters,
             self._latencies,
             self._tool_recorders,
         ):
@@ -340,6 +357,7 @@ class Watchlist:
             (breakers, list(self._breakers)),
             (bulkheads, list(self._bulkheads)),
             (retries, list(self._retries)),
+            (limiters, list(self._limiters)),
         ):
             for obj in watched:
                 if id(obj) not in table:
@@ -400,7 +418,9 @@ class Watchlist:
         return found
 
     def _all_limiters(self) -> list[Any]:
-        return [p.rate_limit for p in list(self._pipelines)]
+        found: list[Any] = list(self._limiters)
+        found += [p.rate_limit for p in list(self._pipelines)]
+        return found
 
     def _remember_loop(self) -> None:
         loop = this_threads_loop()
