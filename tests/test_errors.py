@@ -117,6 +117,7 @@ def _errors_built_with_keywords():
         ),
         BulkheadError(resource_name="tools", queue_full=False),
         CallTimeout(timeout=1.5, where="bulkhead 'tools'"),
+        resilient_mcp.RateLimitedError(name="api", retry_after=0.25),
         resilient_mcp.ConfigurationError("RetryConfig.attempts must be > 0"),
         resilient_mcp.HlogFormatError(path="x.hlog", line=3, reason="bad"),
         resilient_mcp.NotSentError(message="no session", reason="closed"),

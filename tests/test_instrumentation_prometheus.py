@@ -20,6 +20,8 @@ from resilient_mcp import (
     CircuitBreakerConfig,
     CircuitBreakerError,
     LatencyHistogram,
+    Outcome,
+    RateLimiterConfig,
     ResiliencePipeline,
     RetryBudgetConfig,
     RetryConfig,
@@ -289,7 +291,7 @@ def test_pipeline_outcomes_and_shared_policies(run):
         samples = scrape(watchlist)
 
         requests = series(samples, "resilient_mcp_requests_total")
-        assert 16 == len(requests)  # 8 outcomes x 2 operations
+        assert 2 * len(Outcome) == len(requests)  # every outcome x 2
         assert {
             L(operation="resources", outcome="success"): 1.0,
             L(operation="resources", outcome="circuit_open"): 1.0,
@@ -478,6 +480,7 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
                 name="server",
             ),
             retry_budget=RetryBudgetConfig(),
+            rate_limit=RateLimiterConfig(),
         )
         histogram = LatencyHistogram()
         histogram.record(0.1)
@@ -496,7 +499,7 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
         }
         assert all(f.name.startswith("resilient_mcp_") for f in families)
         counters = [f for f in families if f.type == "counter"]
-        assert 16 == len(counters)
+        assert 18 == len(counters)  # three of the budget, two of the rate limiter
         for family in counters:
             assert all(s.name.endswith("_total") for s in family.samples)
         assert {"gauge", "counter", "histogram"} == {f.type for f in families}

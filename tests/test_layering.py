@@ -97,6 +97,7 @@ def test_the_pipeline_does_not_import_instrumentation():
         "resilient_mcp._breaker",
         "resilient_mcp._breaker_core",
         "resilient_mcp._bulkhead",
+        "resilient_mcp._rate_limiter",
         "resilient_mcp._retry",
         "resilient_mcp._retry_budget",
         "resilient_mcp._timeouts",

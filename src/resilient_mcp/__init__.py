@@ -7,10 +7,10 @@ The layers, from the bottom up: ``_errors`` (the exception tree) and
 event loop's clock, cancel-scope deadlines and the timeout policy);
 ``_policy`` (the interface every policy offers) and ``_engine`` (a call
 through an ordered plan of policies); the policies ``_breaker``,
-``_retry`` and ``_bulkhead``; ``_pipeline``, the only place that sets
-their order; ``instrumentation``, which attaches through ``_hooks``; and
-``_mcp``, the MCP client.  :mod:`resilient_mcp.testing` is imported
-separately.
+``_retry``, ``_bulkhead`` and ``_rate_limiter``; ``_pipeline``, the only
+place that sets their order; ``instrumentation``, which attaches
+through ``_hooks``; and ``_mcp``, the MCP client.
+:mod:`resilient_mcp.testing` is imported separately.
 """
 
 import logging
@@ -36,6 +36,7 @@ from ._errors import (
     CallTimeout,
     CircuitBreakerError,
     PermanentError,
+    RateLimitedError,
     RecoveryAction,
     ResilienceError,
     TemporaryError,
@@ -50,6 +51,7 @@ from ._metrics import (
 )
 from ._pipeline import Outcome, PipelineMetrics, ResiliencePipeline
 from ._policy import Policy, PolicyBase
+from ._rate_limiter import RateLimiter, RateLimiterConfig, RateLimiterMetrics
 from ._retry import RetryManager, RetryMetrics
 from ._retry_budget import RetryBudget, RetryBudgetConfig, RetryBudgetMetrics
 from ._timeouts import Timeout
@@ -89,6 +91,10 @@ __all__ = [
     "PipelineMetrics",
     "Policy",
     "PolicyBase",
+    "RateLimitedError",
+    "RateLimiter",
+    "RateLimiterConfig",
+    "RateLimiterMetrics",
     "RecoveryAction",
     "RequestTimeoutError",
     "ResilienceError",

@@ -166,6 +166,31 @@ class BulkheadError(ResilienceError):
         )
 
 
+class RateLimitedError(ResilienceError):
+    """
+    Raised when a rate limiter turns a call away: its turn was too far.
+
+    A call over the rate waits for its turn up to the limiter's
+    ``max_wait``; one whose turn is further away is rejected at once with
+    this error, and the operation is not called.
+
+    Attributes:
+        name: The rate limiter's name.
+        retry_after: Seconds until a call would be admitted (calls waiting
+            already come first).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, name: str, *, retry_after: float) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        super().__init__(
+            f"Rate limiter {name!r} rejected the call; retry after "
+            f"{_seconds(retry_after)}s"
+        )
+
+
 class CallTimeout(ResilienceError, TimeoutError):  # noqa: N818 (STYLE.md)
     """
     A call did not finish within its time limit.

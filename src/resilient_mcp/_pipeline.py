@@ -1,11 +1,13 @@
 """
 The composition of the policies, and the only place that sets their order.
 
-A call goes through the bulkhead, then the retry loop, then the circuit
-breaker, then the timeout:
+A call goes through the rate limiter, the bulkhead, then the retry loop,
+then the circuit breaker, then the timeout:
 
-    bulkhead( retry( breaker( timeout( operation ) ) ) )
+    rate_limit( bulkhead( retry( breaker( timeout( operation ) ) ) ) )
 
+* The rate limiter is outermost, so that a call it rejects never takes a
+  bulkhead slot, and a call waiting for its turn waits without one.
 * The bulkhead is outermost, so that a call holds one slot for all its
   attempts and a flood of retries cannot take more slots than callers.
 * The retry loop is outside the breaker, so that every attempt is judged
@@ -39,9 +41,10 @@ from ._breaker import CircuitBreaker, CircuitBreakerMetrics
 from ._bulkhead import Bulkhead, BulkheadMetrics
 from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
 from ._engine import Plan
-from ._errors import BulkheadError, CircuitBreakerError
+from ._errors import BulkheadError, CircuitBreakerError, RateLimitedError
 from ._metrics import LatencyRecorder, LatencySnapshot
 from ._policy import Policy
+from ._rate_limiter import RateLimiter, RateLimiterConfig, RateLimiterMetrics
 from ._retry import RetryManager, RetryMetrics
 from ._retry_budget import (
     BudgetedRetry,
@@ -80,6 +83,8 @@ class Outcome(enum.Enum):
     The retry budget refused a retry: the last error (of any kind, a
     timeout included) propagated, with a note saying so.
     """
+    RATE_LIMITED = "rate_limited"
+    """Rejected by the rate limiter (its turn was beyond ``max_wait``)."""
     CANCELLED = "cancelled"
     """The caller was cancelled: neither a success nor a failure."""
 
@@ -131,6 +136,8 @@ class PipelineMetrics:
     """The retry manager's own metrics, if there is one."""
     bulkhead: BulkheadMetrics | None
     """The bulkhead's own metrics, if there is one."""
+    rate_limiter: RateLimiterMetrics | None = None
+    """The rate limiter's own metrics, if there is one."""
     latency: LatencySnapshot | None
     """
     Latency of every call that ended (all outcomes, from entering the
@@ -183,7 +190,7 @@ class _Books:
 @attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class ResiliencePipeline:
     """
-    Bulkhead, retry, circuit breaker and timeout around any async call.
+    Rate limit, bulkhead, retry, circuit breaker and timeout around a call.
 
     Each policy is optional; give a config to get a fresh policy, or an
     instance to share one between pipelines (one breaker per server, say,
@@ -210,6 +217,9 @@ class ResiliencePipeline:
             pipelines of one server), a :class:`RetryBudgetConfig`, or
             None.  Needs *retry*: the retry loop asks it before each
             retry, and a retry it refuses is not made.
+        rate_limit: A :class:`RateLimiter` (share one to share a limit), a
+            :class:`RateLimiterConfig`, or None; entered before the
+            bulkhead.
         name: A name for logs and metrics.
         recorder: A :class:`LatencyRecorder` that gets the duration of
             every call (all outcomes) under *record_key*; ``None`` to
@@ -241,6 +251,9 @@ class ResiliencePipeline:
     retry_budget: RetryBudget | None = attrs.field(
         default=None, converter=_policy, kw_only=True
     )
+    rate_limit: RateLimiter | None = attrs.field(
+        default=None, converter=_policy, kw_only=True
+    )
     name: str = attrs.field(default="default", kw_only=True)
     retry_if: Callable[[Exception], bool] | None = attrs.field(
         default=None, kw_only=True
@@ -264,6 +277,8 @@ class ResiliencePipeline:
         self._books = _Books(self._classify, self.recorder, key)
         breaker = self.circuit_breaker
         call_policies: list[Policy[Any]] = []
+        if self.rate_limit is not None:
+            call_policies.append(self.rate_limit)
         if self.bulkhead is not None:
             call_policies.append(self.bulkhead)
         call_policies.extend(self.call_policies)
@@ -310,6 +325,8 @@ class ResiliencePipeline:
                 "ResiliencePipeline.retry_budget needs retry: the budget "
                 "is consulted before each retry"
             )
+        if isinstance(self.rate_limit, RateLimiterConfig):
+            self.rate_limit = RateLimiter(self.rate_limit, name=name)
 
     def _check_timeout(self, timeout: Any) -> float | None:
         if timeout is _UNSET:
@@ -344,6 +361,8 @@ class ResiliencePipeline:
         ]
         if self.retry_budget is not None:
             parts.append(f"retry_budget={self.retry_budget!r}")
+        if self.rate_limit is not None:  # outermost: first
+            parts.insert(0, f"rate_limit={self.rate_limit!r}")
         return f"<ResiliencePipeline {self.name!r} {', '.join(parts)}>"
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -359,6 +378,7 @@ class ResiliencePipeline:
             What *fn* returned.
 
         Raises:
+            RateLimitedError: The call's turn was beyond ``max_wait``.
             BulkheadError: The bulkhead was full.
             CircuitBreakerError: The circuit was open.
             CallTimeout: An attempt, or the bulkhead's wait plus run, took
@@ -433,6 +453,8 @@ class ResiliencePipeline:
             return Outcome.CIRCUIT_OPEN
         if isinstance(exc, BulkheadError):
             return Outcome.BULKHEAD_FULL
+        if isinstance(exc, RateLimitedError):
+            return Outcome.RATE_LIMITED
         if isinstance(exc, TimeoutError):
             return Outcome.TIMEOUT
         # A retryable error only escapes the retry loop once the attempts
@@ -475,6 +497,9 @@ class ResiliencePipeline:
             circuit_breaker=breaker_metrics,
             retry=retry_metrics,
             bulkhead=bulkhead_metrics,
+            rate_limiter=(
+                self.rate_limit.metrics() if self.rate_limit else None
+            ),
             latency=(
                 self.recorder.snapshot_or_empty(key)
                 if self.recorder is not None

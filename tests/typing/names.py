@@ -27,6 +27,10 @@ from resilient_mcp import (
     PermanentError,
     Policy,
     PolicyBase,
+    RateLimitedError,
+    RateLimiter,
+    RateLimiterConfig,
+    RateLimiterMetrics,
     RecoveryAction,
     ResilienceError,
     ResiliencePipeline,
@@ -109,6 +113,17 @@ def retry_budgets() -> RetryBudgetMetrics:
     metrics = budget.metrics()
     assert_type(metrics.rejected_retries, int)
     return metrics
+
+
+async def rate_limits() -> RateLimiterMetrics:
+    limiter = RateLimiter(RateLimiterConfig(rate=10.0, burst=2), name="api")
+    limiter.hold(1.5, now=0.0)
+    assert_type(limiter.retry_after(0.0), float)
+    try:
+        assert_type(await limiter.call(anyio.sleep, 0), None)
+    except RateLimitedError as exc:
+        assert_type(exc.retry_after, float)
+    return limiter.metrics()
 
 
 def errors(listener: StateListener) -> None:

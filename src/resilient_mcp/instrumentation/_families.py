@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .._breaker import CircuitBreakerMetrics
     from .._bulkhead import BulkheadMetrics
     from .._pipeline import PipelineMetrics
+    from .._rate_limiter import RateLimiterMetrics
     from .._retry import RetryMetrics
     from .._retry_budget import RetryBudgetMetrics
     from ._watch import Reading
@@ -80,6 +81,7 @@ _H: Final = ("bulkhead",)
 _R: Final = ("retry",)
 _O: Final = ("operation",)
 _RB: Final = ("budget",)
+_L: Final = ("rate_limiter",)
 
 BREAKER_STATE: Final = Spec(
     name="resilient_mcp_circuit_breaker_state",
@@ -324,13 +326,41 @@ RETRY_BUDGET_BALANCE: Final = Spec(
     otel_name="resilient_mcp.retry_budget.balance",
     otel_unit="{attempt}",
 )
+RATE_LIMITER_CALLS: Final = Spec(
+    name="resilient_mcp_rate_limiter_calls",
+    kind=Kind.COUNTER,
+    documentation=(
+        "Calls that came to the rate limiter, by result: admitted (at once "
+        "or after waiting), rejected (RateLimitedError), cancelled."
+    ),
+    labels=(*_L, "result"),
+    otel_name="resilient_mcp.rate_limiter.calls",
+    otel_unit="{call}",
+)
+RATE_LIMITER_DELAYED: Final = Spec(
+    name="resilient_mcp_rate_limiter_delayed",
+    kind=Kind.COUNTER,
+    documentation="Admitted calls that waited for their turn first.",
+    labels=_L,
+    otel_name="resilient_mcp.rate_limiter.delayed",
+    otel_unit="{call}",
+)
+RATE_LIMITER_WAITING: Final = Spec(
+    name="resilient_mcp_rate_limiter_waiting",
+    kind=Kind.GAUGE,
+    documentation="Calls waiting for their turn now.",
+    labels=_L,
+    otel_name="resilient_mcp.rate_limiter.waiting",
+    otel_unit="{call}",
+    additive=True,
+)
 REQUESTS: Final = Spec(
     name="resilient_mcp_requests",
     kind=Kind.COUNTER,
     documentation=(
         "Calls through a pipeline, by outcome: success, circuit_open, "
         "bulkhead_full, timeout, retries_exhausted, error, "
-        "retry_budget_exhausted, cancelled."
+        "retry_budget_exhausted, rate_limited, cancelled."
     ),
     labels=(*_O, "outcome"),
     otel_name="resilient_mcp.requests",
@@ -385,6 +415,9 @@ SPECS: Final[tuple[Spec, ...]] = (
     RETRY_BUDGET_RETRIES,
     RETRY_BUDGET_REJECTED,
     RETRY_BUDGET_BALANCE,
+    RATE_LIMITER_CALLS,
+    RATE_LIMITER_DELAYED,
+    RATE_LIMITER_WAITING,
     REQUESTS,
     REQUEST_DURATION,
     TOOL_DURATION,
@@ -409,6 +442,8 @@ def build_families(reading: Reading) -> list[Family]:
         _retry(out, retry)
     for _, budget in reading.retry_budgets:
         _retry_budget(out, budget)
+    for _, limiter in reading.rate_limiters:
+        _rate_limiter(out, limiter)
     for _, pipeline in reading.pipelines:
         _pipeline(out, pipeline)
     for name, histogram in reading.bulkhead_waits:
@@ -481,6 +516,17 @@ def _retry_budget(
     out[RETRY_BUDGET_RETRIES].append((name, m.retries))
     out[RETRY_BUDGET_REJECTED].append((name, m.rejected_retries))
     out[RETRY_BUDGET_BALANCE].append((name, m.balance))
+
+
+def _rate_limiter(
+    out: dict[Spec, list[Sample]], m: RateLimiterMetrics
+) -> None:
+    calls = out[RATE_LIMITER_CALLS]
+    calls.append(((m.name, "admitted"), m.admitted))
+    calls.append(((m.name, "rejected"), m.rejected))
+    calls.append(((m.name, "cancelled"), m.cancelled))
+    out[RATE_LIMITER_DELAYED].append(((m.name,), m.delayed))
+    out[RATE_LIMITER_WAITING].append(((m.name,), m.waiting))
 
 
 def _pipeline(out: dict[Spec, list[Sample]], m: PipelineMetrics) -> None:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .._breaker import CircuitBreaker, CircuitBreakerMetrics
     from .._bulkhead import Bulkhead, BulkheadMetrics
     from .._pipeline import PipelineMetrics, ResiliencePipeline
+    from .._rate_limiter import RateLimiter, RateLimiterMetrics
     from .._retry import RetryManager, RetryMetrics
     from .._retry_budget import RetryBudget, RetryBudgetMetrics
 
@@ -72,6 +73,8 @@ class Reading:
     operation."""
     bulkhead_waits: tuple[tuple[str, LatencyHistogram], ...] = ()
     """(bulkhead name, a private copy of its wait histogram)."""
+    rate_limiters: tuple[tuple[RateLimiter, RateLimiterMetrics], ...] = ()
+    """Rate limiters, watched directly or through a pipeline, each once."""
     tools: tuple[tuple[str, LatencyHistogram], ...] = ()
     """(tool name, a private copy of its latency histogram), for the
     tools of watched clients that have a histogram now (the client's
@@ -127,6 +130,9 @@ class Watchlist:
     _retries: weakref.WeakKeyDictionary[RetryManager, None] = attrs.field(
         init=False, factory=weakref.WeakKeyDictionary
     )
+    _limiters: weakref.WeakKeyDictionary[RateLimiter, None] = attrs.field(
+        init=False, factory=weakref.WeakKeyDictionary
+    )
     _latencies: weakref.WeakKeyDictionary[LatencySource, str | None] = (
         attrs.field(init=False, factory=weakref.WeakKeyDictionary)
     )
@@ -170,6 +176,7 @@ class Watchlist:
             ("bulkhead", pipeline.bulkhead, self._all_bulkheads),
             ("retry manager", pipeline.retry, self._all_retries),
             ("retry budget", pipeline.retry_budget, self._all_budgets),
+            ("rate limiter", pipeline.rate_limit, self._all_limiters),
         ):
             if part is not None:
                 _check_unique(kind, part, known())
@@ -226,6 +233,19 @@ class Watchlist:
         """
         _check_unique("retry manager", retry, self._all_retries())
         self._retries[retry] = None
+        self._remember_loop()
+
+    def watch_rate_limiter(self, limiter: RateLimiter) -> None:
+        """
+        Watch a rate limiter; its name is the ``rate_limiter`` label.
+
+        Raises:
+            ValueError: A different watched rate limiter has the same name.
+
+        .. versionadded:: 0.1.0
+        """
+        _check_unique("rate limiter", limiter, self._all_limiters())
+        self._limiters[limiter] = None
         self._remember_loop()
 
     def watch_latency(
@@ -287,6 +307,7 @@ class Watchlist:
             self._breakers,
             self._bulkheads,
             self._retries,
+            self._limiters,
             self._latencies,
             self._tool_recorders,
         ):
@@ -334,16 +355,19 @@ class Watchlist:
         bulkheads: dict[int, tuple[Any, Any]] = {}
         retries: dict[int, tuple[Any, Any]] = {}
         budgets: dict[int, tuple[Any, Any]] = {}
+        limiters: dict[int, tuple[Any, Any]] = {}
         # A pipeline's snapshot already holds its policies' snapshots.
         for pipeline, metrics in pipelines:
             _add(budgets, pipeline.retry_budget, metrics.retry_budget)
             _add(breakers, pipeline.circuit_breaker, metrics.circuit_breaker)
             _add(bulkheads, pipeline.bulkhead, metrics.bulkhead)
             _add(retries, pipeline.retry, metrics.retry)
+            _add(limiters, pipeline.rate_limit, metrics.rate_limiter)
         for table, watched in (
             (breakers, list(self._breakers)),
             (bulkheads, list(self._bulkheads)),
             (retries, list(self._retries)),
+            (limiters, list(self._limiters)),
         ):
             for obj in watched:
                 if id(obj) not in table:
@@ -358,6 +382,7 @@ class Watchlist:
             breakers=_by_name(breakers),
             bulkheads=by_name,
             retries=_by_name(retries),
+            rate_limiters=_by_name(limiters),
             latencies=self._latencies_of(pipelines),
             bulkhead_waits=tuple(
                 (m.name, b.wait_histogram()) for b, m in by_name
@@ -405,6 +430,10 @@ class Watchlist:
 
     def _all_budgets(self) -> list[Any]:
         return [p.retry_budget for p in list(self._pipelines)]
+    def _all_limiters(self) -> list[Any]:
+        found: list[Any] = list(self._limiters)
+        found += [p.rate_limit for p in list(self._pipelines)]
+        return found
 
     def _remember_loop(self) -> None:
         loop = this_threads_loop()
