@@ -20,9 +20,11 @@ from resilient_mcp import (
     CircuitBreakerConfig,
     CircuitBreakerError,
     LatencyHistogram,
+    Outcome,
     ResiliencePipeline,
     RetryConfig,
     RetryManager,
+    ThrottlingConfig,
 )
 from resilient_mcp._metrics import LatencyRecorder
 from resilient_mcp.instrumentation import ResilienceCollector, Watchlist
@@ -287,7 +289,7 @@ def test_pipeline_outcomes_and_shared_policies(run):
         samples = scrape(watchlist)
 
         requests = series(samples, "resilient_mcp_requests_total")
-        assert 14 == len(requests)  # 7 outcomes x 2 operations
+        assert 2 * len(Outcome) == len(requests)  # every outcome, twice
         assert {
             L(operation="resources", outcome="success"): 1.0,
             L(operation="resources", outcome="circuit_open"): 1.0,
@@ -475,6 +477,7 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
                 CircuitBreakerConfig(failure_rate_threshold=0.5),
                 name="server",
             ),
+            throttling=ThrottlingConfig(),
         )
         histogram = LatencyHistogram()
         histogram.record(0.1)
@@ -493,7 +496,7 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
         }
         assert all(f.name.startswith("resilient_mcp_") for f in families)
         counters = [f for f in families if f.type == "counter"]
-        assert 13 == len(counters)
+        assert 17 == len(counters)
         for family in counters:
             assert all(s.name.endswith("_total") for s in family.samples)
         assert {"gauge", "counter", "histogram"} == {f.type for f in families}

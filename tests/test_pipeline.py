@@ -243,6 +243,7 @@ def test_every_request_is_counted_in_exactly_one_outcome(run):
             Outcome.BULKHEAD_FULL: 1,
             Outcome.CIRCUIT_OPEN: 0,
             Outcome.TIMEOUT: 0,
+            Outcome.THROTTLED: 0,
         }
         assert expected == dict(metrics.outcomes)
         assert 6 == metrics.total_requests

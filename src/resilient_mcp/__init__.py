@@ -39,6 +39,7 @@ from ._errors import (
     RecoveryAction,
     ResilienceError,
     TemporaryError,
+    ThrottledError,
     classify_error,
 )
 from ._hlog import HlogFormatError, run_hlog_writer, write_hlog_once
@@ -51,6 +52,7 @@ from ._metrics import (
 from ._pipeline import Outcome, PipelineMetrics, ResiliencePipeline
 from ._policy import Policy, PolicyBase
 from ._retry import RetryManager, RetryMetrics
+from ._throttling import AdaptiveThrottle, ThrottlingConfig, ThrottlingMetrics
 from ._timeouts import Timeout
 from ._util import fixup_module_metadata
 from .instrumentation import _otel as _tracing  # attaches the call tracer
@@ -63,6 +65,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 __all__ = [
+    "AdaptiveThrottle",
     "Bulkhead",
     "BulkheadConfig",
     "BulkheadError",
@@ -106,6 +109,9 @@ __all__ = [
     "SessionState",
     "StateListener",
     "TemporaryError",
+    "ThrottledError",
+    "ThrottlingConfig",
+    "ThrottlingMetrics",
     "Timeout",
     "ToolError",
     "ToolMetrics",

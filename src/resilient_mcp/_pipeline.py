@@ -1,11 +1,13 @@
 """
 The composition of the policies, and the only place that sets their order.
 
-A call goes through the bulkhead, then the retry loop, then the circuit
-breaker, then the timeout:
+A call goes through the throttle, the bulkhead, then the retry loop, then
+the circuit breaker, then the timeout:
 
-    bulkhead( retry( breaker( timeout( operation ) ) ) )
+    throttling( bulkhead( retry( breaker( timeout( operation ) ) ) ) )
 
+* The throttle is outermost: a call it drops takes no bulkhead slot, and
+  it judges the call by its final outcome, after the retries.
 * The bulkhead is outermost, so that a call holds one slot for all its
   attempts and a flood of retries cannot take more slots than callers.
 * The retry loop is outside the breaker, so that every attempt is judged
@@ -36,10 +38,11 @@ from ._breaker import CircuitBreaker, CircuitBreakerMetrics
 from ._bulkhead import Bulkhead, BulkheadMetrics
 from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
 from ._engine import Plan
-from ._errors import BulkheadError, CircuitBreakerError
+from ._errors import BulkheadError, CircuitBreakerError, ThrottledError
 from ._metrics import LatencyRecorder, LatencySnapshot
 from ._policy import Policy
 from ._retry import RetryManager, RetryMetrics
+from ._throttling import AdaptiveThrottle, ThrottlingConfig, ThrottlingMetrics
 from ._timeouts import Timeout, current_time
 
 
@@ -65,6 +68,8 @@ class Outcome(enum.Enum):
     """A retryable error that outlasted the attempts or the time budget."""
     ERROR = "error"
     """Any other error (not retryable, or no retry configured)."""
+    THROTTLED = "throttled"
+    """Dropped locally by the adaptive throttle."""
     CANCELLED = "cancelled"
     """The caller was cancelled: neither a success nor a failure."""
 
@@ -116,6 +121,8 @@ class PipelineMetrics:
     """The retry manager's own metrics, if there is one."""
     bulkhead: BulkheadMetrics | None
     """The bulkhead's own metrics, if there is one."""
+    throttling: ThrottlingMetrics | None
+    """The adaptive throttle's own metrics, if there is one."""
     latency: LatencySnapshot | None
     """
     Latency of every call that ended (all outcomes, from entering the
@@ -189,6 +196,9 @@ class ResiliencePipeline:
             By default, the breaker's ``request_timeout`` when there is a
             breaker, else none.  The breaker's own timeout is never
             applied a second time.
+        throttling: An :class:`AdaptiveThrottle`, a
+            :class:`ThrottlingConfig`, or None: client-side adaptive
+            throttling, outermost, once per call (docs/throttling.md).
         name: A name for logs and metrics.
         recorder: A :class:`LatencyRecorder` that gets the duration of
             every call (all outcomes) under *record_key*; ``None`` to
@@ -217,6 +227,9 @@ class ResiliencePipeline:
         default=None, converter=_policy, kw_only=True
     )
     timeout: float | None = attrs.field(default=_UNSET, kw_only=True)
+    throttling: AdaptiveThrottle | None = attrs.field(
+        default=None, converter=_policy, kw_only=True
+    )
     name: str = attrs.field(default="default", kw_only=True)
     retry_if: Callable[[Exception], bool] | None = attrs.field(
         default=None, kw_only=True
@@ -240,6 +253,8 @@ class ResiliencePipeline:
         self._books = _Books(self._classify, self.recorder, key)
         breaker = self.circuit_breaker
         call_policies: list[Policy[Any]] = []
+        if self.throttling is not None:
+            call_policies.append(self.throttling)
         if self.bulkhead is not None:
             call_policies.append(self.bulkhead)
         call_policies.extend(self.call_policies)
@@ -273,6 +288,9 @@ class ResiliencePipeline:
         breaker: Any = self.circuit_breaker
         if isinstance(breaker, CircuitBreakerConfig):
             self.circuit_breaker = CircuitBreaker(breaker, name=name)
+        throttling: Any = self.throttling
+        if isinstance(throttling, ThrottlingConfig):
+            self.throttling = AdaptiveThrottle(throttling, name=name)
 
     def _check_timeout(self, timeout: Any) -> float | None:
         if timeout is _UNSET:
@@ -305,6 +323,8 @@ class ResiliencePipeline:
             f"circuit_breaker={self.circuit_breaker!r}",
             f"timeout={self.timeout!r}",
         ]
+        if self.throttling is not None:
+            parts.insert(3, f"throttling={self.throttling!r}")
         return f"<ResiliencePipeline {self.name!r} {', '.join(parts)}>"
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -324,6 +344,7 @@ class ResiliencePipeline:
             CircuitBreakerError: The circuit was open.
             CallTimeout: An attempt, or the bulkhead's wait plus run, took
                 too long (the last attempt's, when retries ran out).
+            ThrottledError: The adaptive throttle dropped the call.
             Exception: The operation's own last error, unchanged.
         """
         tracer = _hooks.call_tracer()
@@ -390,6 +411,8 @@ class ResiliencePipeline:
             return Outcome.CIRCUIT_OPEN
         if isinstance(exc, BulkheadError):
             return Outcome.BULKHEAD_FULL
+        if isinstance(exc, ThrottledError):
+            return Outcome.THROTTLED
         if isinstance(exc, TimeoutError):
             return Outcome.TIMEOUT
         # A retryable error only escapes the retry loop once the attempts
@@ -432,6 +455,9 @@ class ResiliencePipeline:
             circuit_breaker=breaker_metrics,
             retry=retry_metrics,
             bulkhead=bulkhead_metrics,
+            throttling=(
+                self.throttling.metrics() if self.throttling else None
+            ),
             latency=(
                 self.recorder.snapshot_or_empty(key)
                 if self.recorder is not None

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .._bulkhead import BulkheadMetrics
     from .._pipeline import PipelineMetrics
     from .._retry import RetryMetrics
+    from .._throttling import ThrottlingMetrics
     from ._watch import Reading
 
 
@@ -283,12 +284,49 @@ RETRY_FAILURES: Final = Spec(
     otel_name="resilient_mcp.retry.failures",
     otel_unit="{call}",
 )
+
+
+def _throttling(suffix: str, kind: Kind, documentation: str) -> Spec:
+    """A family of the adaptive throttles (label ``throttle``)."""
+    return Spec(
+        name=f"resilient_mcp_throttling_{suffix}",
+        kind=kind,
+        documentation=documentation,
+        labels=("throttle",),
+        otel_name=f"resilient_mcp.throttling.{suffix}",
+        otel_unit="{request}" if kind is Kind.COUNTER else "1",
+    )
+
+
+THROTTLING_REQUESTS: Final = _throttling(
+    "requests",
+    Kind.COUNTER,
+    "Calls that reached the adaptive throttle, those it rejected included.",
+)
+THROTTLING_ACCEPTS: Final = _throttling(
+    "accepts", Kind.COUNTER, "Calls the backend accepted, as counted."
+)
+THROTTLING_THROTTLED: Final = _throttling(
+    "throttled", Kind.COUNTER, "Calls the adaptive throttle rejected locally."
+)
+THROTTLING_CANCELLED: Final = _throttling(
+    "cancelled",
+    Kind.COUNTER,
+    "Calls through the throttle whose caller was cancelled.",
+)
+THROTTLING_PROBABILITY: Final = _throttling(
+    "rejection_probability",
+    Kind.GAUGE,
+    "The probability (0 to 1) that the throttle rejects the next call: "
+    "max(0, (requests - k * accepts) / (requests + 1)) over its window.",
+)
 REQUESTS: Final = Spec(
     name="resilient_mcp_requests",
     kind=Kind.COUNTER,
     documentation=(
         "Calls through a pipeline, by outcome: success, circuit_open, "
-        "bulkhead_full, timeout, retries_exhausted, error, cancelled."
+        "bulkhead_full, timeout, retries_exhausted, error, throttled, "
+        "cancelled."
     ),
     labels=(*_O, "outcome"),
     otel_name="resilient_mcp.requests",
@@ -339,6 +377,11 @@ SPECS: Final[tuple[Spec, ...]] = (
     RETRY_RETRIES,
     RETRY_RETRIED_CALLS,
     RETRY_FAILURES,
+    THROTTLING_REQUESTS,
+    THROTTLING_ACCEPTS,
+    THROTTLING_THROTTLED,
+    THROTTLING_CANCELLED,
+    THROTTLING_PROBABILITY,
     REQUESTS,
     REQUEST_DURATION,
     TOOL_DURATION,
@@ -361,6 +404,8 @@ def build_families(reading: Reading) -> list[Family]:
         _bulkhead(out, bulkhead)
     for _, retry in reading.retries:
         _retry(out, retry)
+    for _, throttle in reading.throttles:
+        _throttle(out, throttle)
     for _, pipeline in reading.pipelines:
         _pipeline(out, pipeline)
     for name, histogram in reading.bulkhead_waits:
@@ -420,6 +465,15 @@ def _retry(out: dict[Spec, list[Sample]], m: RetryMetrics) -> None:
     failures.append(((name, "attempts_exhausted"), m.exhausted_calls))
     failures.append(((name, "budget_exhausted"), m.budget_exhausted_calls))
     failures.append(((name, "not_retryable"), m.non_retryable_failures))
+
+
+def _throttle(out: dict[Spec, list[Sample]], m: ThrottlingMetrics) -> None:
+    name = (m.name,)
+    out[THROTTLING_REQUESTS].append((name, m.total_requests))
+    out[THROTTLING_ACCEPTS].append((name, m.total_accepts))
+    out[THROTTLING_THROTTLED].append((name, m.throttled))
+    out[THROTTLING_CANCELLED].append((name, m.cancelled))
+    out[THROTTLING_PROBABILITY].append((name, m.rejection_probability))
 
 
 def _pipeline(out: dict[Spec, list[Sample]], m: PipelineMetrics) -> None:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .._bulkhead import Bulkhead, BulkheadMetrics
     from .._pipeline import PipelineMetrics, ResiliencePipeline
     from .._retry import RetryManager, RetryMetrics
+    from .._throttling import AdaptiveThrottle, ThrottlingMetrics
 
 
 logger: Final = logging.getLogger("resilient_mcp")
@@ -75,6 +76,8 @@ class Reading:
     """(tool name, a private copy of its latency histogram), for the
     tools of watched clients that have a histogram now (the client's
     ``max_tracked_tools``, least recently used evicted)."""
+    throttles: tuple[tuple[AdaptiveThrottle, ThrottlingMetrics], ...] = ()
+    """Adaptive throttles, watched directly or through a pipeline."""
 
 
 LatencySource = LatencyHistogram | LatencyRecorder
@@ -123,6 +126,9 @@ class Watchlist:
     _retries: weakref.WeakKeyDictionary[RetryManager, None] = attrs.field(
         init=False, factory=weakref.WeakKeyDictionary
     )
+    _throttles: weakref.WeakKeyDictionary[AdaptiveThrottle, None] = (
+        attrs.field(init=False, factory=weakref.WeakKeyDictionary)
+    )
     _latencies: weakref.WeakKeyDictionary[LatencySource, str | None] = (
         attrs.field(init=False, factory=weakref.WeakKeyDictionary)
     )
@@ -162,6 +168,7 @@ class Watchlist:
             ("circuit breaker", pipeline.circuit_breaker, self._all_breakers),
             ("bulkhead", pipeline.bulkhead, self._all_bulkheads),
             ("retry manager", pipeline.retry, self._all_retries),
+            ("throttle", pipeline.throttling, self._all_throttles),
         ):
             if part is not None:
                 _check_unique(kind, part, known())
@@ -218,6 +225,17 @@ class Watchlist:
         """
         _check_unique("retry manager", retry, self._all_retries())
         self._retries[retry] = None
+        self._remember_loop()
+
+    def watch_throttle(self, throttle: AdaptiveThrottle) -> None:
+        """
+        Watch an adaptive throttle; its name is the ``throttle`` label.
+
+        Raises:
+            ValueError: A different watched throttle has the same name.
+        """
+        _check_unique("throttle", throttle, self._all_throttles())
+        self._throttles[throttle] = None
         self._remember_loop()
 
     def watch_latency(
@@ -279,6 +297,7 @@ class Watchlist:
             self._breakers,
             self._bulkheads,
             self._retries,
+            self._throttles,
             self._latencies,
             self._tool_recorders,
         ):
@@ -325,15 +344,18 @@ class Watchlist:
         breakers: dict[int, tuple[Any, Any]] = {}
         bulkheads: dict[int, tuple[Any, Any]] = {}
         retries: dict[int, tuple[Any, Any]] = {}
+        throttles: dict[int, tuple[Any, Any]] = {}
         # A pipeline's snapshot already holds its policies' snapshots.
         for pipeline, metrics in pipelines:
             _add(breakers, pipeline.circuit_breaker, metrics.circuit_breaker)
             _add(bulkheads, pipeline.bulkhead, metrics.bulkhead)
             _add(retries, pipeline.retry, metrics.retry)
+            _add(throttles, pipeline.throttling, metrics.throttling)
         for table, watched in (
             (breakers, list(self._breakers)),
             (bulkheads, list(self._bulkheads)),
             (retries, list(self._retries)),
+            (throttles, list(self._throttles)),
         ):
             for obj in watched:
                 if id(obj) not in table:
@@ -353,6 +375,7 @@ class Watchlist:
                 (m.name, b.wait_histogram()) for b, m in by_name
             ),
             tools=tuple(sorted(tools.items())),
+            throttles=_by_name(throttles),
         )
 
     def _latencies_of(
@@ -390,6 +413,11 @@ class Watchlist:
     def _all_retries(self) -> list[Any]:
         found: list[Any] = list(self._retries)
         found += [p.retry for p in list(self._pipelines)]
+        return found
+
+    def _all_throttles(self) -> list[Any]:
+        found: list[Any] = list(self._throttles)
+        found += [p.throttling for p in list(self._pipelines)]
         return found
 
     def _remember_loop(self) -> None:
