@@ -7,10 +7,10 @@ The layers, from the bottom up: ``_errors`` (the exception tree) and
 event loop's clock, cancel-scope deadlines and the timeout policy);
 ``_policy`` (the interface every policy offers) and ``_engine`` (a call
 through an ordered plan of policies); the policies ``_breaker``,
-``_retry`` and ``_bulkhead``; ``_pipeline``, the only place that sets
-their order; ``instrumentation``, which attaches through ``_hooks``; and
-``_mcp``, the MCP client.  :mod:`resilient_mcp.testing` is imported
-separately.
+``_retry``, ``_bulkhead`` and ``_throttling``; ``_pipeline``, the only
+place that sets their order; ``instrumentation``, which attaches through
+``_hooks``; and ``_mcp``, the MCP client.  :mod:`resilient_mcp.testing`
+is imported separately.
 """
 
 import logging
