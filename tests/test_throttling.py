@@ -129,11 +129,9 @@ def test_no_throttling_while_the_backend_accepts(run):
         throttle = AdaptiveThrottle(ThrottlingConfig(seed=1), rng=None)
         pipeline = ResiliencePipeline(throttling=throttle, name="svc")
         # Two accepted calls, one refused: requests <= 2 * accepts always.
-        backend = Script("ok", "ok", TemporaryError("refused"))
         for i in range(3000):
-            backend.calls = i % 3
             with contextlib.suppress(TemporaryError):
-                await pipeline.call(backend)
+                await pipeline.call(refused if i % 3 == 2 else ok)
             assert 0.0 == throttle.metrics().rejection_probability
             await anyio.sleep(0.1)
 
@@ -508,6 +506,21 @@ def test_memory_is_the_ring_whatever_the_gap():
 
     assert (2, 0) == (metrics.requests, metrics.accepts)
     assert (7, 1) == (metrics.total_requests, metrics.total_accepts)
+
+
+def test_a_clock_a_window_behind_starts_the_window_over():
+    """Another loop's clock, far behind: the old counts are dropped."""
+    throttle = AdaptiveThrottle(
+        ThrottlingConfig(window=10.0, buckets=10), rng=Fixed(NEVER)
+    )
+    drive(throttle, 5, 0, now=1e6)
+    drive(throttle, 1, 1, now=1e6 - 5.0)  # a little behind: same window
+    drive(throttle, 2, 1, now=3.0)
+
+    metrics = throttle.metrics()
+
+    assert (2, 1) == (metrics.requests, metrics.accepts)
+    assert (8, 2) == (metrics.total_requests, metrics.total_accepts)
 
 
 def test_metrics_outside_an_event_loop_and_repr():

@@ -278,9 +278,13 @@ class AdaptiveThrottle(PolicyBase):
         """
         bucket = math.floor(now / self._width)
         head = self._head
-        if head is not None and bucket <= head:
-            return head  # the same bucket (or a clock that went back)
         size = self.config.buckets
+        if head is not None and bucket <= head:
+            if bucket > head - size:
+                return head  # the same bucket, or a clock a little behind
+            # A clock a whole window behind: another event loop's (a
+            # shared throttle used on trio, then asyncio).  Start over.
+            head = None
         start = bucket - size + 1
         if head is not None:
             start = max(start, head + 1)
