@@ -214,6 +214,8 @@ class AdaptiveThrottle(PolicyBase):
     _stamps: list[int] = attrs.field(init=False)
     _head: int | None = attrs.field(init=False, default=None)
     _width: float = attrs.field(init=False)
+    _size: int = attrs.field(init=False)
+    _k: float = attrs.field(init=False)
     _is_accepted: Callable[[Exception], bool] = attrs.field(init=False)
     # Sums over the window, kept as calls come and buckets go.
     _window_requests: int = attrs.field(init=False, default=0)
@@ -240,6 +242,8 @@ class AdaptiveThrottle(PolicyBase):
         self._accepts = [0] * size
         self._stamps = [-1] * size
         self._width = config.window / size
+        self._size = size
+        self._k = config.k
         self._is_accepted = config.is_accepted or _accepted_by_default
 
     def __repr__(self) -> str:
@@ -324,14 +328,15 @@ class AdaptiveThrottle(PolicyBase):
         Raises:
             ThrottledError: The call was dropped (counted as throttled).
         """
-        bucket = self._advance(now)
+        bucket = math.floor(now / self._width)
+        if bucket != self._head:  # a new bucket: slide (rare)
+            bucket = self._advance(now)
         requests = self._window_requests
         accepts = self._window_accepts
-        slot = bucket % self.config.buckets
-        self._requests[slot] += 1
+        self._requests[bucket % self._size] += 1
         self._window_requests = requests + 1
         self._total_requests += 1
-        k = self.config.k
+        k = self._k
         if requests <= k * accepts:
             return bucket
         probability = (requests - k * accepts) / (requests + 1)
@@ -357,8 +362,10 @@ class AdaptiveThrottle(PolicyBase):
         if error is None or (
             isinstance(error, Exception) and self._is_accepted(error)
         ):
-            slot = self._advance(now) % self.config.buckets
-            self._accepts[slot] += 1
+            bucket = math.floor(now / self._width)
+            if bucket != self._head:  # a new bucket: slide (rare)
+                bucket = self._advance(now)
+            self._accepts[bucket % self._size] += 1
             self._window_accepts += 1
             self._total_accepts += 1
         elif not isinstance(error, Exception):
