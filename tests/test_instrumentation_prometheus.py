@@ -26,6 +26,7 @@ from resilient_mcp import (
     RetryBudgetConfig,
     RetryConfig,
     RetryManager,
+    ThrottlingConfig,
 )
 from resilient_mcp._metrics import LatencyRecorder
 from resilient_mcp.instrumentation import ResilienceCollector, Watchlist
@@ -292,6 +293,7 @@ def test_pipeline_outcomes_and_shared_policies(run):
 
         requests = series(samples, "resilient_mcp_requests_total")
         assert 2 * len(Outcome) == len(requests)  # every outcome x 2
+        assert 2 * len(Outcome) == len(requests)  # every outcome, twice
         assert {
             L(operation="resources", outcome="success"): 1.0,
             L(operation="resources", outcome="circuit_open"): 1.0,
@@ -481,6 +483,7 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
             ),
             retry_budget=RetryBudgetConfig(),
             rate_limit=RateLimiterConfig(),
+            throttling=ThrottlingConfig(),
         )
         histogram = LatencyHistogram()
         histogram.record(0.1)
@@ -499,7 +502,10 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
         }
         assert all(f.name.startswith("resilient_mcp_") for f in families)
         counters = [f for f in families if f.type == "counter"]
-        assert 18 == len(counters)  # three of the budget, two of the rate limiter
+        assert 18 == len(
+            counters
+        )  # three of the budget, two of the rate limiter
+        assert 17 == len(counters)
         for family in counters:
             assert all(s.name.endswith("_total") for s in family.samples)
         assert {"gauge", "counter", "histogram"} == {f.type for f in families}

@@ -24,7 +24,7 @@ import resilient_mcp.testing
 
 
 DOCS = Path(__file__).parent.parent / "docs"
-PAGES = ["metrics.md", "observability.md", "bulkhead.md"]
+PAGES = ["metrics.md", "observability.md", "bulkhead.md", "throttling.md"]
 PUBLIC_MODULES = {
     "resilient_mcp": resilient_mcp,
     "resilient_mcp.instrumentation": resilient_mcp.instrumentation,

@@ -245,6 +245,7 @@ def test_every_request_is_counted_in_exactly_one_outcome(run):
             Outcome.TIMEOUT: 0,
             Outcome.RETRY_BUDGET_EXHAUSTED: 0,
             Outcome.RATE_LIMITED: 0,
+            Outcome.THROTTLED: 0,
         }
         assert expected == dict(metrics.outcomes)
         assert 6 == metrics.total_requests

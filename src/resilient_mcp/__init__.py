@@ -7,10 +7,11 @@ The layers, from the bottom up: ``_errors`` (the exception tree) and
 event loop's clock, cancel-scope deadlines and the timeout policy);
 ``_policy`` (the interface every policy offers) and ``_engine`` (a call
 through an ordered plan of policies); the policies ``_breaker``,
-``_retry``, ``_bulkhead`` and ``_rate_limiter``; ``_pipeline``, the only
-place that sets their order; ``instrumentation``, which attaches
-through ``_hooks``; and ``_mcp``, the MCP client.
-:mod:`resilient_mcp.testing` is imported separately.
+``_retry``, ``_retry_budget``, ``_bulkhead``, ``_rate_limiter`` and
+``_throttling``; ``_pipeline``, the only
+place that sets their order; ``instrumentation``, which attaches through
+``_hooks``; and ``_mcp``, the MCP client.  :mod:`resilient_mcp.testing`
+is imported separately.
 """
 
 import logging
@@ -40,6 +41,7 @@ from ._errors import (
     RecoveryAction,
     ResilienceError,
     TemporaryError,
+    ThrottledError,
     classify_error,
 )
 from ._hlog import HlogFormatError, run_hlog_writer, write_hlog_once
@@ -54,6 +56,7 @@ from ._policy import Policy, PolicyBase
 from ._rate_limiter import RateLimiter, RateLimiterConfig, RateLimiterMetrics
 from ._retry import RetryManager, RetryMetrics
 from ._retry_budget import RetryBudget, RetryBudgetConfig, RetryBudgetMetrics
+from ._throttling import AdaptiveThrottle, ThrottlingConfig, ThrottlingMetrics
 from ._timeouts import Timeout
 from ._util import fixup_module_metadata
 from .instrumentation import _otel as _tracing  # attaches the call tracer
@@ -66,6 +69,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 __all__ = [
+    "AdaptiveThrottle",
     "Bulkhead",
     "BulkheadConfig",
     "BulkheadError",
@@ -116,6 +120,9 @@ __all__ = [
     "SessionState",
     "StateListener",
     "TemporaryError",
+    "ThrottledError",
+    "ThrottlingConfig",
+    "ThrottlingMetrics",
     "Timeout",
     "ToolError",
     "ToolMetrics",

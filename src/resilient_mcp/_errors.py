@@ -191,6 +191,30 @@ class RateLimitedError(ResilienceError):
         )
 
 
+class ThrottledError(ResilienceError):
+    """
+    Raised instead of sending a call that client-side throttling dropped.
+
+    The :class:`~resilient_mcp.AdaptiveThrottle` rejects calls locally,
+    at random, with the probability of the Google SRE book's adaptive
+    throttling, while the backend has been refusing too many of them.
+
+    Attributes:
+        name: The throttle's name.
+        probability: The rejection probability when the call was dropped.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, name: str, probability: float) -> None:
+        self.name = name
+        self.probability = probability
+        super().__init__(
+            f"Adaptive throttle {name!r} rejected the call locally "
+            f"(rejection probability {_seconds(probability)})"
+        )
+
+
 class CallTimeout(ResilienceError, TimeoutError):  # noqa: N818 (STYLE.md)
     """
     A call did not finish within its time limit.

@@ -1,15 +1,19 @@
 """
 The composition of the policies, and the only place that sets their order.
 
-A call goes through the rate limiter, the bulkhead, then the retry loop,
-then the circuit breaker, then the timeout:
+A call goes through the throttle, the rate limiter, the bulkhead, then
+the retry loop, then the circuit breaker, then the timeout:
 
-    rate_limit( bulkhead( retry( breaker( timeout( operation ) ) ) ) )
+    throttling( rate_limit( bulkhead( retry( breaker( timeout( operation ) ) ) ) ) )
 
-* The rate limiter is outermost, so that a call it rejects never takes a
+* The throttle is outermost: a call it drops takes no rate-limit turn and
+  no bulkhead slot, and it judges the call by its final outcome, after the
+  retries.
+* The rate limiter comes next, so that a call it rejects never takes a
   bulkhead slot, and a call waiting for its turn waits without one.
-* The bulkhead is outermost, so that a call holds one slot for all its
-  attempts and a flood of retries cannot take more slots than callers.
+* The bulkhead is outermost of the rest, so that a call holds one slot
+  for all its attempts and a flood of retries cannot take more slots
+  than callers.
 * The retry loop is outside the breaker, so that every attempt is judged
   by the breaker and an open circuit stops the retries at once (an open
   circuit's error is not retryable).
@@ -41,7 +45,12 @@ from ._breaker import CircuitBreaker, CircuitBreakerMetrics
 from ._bulkhead import Bulkhead, BulkheadMetrics
 from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
 from ._engine import Plan
-from ._errors import BulkheadError, CircuitBreakerError, RateLimitedError
+from ._errors import (
+    BulkheadError,
+    CircuitBreakerError,
+    RateLimitedError,
+    ThrottledError,
+)
 from ._metrics import LatencyRecorder, LatencySnapshot
 from ._policy import Policy
 from ._rate_limiter import RateLimiter, RateLimiterConfig, RateLimiterMetrics
@@ -53,6 +62,7 @@ from ._retry_budget import (
     RetryBudgetMetrics,
     refused_by_budget,
 )
+from ._throttling import AdaptiveThrottle, ThrottlingConfig, ThrottlingMetrics
 from ._timeouts import Timeout, current_time
 
 
@@ -85,6 +95,8 @@ class Outcome(enum.Enum):
     """
     RATE_LIMITED = "rate_limited"
     """Rejected by the rate limiter (its turn was beyond ``max_wait``)."""
+    THROTTLED = "throttled"
+    """Dropped locally by the adaptive throttle."""
     CANCELLED = "cancelled"
     """The caller was cancelled: neither a success nor a failure."""
 
@@ -138,6 +150,8 @@ class PipelineMetrics:
     """The bulkhead's own metrics, if there is one."""
     rate_limiter: RateLimiterMetrics | None = None
     """The rate limiter's own metrics, if there is one."""
+    throttling: ThrottlingMetrics | None = None
+    """The adaptive throttle's own metrics, if there is one."""
     latency: LatencySnapshot | None
     """
     Latency of every call that ended (all outcomes, from entering the
@@ -220,6 +234,9 @@ class ResiliencePipeline:
         rate_limit: A :class:`RateLimiter` (share one to share a limit), a
             :class:`RateLimiterConfig`, or None; entered before the
             bulkhead.
+        throttling: An :class:`AdaptiveThrottle`, a
+            :class:`ThrottlingConfig`, or None: client-side adaptive
+            throttling, outermost, once per call (docs/throttling.md).
         name: A name for logs and metrics.
         recorder: A :class:`LatencyRecorder` that gets the duration of
             every call (all outcomes) under *record_key*; ``None`` to
@@ -254,6 +271,9 @@ class ResiliencePipeline:
     rate_limit: RateLimiter | None = attrs.field(
         default=None, converter=_policy, kw_only=True
     )
+    throttling: AdaptiveThrottle | None = attrs.field(
+        default=None, converter=_policy, kw_only=True
+    )
     name: str = attrs.field(default="default", kw_only=True)
     retry_if: Callable[[Exception], bool] | None = attrs.field(
         default=None, kw_only=True
@@ -277,6 +297,8 @@ class ResiliencePipeline:
         self._books = _Books(self._classify, self.recorder, key)
         breaker = self.circuit_breaker
         call_policies: list[Policy[Any]] = []
+        if self.throttling is not None:
+            call_policies.append(self.throttling)
         if self.rate_limit is not None:
             call_policies.append(self.rate_limit)
         if self.bulkhead is not None:
@@ -327,6 +349,9 @@ class ResiliencePipeline:
             )
         if isinstance(self.rate_limit, RateLimiterConfig):
             self.rate_limit = RateLimiter(self.rate_limit, name=name)
+        throttling: Any = self.throttling
+        if isinstance(throttling, ThrottlingConfig):
+            self.throttling = AdaptiveThrottle(throttling, name=name)
 
     def _check_timeout(self, timeout: Any) -> float | None:
         if timeout is _UNSET:
@@ -361,8 +386,10 @@ class ResiliencePipeline:
         ]
         if self.retry_budget is not None:
             parts.append(f"retry_budget={self.retry_budget!r}")
-        if self.rate_limit is not None:  # outermost: first
+        if self.rate_limit is not None:  # outside the bulkhead: first
             parts.insert(0, f"rate_limit={self.rate_limit!r}")
+        if self.throttling is not None:  # outermost: before the limiter
+            parts.insert(0, f"throttling={self.throttling!r}")
         return f"<ResiliencePipeline {self.name!r} {', '.join(parts)}>"
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -378,6 +405,7 @@ class ResiliencePipeline:
             What *fn* returned.
 
         Raises:
+            ThrottledError: The adaptive throttle dropped the call.
             RateLimitedError: The call's turn was beyond ``max_wait``.
             BulkheadError: The bulkhead was full.
             CircuitBreakerError: The circuit was open.
@@ -455,6 +483,8 @@ class ResiliencePipeline:
             return Outcome.BULKHEAD_FULL
         if isinstance(exc, RateLimitedError):
             return Outcome.RATE_LIMITED
+        if isinstance(exc, ThrottledError):
+            return Outcome.THROTTLED
         if isinstance(exc, TimeoutError):
             return Outcome.TIMEOUT
         # A retryable error only escapes the retry loop once the attempts
@@ -499,6 +529,9 @@ class ResiliencePipeline:
             bulkhead=bulkhead_metrics,
             rate_limiter=(
                 self.rate_limit.metrics() if self.rate_limit else None
+            ),
+            throttling=(
+                self.throttling.metrics() if self.throttling else None
             ),
             latency=(
                 self.recorder.snapshot_or_empty(key)

@@ -9,11 +9,14 @@ each ``assert_type`` fails if a name regresses to ``object`` or ``Any``.
 
 from __future__ import annotations
 
+import random
+
 from typing import Any, assert_type
 
 import anyio
 
 from resilient_mcp import (
+    AdaptiveThrottle,
     BulkheadError,
     CallTimeout,
     CircuitBreakerError,
@@ -42,6 +45,9 @@ from resilient_mcp import (
     RetryMetrics,
     StateListener,
     TemporaryError,
+    ThrottledError,
+    ThrottlingConfig,
+    ThrottlingMetrics,
     Timeout,
     classify_error,
     run_hlog_writer,
@@ -143,3 +149,20 @@ def errors(listener: StateListener) -> None:
     except CircuitBreakerError as exc:
         assert_type(exc.retry_after, float | None)
     print(listener)
+
+
+async def throttling() -> ThrottlingMetrics:
+    throttle = AdaptiveThrottle(
+        ThrottlingConfig(k=2.0, window=120.0, seed=1),
+        name="server",
+        rng=random.Random(1),
+    )
+    try:
+        await throttle.call(anyio.sleep, 0)
+    except ThrottledError as exc:
+        assert_type(exc.probability, float)
+    assert_type(throttle.probability(), float)
+    metrics = throttle.metrics()
+    assert_type(metrics.rejection_probability, float)
+    assert_type(metrics.requests, int)
+    return metrics

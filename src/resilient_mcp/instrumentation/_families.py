@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .._rate_limiter import RateLimiterMetrics
     from .._retry import RetryMetrics
     from .._retry_budget import RetryBudgetMetrics
+    from .._throttling import ThrottlingMetrics
     from ._watch import Reading
 
 
@@ -354,6 +355,42 @@ RATE_LIMITER_WAITING: Final = Spec(
     otel_unit="{call}",
     additive=True,
 )
+
+
+def _throttling(suffix: str, kind: Kind, documentation: str) -> Spec:
+    """A family of the adaptive throttles (label ``throttle``)."""
+    return Spec(
+        name=f"resilient_mcp_throttling_{suffix}",
+        kind=kind,
+        documentation=documentation,
+        labels=("throttle",),
+        otel_name=f"resilient_mcp.throttling.{suffix}",
+        otel_unit="{request}" if kind is Kind.COUNTER else "1",
+    )
+
+
+THROTTLING_REQUESTS: Final = _throttling(
+    "requests",
+    Kind.COUNTER,
+    "Calls that reached the adaptive throttle, those it rejected included.",
+)
+THROTTLING_ACCEPTS: Final = _throttling(
+    "accepts", Kind.COUNTER, "Calls the backend accepted, as counted."
+)
+THROTTLING_THROTTLED: Final = _throttling(
+    "throttled", Kind.COUNTER, "Calls the adaptive throttle rejected locally."
+)
+THROTTLING_CANCELLED: Final = _throttling(
+    "cancelled",
+    Kind.COUNTER,
+    "Calls through the throttle whose caller was cancelled.",
+)
+THROTTLING_PROBABILITY: Final = _throttling(
+    "rejection_probability",
+    Kind.GAUGE,
+    "The probability (0 to 1) that the throttle rejects the next call: "
+    "max(0, (requests - k * accepts) / (requests + 1)) over its window.",
+)
 REQUESTS: Final = Spec(
     name="resilient_mcp_requests",
     kind=Kind.COUNTER,
@@ -361,6 +398,8 @@ REQUESTS: Final = Spec(
         "Calls through a pipeline, by outcome: success, circuit_open, "
         "bulkhead_full, timeout, retries_exhausted, error, "
         "retry_budget_exhausted, rate_limited, cancelled."
+        "bulkhead_full, timeout, retries_exhausted, error, throttled, "
+        "cancelled."
     ),
     labels=(*_O, "outcome"),
     otel_name="resilient_mcp.requests",
@@ -418,6 +457,11 @@ SPECS: Final[tuple[Spec, ...]] = (
     RATE_LIMITER_CALLS,
     RATE_LIMITER_DELAYED,
     RATE_LIMITER_WAITING,
+    THROTTLING_REQUESTS,
+    THROTTLING_ACCEPTS,
+    THROTTLING_THROTTLED,
+    THROTTLING_CANCELLED,
+    THROTTLING_PROBABILITY,
     REQUESTS,
     REQUEST_DURATION,
     TOOL_DURATION,
@@ -444,6 +488,8 @@ def build_families(reading: Reading) -> list[Family]:
         _retry_budget(out, budget)
     for _, limiter in reading.rate_limiters:
         _rate_limiter(out, limiter)
+    for _, throttle in reading.throttles:
+        _throttle(out, throttle)
     for _, pipeline in reading.pipelines:
         _pipeline(out, pipeline)
     for name, histogram in reading.bulkhead_waits:
@@ -527,6 +573,15 @@ def _rate_limiter(
     calls.append(((m.name, "cancelled"), m.cancelled))
     out[RATE_LIMITER_DELAYED].append(((m.name,), m.delayed))
     out[RATE_LIMITER_WAITING].append(((m.name,), m.waiting))
+
+
+def _throttle(out: dict[Spec, list[Sample]], m: ThrottlingMetrics) -> None:
+    name = (m.name,)
+    out[THROTTLING_REQUESTS].append((name, m.total_requests))
+    out[THROTTLING_ACCEPTS].append((name, m.total_accepts))
+    out[THROTTLING_THROTTLED].append((name, m.throttled))
+    out[THROTTLING_CANCELLED].append((name, m.cancelled))
+    out[THROTTLING_PROBABILITY].append((name, m.rejection_probability))
 
 
 def _pipeline(out: dict[Spec, list[Sample]], m: PipelineMetrics) -> None:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .._rate_limiter import RateLimiter, RateLimiterMetrics
     from .._retry import RetryManager, RetryMetrics
     from .._retry_budget import RetryBudget, RetryBudgetMetrics
+    from .._throttling import AdaptiveThrottle, ThrottlingMetrics
 
 
 logger: Final = logging.getLogger("resilient_mcp")
@@ -82,6 +83,8 @@ class Reading:
     retry_budgets: tuple[tuple[RetryBudget, RetryBudgetMetrics], ...] = ()
     """Retry budgets of watched pipelines, each once however many
     pipelines share it."""
+    throttles: tuple[tuple[AdaptiveThrottle, ThrottlingMetrics], ...] = ()
+    """Adaptive throttles, watched directly or through a pipeline."""
 
 
 LatencySource = LatencyHistogram | LatencyRecorder
@@ -133,6 +136,9 @@ class Watchlist:
     _limiters: weakref.WeakKeyDictionary[RateLimiter, None] = attrs.field(
         init=False, factory=weakref.WeakKeyDictionary
     )
+    _throttles: weakref.WeakKeyDictionary[AdaptiveThrottle, None] = (
+        attrs.field(init=False, factory=weakref.WeakKeyDictionary)
+    )
     _latencies: weakref.WeakKeyDictionary[LatencySource, str | None] = (
         attrs.field(init=False, factory=weakref.WeakKeyDictionary)
     )
@@ -177,6 +183,7 @@ class Watchlist:
             ("retry manager", pipeline.retry, self._all_retries),
             ("retry budget", pipeline.retry_budget, self._all_budgets),
             ("rate limiter", pipeline.rate_limit, self._all_limiters),
+            ("throttle", pipeline.throttling, self._all_throttles),
         ):
             if part is not None:
                 _check_unique(kind, part, known())
@@ -246,6 +253,16 @@ class Watchlist:
         """
         _check_unique("rate limiter", limiter, self._all_limiters())
         self._limiters[limiter] = None
+
+    def watch_throttle(self, throttle: AdaptiveThrottle) -> None:
+        """
+        Watch an adaptive throttle; its name is the ``throttle`` label.
+
+        Raises:
+            ValueError: A different watched throttle has the same name.
+        """
+        _check_unique("throttle", throttle, self._all_throttles())
+        self._throttles[throttle] = None
         self._remember_loop()
 
     def watch_latency(
@@ -308,6 +325,7 @@ class Watchlist:
             self._bulkheads,
             self._retries,
             self._limiters,
+            self._throttles,
             self._latencies,
             self._tool_recorders,
         ):
@@ -356,6 +374,7 @@ class Watchlist:
         retries: dict[int, tuple[Any, Any]] = {}
         budgets: dict[int, tuple[Any, Any]] = {}
         limiters: dict[int, tuple[Any, Any]] = {}
+        throttles: dict[int, tuple[Any, Any]] = {}
         # A pipeline's snapshot already holds its policies' snapshots.
         for pipeline, metrics in pipelines:
             _add(budgets, pipeline.retry_budget, metrics.retry_budget)
@@ -363,11 +382,13 @@ class Watchlist:
             _add(bulkheads, pipeline.bulkhead, metrics.bulkhead)
             _add(retries, pipeline.retry, metrics.retry)
             _add(limiters, pipeline.rate_limit, metrics.rate_limiter)
+            _add(throttles, pipeline.throttling, metrics.throttling)
         for table, watched in (
             (breakers, list(self._breakers)),
             (bulkheads, list(self._bulkheads)),
             (retries, list(self._retries)),
             (limiters, list(self._limiters)),
+            (throttles, list(self._throttles)),
         ):
             for obj in watched:
                 if id(obj) not in table:
@@ -389,6 +410,7 @@ class Watchlist:
             ),
             tools=tuple(sorted(tools.items())),
             retry_budgets=_by_name(budgets),
+            throttles=_by_name(throttles),
         )
 
     def _latencies_of(
@@ -430,9 +452,14 @@ class Watchlist:
 
     def _all_budgets(self) -> list[Any]:
         return [p.retry_budget for p in list(self._pipelines)]
+
     def _all_limiters(self) -> list[Any]:
         found: list[Any] = list(self._limiters)
         found += [p.rate_limit for p in list(self._pipelines)]
+
+    def _all_throttles(self) -> list[Any]:
+        found: list[Any] = list(self._throttles)
+        found += [p.throttling for p in list(self._pipelines)]
         return found
 
     def _remember_loop(self) -> None:
