@@ -17,6 +17,7 @@ import logging
 
 from typing import TYPE_CHECKING
 
+from ._adaptive_config import AdaptiveLimitConfig
 from ._breaker import (
     CircuitBreaker,
     CircuitBreakerMetrics,
@@ -63,6 +64,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 __all__ = [
+    "AdaptiveLimitConfig",
     "Bulkhead",
     "BulkheadConfig",
     "BulkheadError",

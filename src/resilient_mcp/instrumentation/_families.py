@@ -161,6 +161,18 @@ BULKHEAD_MAX_CONCURRENT: Final = Spec(
     otel_unit="{request}",
     additive=True,
 )
+BULKHEAD_LIMIT: Final = Spec(
+    name="resilient_mcp_bulkhead_limit",
+    kind=Kind.GAUGE,
+    documentation=(
+        "Calls the bulkhead lets run at once now: max_concurrent_requests, "
+        "or an adaptive bulkhead's current limit."
+    ),
+    labels=_H,
+    otel_name="resilient_mcp.bulkhead.limit",
+    otel_unit="{request}",
+    additive=True,
+)
 BULKHEAD_QUEUE_DEPTH: Final = Spec(
     name="resilient_mcp_bulkhead_queue_depth",
     kind=Kind.GAUGE,
@@ -327,6 +339,7 @@ SPECS: Final[tuple[Spec, ...]] = (
     BREAKER_FAILURE_RATE,
     BULKHEAD_ACTIVE,
     BULKHEAD_MAX_CONCURRENT,
+    BULKHEAD_LIMIT,
     BULKHEAD_QUEUE_DEPTH,
     BULKHEAD_QUEUE_SIZE,
     BULKHEAD_REJECTED,
@@ -399,6 +412,7 @@ def _bulkhead(out: dict[Spec, list[Sample]], m: BulkheadMetrics) -> None:
     name = (m.name,)
     out[BULKHEAD_ACTIVE].append((name, m.active_requests))
     out[BULKHEAD_MAX_CONCURRENT].append((name, m.max_concurrent_requests))
+    out[BULKHEAD_LIMIT].append((name, m.limit))
     out[BULKHEAD_QUEUE_DEPTH].append((name, m.queued_requests))
     out[BULKHEAD_QUEUE_SIZE].append((name, m.queue_size))
     out[BULKHEAD_REJECTED].append((name, m.rejected_requests))
