@@ -114,6 +114,11 @@ class Gradient2:
         return int(self._estimate)
 
     @property
+    def estimate(self) -> float:
+        """The estimated limit, before rounding down."""
+        return self._estimate
+
+    @property
     def long_rtt(self) -> float:
         """The long-term RTT, in seconds."""
         return self._long_rtt.value
@@ -196,6 +201,11 @@ class Vegas:
     def limit(self) -> int:
         """The current limit."""
         return int(self._estimate)
+
+    @property
+    def estimate(self) -> float:
+        """The estimated limit, before rounding down."""
+        return self._estimate
 
     def on_sample(
         self,
