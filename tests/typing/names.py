@@ -14,6 +14,9 @@ from typing import Any, assert_type
 import anyio
 
 from resilient_mcp import (
+    AdaptiveLimitConfig,
+    Bulkhead,
+    BulkheadConfig,
     BulkheadError,
     CallTimeout,
     CircuitBreakerError,
@@ -113,3 +116,13 @@ def errors(listener: StateListener) -> None:
     except CircuitBreakerError as exc:
         assert_type(exc.retry_after, float | None)
     print(listener)
+
+
+def adaptive() -> int:
+    config = AdaptiveLimitConfig(
+        algorithm="vegas", gradient2_queue_size=lambda limit: limit // 10
+    )
+    AdaptiveLimitConfig(algorithm="cubic")  # type: ignore[arg-type]
+    bulkhead = Bulkhead(BulkheadConfig(adaptive=config))
+    assert_type(bulkhead.limit, int)
+    return bulkhead.metrics().limit
