@@ -270,6 +270,18 @@ def test_vegas_probes_the_no_load_rtt_again():
     assert (0.1, 0.5) == (before, v.rtt_noload)
 
 
+def test_zero_rtt_is_no_sample_for_latency_algorithms():
+    """A call faster than the clock moves neither gradient2 nor vegas."""
+    g = Gradient2(raw("gradient2"))
+    v = vegas()
+
+    assert (20, 20) == (
+        g.on_sample(0.0, 0.0, 20, False),
+        v.on_sample(0.0, 0.0, 20, True),
+    )
+    assert (0.0, 0.0) == (g.long_rtt, v.rtt_noload)
+
+
 def test_aimd_update_rule():
     """AIMD adds one near the limit and multiplies by the ratio on drops."""
     a = AIMD(raw("aimd", initial_limit=20, aimd_timeout=2.0))

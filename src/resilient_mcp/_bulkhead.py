@@ -127,6 +127,8 @@ class Bulkhead(PolicyBase):
     ``max_concurrent_requests`` calls run at once, at most ``queue_size``
     more wait, and any further call is rejected at once with
     :class:`BulkheadError`.
+    With ``BulkheadConfig(adaptive=...)`` the number of slots follows the
+    measured latency instead (:class:`AdaptiveLimitConfig`).
 
     >>> tools = Bulkhead(BulkheadConfig(name="tools"))
     >>> # result = await tools.call(session.call_tool, "echo", {"x": 1})
