@@ -108,7 +108,7 @@ def test_config_defaults_are_netflix_defaults():
         (0.2, 1.5, 600, 4),
         (3, 6, 1, 1.0, 30),
         (0.9, 5.0),
-        (10, 1.0, 1.0, 100e-6),
+        (10, 0.1, 1.0, 100e-6),
     ) == (
         config.algorithm,
         config.initial_limit,
@@ -326,11 +326,16 @@ def test_window_too_small_is_no_sample():
     """A window with fewer than window_size samples changes nothing."""
     config = AdaptiveLimitConfig(algorithm="aimd")
     w = new_algorithm(config)
-    w.on_sample(0.0, 0.1, 20, True)
+    w.on_sample(0.0, 0.1, 20, True)  # the next window ends at 0.2
 
-    limits = [w.on_sample(1.0 + 1.1 * i, 0.1, 20, True) for i in range(5)]
+    limits = [w.on_sample(0.3 + 0.3 * i, 0.1, 20, True) for i in range(5)]
+    # The window closed at 1.5 ends at 1.7: ten samples, the last a drop.
+    for i in range(9):
+        w.on_sample(1.6 + 0.01 * i, 0.1, 20, False)
+    full = w.on_sample(1.8, 0.1, 20, True)
 
     assert [20] * 5 == limits
+    assert 18 == full
 
 
 def test_drops_are_timeouts_and_overloads():
@@ -413,15 +418,12 @@ def band(config, capacity):
 
 
 CONFIGS = {
-    # Windows of 2 x the lowest RTT (0.2 s) instead of at least 1 s: the
-    # server's base latency is 100 ms, as for an MCP tool.  gradient2
-    # with Netflix's rtt_tolerance of 1.5 settles near 1.5 x C
-    # (docs/adaptive-concurrency.md); 1.0 makes it settle near C.
-    "gradient2": AdaptiveLimitConfig(
-        algorithm="gradient2", window_min_time=0.1, gradient2_rtt_tolerance=1
-    ),
-    "vegas": AdaptiveLimitConfig(algorithm="vegas", window_min_time=0.1),
-    "aimd": AdaptiveLimitConfig(algorithm="aimd", window_min_time=0.1),
+    # The defaults, except that gradient2 with Netflix's rtt_tolerance of
+    # 1.5 settles near 1.5 x C (docs/adaptive-concurrency.md): 1.0 makes
+    # it settle near C.
+    "gradient2": AdaptiveLimitConfig(gradient2_rtt_tolerance=1),
+    "vegas": AdaptiveLimitConfig(algorithm="vegas"),
+    "aimd": AdaptiveLimitConfig(algorithm="aimd"),
 }
 SCHEDULE = ((0.0, 40), (25.0, 20), (45.0, 40))  # (from, capacity)
 END = 65.0  # seconds

@@ -37,9 +37,12 @@ DEFAULT_VEGAS_SMOOTHING: Final = 1.0  # weight of the new estimate
 DEFAULT_VEGAS_PROBE_MULTIPLIER: Final = 30  # times the limit, in samples
 DEFAULT_AIMD_BACKOFF_RATIO: Final = 0.9  # multiplier on a drop
 DEFAULT_AIMD_TIMEOUT: Final = 5.0  # seconds; a slower call is a drop
-# WindowedLimit's defaults.
+# WindowedLimit's defaults, but for the shortest window: Netflix's is 1 s,
+# ours 100 ms (the least Netflix allows), so that a window is twice the
+# lowest RTT for calls of 50 to 500 ms, and the limit moves several times
+# a second: within 10 s of a change in the server (issue 13, item 2).
 DEFAULT_WINDOW_SIZE: Final = 10  # samples at least per window
-DEFAULT_WINDOW_MIN_TIME: Final = 1.0  # seconds
+DEFAULT_WINDOW_MIN_TIME: Final = 0.1  # seconds
 DEFAULT_WINDOW_MAX_TIME: Final = 1.0  # seconds
 DEFAULT_WINDOW_MIN_RTT: Final = 100e-6  # seconds; faster calls are ignored
 
@@ -84,7 +87,9 @@ class AdaptiveLimitConfig:
     How an adaptive bulkhead finds its limit: the algorithm and its knobs.
 
     Pass it as ``BulkheadConfig(adaptive=...)``.  The defaults are those
-    of Netflix's concurrency-limits; each algorithm reads only its own
+    of Netflix's concurrency-limits, but for the limits (the issue's) and
+    ``window_min_time`` (100 ms, not 1 s, so that the limit follows the
+    server within seconds); each algorithm reads only its own
     ``gradient2_*``, ``vegas_*`` or ``aimd_*`` fields.
 
     >>> AdaptiveLimitConfig(algorithm="vegas", max_limit=50).max_limit
@@ -185,8 +190,8 @@ class AdaptiveLimitConfig:
     window_min_time: float = attrs.field(
         default=DEFAULT_WINDOW_MIN_TIME, converter=to_seconds
     )
-    """Seconds a window lasts at least (twice its lowest RTT, within the
-    bounds)."""
+    """Seconds a window lasts at least; a window lasts twice its lowest
+    RTT, within this and ``window_max_time``."""
 
     window_max_time: float = attrs.field(
         default=DEFAULT_WINDOW_MAX_TIME, converter=to_seconds
