@@ -19,6 +19,8 @@ import httpx2
 import pytest
 import trio
 
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from resilient_mcp import (
@@ -301,6 +303,44 @@ def test_aimd_stays_within_min_and_max():
     downs = [a.on_sample(float(i), 0.1, 4, True) for i in range(3)]
 
     assert ([4, 4, 4], [3, 3, 3]) == (ups, downs)
+
+
+SAMPLES = st.lists(
+    st.tuples(
+        st.floats(0.0, 100.0),  # rtt
+        st.integers(0, 500),  # in flight
+        st.booleans(),  # dropped
+    ),
+    max_size=200,
+)
+
+
+@given(
+    algorithm=st.sampled_from(["gradient2", "vegas", "aimd"]),
+    bounds=st.tuples(
+        st.integers(1, 50), st.integers(0, 50), st.integers(0, 50)
+    ),
+    windowed=st.booleans(),
+    samples=SAMPLES,
+)
+def test_limit_stays_within_min_and_max(algorithm, bounds, windowed, samples):
+    """Whatever the samples, every limit is in [min_limit, max_limit]."""
+    low, up, more = bounds
+    config = AdaptiveLimitConfig(
+        algorithm=algorithm,
+        min_limit=low,
+        initial_limit=low + up,
+        max_limit=low + up + more,
+        window_size=10 if windowed else None,
+    )
+    limiter = new_algorithm(config, random.Random(0))
+
+    limits = [
+        limiter.on_sample(0.1 * i, rtt, inflight, dropped)
+        for i, (rtt, inflight, dropped) in enumerate(samples)
+    ]
+
+    assert all(low <= limit <= low + up + more for limit in limits)
 
 
 def test_window_feeds_one_aggregate_sample():
