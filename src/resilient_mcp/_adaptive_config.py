@@ -95,7 +95,7 @@ class AdaptiveLimitConfig:
     >>> AdaptiveLimitConfig(algorithm="vegas", max_limit=50).max_limit
     50
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     algorithm: Algorithm = attrs.field(default="gradient2")

@@ -77,7 +77,7 @@ class BulkheadMetrics:
     """The slots now: ``max_concurrent_requests``, or for an adaptive
     bulkhead the limit its algorithm set last.
 
-    .. versionadded:: 0.2.0"""
+    .. versionadded:: 0.1.0"""
     queue_size: int
     """The configured number of waiting places."""
     active_requests: int
@@ -195,7 +195,7 @@ class Bulkhead(PolicyBase):
         """
         The slots now: fixed, or the adaptive limit's latest value.
 
-        .. versionadded:: 0.2.0
+        .. versionadded:: 0.1.0
         """
         adaptive = self._adaptive
         return (

@@ -407,7 +407,7 @@ class BulkheadConfig:
     the measured latency (``max_concurrent_requests`` is then unused), or
     ``None`` for a fixed limit.
 
-    .. versionadded:: 0.2.0
+    .. versionadded:: 0.1.0
     """
 
     @adaptive.validator
