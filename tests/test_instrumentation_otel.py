@@ -441,7 +441,9 @@ def test_instrument_kinds_follow_the_families(run):
         wait = metrics["resilient_mcp.bulkhead.queue_wait"]
         assert "s" == wait.unit
         assert not hasattr(wait.data, "is_monotonic")  # a gauge
-        assert 20 == len(metrics)  # no failure rate, no request latency
+        limit = metrics["resilient_mcp.bulkhead.limit"]
+        assert ("{request}", False) == (limit.unit, limit.data.is_monotonic)
+        assert 21 == len(metrics)  # no failure rate, no request latency
         provider.shutdown()
 
     run(scenario)

@@ -18,6 +18,7 @@ import logging
 
 from typing import TYPE_CHECKING
 
+from ._adaptive_config import AdaptiveLimitConfig
 from ._breaker import (
     CircuitBreaker,
     CircuitBreakerMetrics,
@@ -69,6 +70,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 __all__ = [
+    "AdaptiveLimitConfig",
     "AdaptiveThrottle",
     "Bulkhead",
     "BulkheadConfig",

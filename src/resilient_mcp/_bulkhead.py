@@ -38,6 +38,7 @@ from anyio.streams.memory import (
     MemoryObjectSendStream,
 )
 
+from ._adaptive_limit import AdaptiveLimit, Permit
 from ._config import BulkheadConfig
 from ._engine import Plan
 from ._errors import BulkheadError, CallTimeout
@@ -72,6 +73,11 @@ class BulkheadMetrics:
     """The bulkhead's name (its ``resource_name``)."""
     max_concurrent_requests: int
     """The configured number of slots."""
+    limit: int
+    """The slots now: ``max_concurrent_requests``, or for an adaptive
+    bulkhead the limit its algorithm set last.
+
+    .. versionadded:: 0.1.0"""
     queue_size: int
     """The configured number of waiting places."""
     active_requests: int
@@ -121,6 +127,8 @@ class Bulkhead(PolicyBase):
     ``max_concurrent_requests`` calls run at once, at most ``queue_size``
     more wait, and any further call is rejected at once with
     :class:`BulkheadError`.
+    With ``BulkheadConfig(adaptive=...)`` the number of slots follows the
+    measured latency instead (:class:`AdaptiveLimitConfig`).
 
     >>> tools = Bulkhead(BulkheadConfig(name="tools"))
     >>> # result = await tools.call(session.call_tool, "echo", {"x": 1})
@@ -139,6 +147,8 @@ class Bulkhead(PolicyBase):
     # when an idle bulkhead is used on the other backend.
     _limiter: Any = attrs.field(init=False, default=None)
     _limiter_on_trio: bool = attrs.field(init=False, default=False)
+    # BulkheadConfig.adaptive's algorithm, fed by leave().
+    _adaptive: AdaptiveLimit | None = attrs.field(init=False, default=None)
     _queue_in: MemoryObjectSendStream[None] = attrs.field(init=False)
     _queue_out: MemoryObjectReceiveStream[None] = attrs.field(init=False)
     # The plans of call() and call_nowait(), made on first use.
@@ -159,6 +169,8 @@ class Bulkhead(PolicyBase):
 
     def __attrs_post_init__(self) -> None:
         config = self.config
+        if config.adaptive is not None:
+            self._adaptive = AdaptiveLimit(config.adaptive)
         self._queue_in, self._queue_out = anyio.create_memory_object_stream[
             None
         ](config.queue_size)
@@ -169,7 +181,7 @@ class Bulkhead(PolicyBase):
     def __repr__(self) -> str:
         return (
             f"<Bulkhead {self.config.name!r}: {self._active}/"
-            f"{self.config.max_concurrent_requests} active, {self._queued}/"
+            f"{self.limit} active, {self._queued}/"
             f"{self.config.queue_size} queued, {self._rejected} rejected>"
         )
 
@@ -177,6 +189,20 @@ class Bulkhead(PolicyBase):
     def name(self) -> str:
         """The bulkhead's name."""
         return self.config.name
+
+    @property
+    def limit(self) -> int:
+        """
+        The slots now: fixed, or the adaptive limit's latest value.
+
+        .. versionadded:: 0.1.0
+        """
+        adaptive = self._adaptive
+        return (
+            self.config.max_concurrent_requests
+            if adaptive is None
+            else adaptive.limit
+        )
 
     @property
     def where(self) -> str:
@@ -243,7 +269,10 @@ class Bulkhead(PolicyBase):
         Raises:
             trio.WouldBlock: No slot is free: :meth:`enter` queues.
         """
-        borrower = object()
+        adaptive = self._adaptive
+        borrower = (
+            object() if adaptive is None else Permit(now, self._active + 1)
+        )
         limiter = self._limiter
         if limiter is None or self._limiter_on_trio is not on_trio():
             limiter = self._make_limiter()
@@ -277,7 +306,7 @@ class Bulkhead(PolicyBase):
                 raise
             raise self.refuse(queue_full=True)
         self._queued += 1
-        borrower = object()
+        borrower = object() if self._adaptive is None else Permit(now, 0)
         timeout = self.config.request_timeout
         # No scope at all without a deadline: each costs memory per waiter.
         scope: Any = (
@@ -299,6 +328,9 @@ class Bulkhead(PolicyBase):
             self._wait_sum += waited
             self._wait_hist.record(waited)
             self._active += 1
+            if type(borrower) is Permit:  # it starts running now
+                borrower.started = now + waited
+                borrower.inflight = self._active
             return borrower
         # Only our own deadline gets here: an outer cancellation propagates.
         assert timeout is not None  # noqa: S101
@@ -313,6 +345,13 @@ class Bulkhead(PolicyBase):
         error: BaseException | None,
     ) -> None:
         """Give back the slot *permit* holds, however the call ended."""
+        adaptive = self._adaptive
+        if adaptive is not None:
+            # A new limit first, so that the release wakes no call that
+            # a smaller limit would keep waiting.
+            limit = adaptive.sample(permit, now, error)
+            if limit is not None:
+                self._limiter.total_tokens = limit
         self._active -= 1
         self._completed += 1
         self._limiter.release_on_behalf_of(permit)
@@ -357,7 +396,7 @@ class Bulkhead(PolicyBase):
                 "each event loop its own bulkhead"
             )
         self._limiter_on_trio = on_trio()
-        self._limiter = new_limiter(self.config.max_concurrent_requests)
+        self._limiter = new_limiter(self.limit)
         return self._limiter
 
     def _flushed_wait_histogram(self) -> LatencyHistogram:
@@ -396,6 +435,7 @@ class Bulkhead(PolicyBase):
         return BulkheadMetrics(
             name=self.config.name,
             max_concurrent_requests=self.config.max_concurrent_requests,
+            limit=self.limit,
             queue_size=self.config.queue_size,
             active_requests=self._active,
             queued_requests=self._queued,

@@ -14,12 +14,15 @@ import math
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
 from ._errors import ResilienceError
 
+
+if TYPE_CHECKING:
+    from ._adaptive_config import AdaptiveLimitConfig
 
 DEFAULT_FAILURE_THRESHOLD: Final = 5  # failures
 DEFAULT_RECOVERY_TIMEOUT: Final = 60.0  # seconds
@@ -397,6 +400,25 @@ class BulkheadConfig:
     """
     Seconds a call may spend waiting for a slot plus running, or ``None``.
     """
+
+    adaptive: AdaptiveLimitConfig | None = attrs.field(default=None)
+    """
+    An :class:`~resilient_mcp.AdaptiveLimitConfig` to let the limit follow
+    the measured latency (``max_concurrent_requests`` is then unused), or
+    ``None`` for a fixed limit.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @adaptive.validator
+    def _check_adaptive(
+        self, attribute: attrs.Attribute[Any], value: Any
+    ) -> None:
+        # Imported here: _adaptive_config builds on this module's helpers.
+        from ._adaptive_config import AdaptiveLimitConfig  # noqa: PLC0415
+
+        if value is not None and not isinstance(value, AdaptiveLimitConfig):
+            _fail(self, attribute, "an AdaptiveLimitConfig or None", value)
 
     @name.validator
     def _check_name(self, attribute: attrs.Attribute[Any], value: Any) -> None:

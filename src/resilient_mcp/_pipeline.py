@@ -4,7 +4,7 @@ The composition of the policies, and the only place that sets their order.
 A call goes through the throttle, the rate limiter, the bulkhead, then
 the retry loop, then the circuit breaker, then the timeout:
 
-    throttling( rate_limit( bulkhead( retry( breaker( timeout( operation ) ) ) ) ) )
+    throttling( rate_limit( bulkhead( retry( breaker( timeout( op ) ) ) ) ) )
 
 * The throttle is outermost: a call it drops takes no rate-limit turn and
   no bulkhead slot, and it judges the call by its final outcome, after the
@@ -32,133 +32,44 @@ here.
 
 from __future__ import annotations
 
-import enum
-
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 from typing import Any, Final, TypeVar, final
 
 import attrs
 
 from . import _hooks
-from ._breaker import CircuitBreaker, CircuitBreakerMetrics
-from ._bulkhead import Bulkhead, BulkheadMetrics
+from ._breaker import CircuitBreaker
+from ._bulkhead import Bulkhead
 from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
 from ._engine import Plan
-from ._errors import (
-    BulkheadError,
-    CircuitBreakerError,
-    RateLimitedError,
-    ThrottledError,
+from ._metrics import LatencyRecorder
+from ._outcomes import (
+    FAILURE_OUTCOMES,
+    Outcome,
+    PipelineMetrics,
+    classify_rejection,
 )
-from ._metrics import LatencyRecorder, LatencySnapshot
 from ._policy import Policy
-from ._rate_limiter import RateLimiter, RateLimiterConfig, RateLimiterMetrics
-from ._retry import RetryManager, RetryMetrics
+from ._rate_limiter import RateLimiter, RateLimiterConfig
+from ._retry import RetryManager
 from ._retry_budget import (
     BudgetedRetry,
     RetryBudget,
     RetryBudgetConfig,
-    RetryBudgetMetrics,
     refused_by_budget,
 )
-from ._throttling import AdaptiveThrottle, ThrottlingConfig, ThrottlingMetrics
+from ._throttling import AdaptiveThrottle, ThrottlingConfig
 from ._timeouts import Timeout, current_time
 
 
 T = TypeVar("T")
 
 
-class Outcome(enum.Enum):
-    """
-    How a call through a pipeline ended; each call has exactly one.
-
-    .. versionadded:: 0.1.0
-    """
-
-    SUCCESS = "success"
-    """The operation returned."""
-    CIRCUIT_OPEN = "circuit_open"
-    """Rejected by an open circuit (fast fail)."""
-    BULKHEAD_FULL = "bulkhead_full"
-    """Rejected by a full bulkhead."""
-    TIMEOUT = "timeout"
-    """Ended by a timeout (the last attempt's, or the bulkhead's)."""
-    RETRIES_EXHAUSTED = "retries_exhausted"
-    """A retryable error that outlasted the attempts or the time budget."""
-    ERROR = "error"
-    """Any other error (not retryable, or no retry configured)."""
-    RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
-    """
-    The retry budget refused a retry: the last error (of any kind, a
-    timeout included) propagated, with a note saying so.
-    """
-    RATE_LIMITED = "rate_limited"
-    """Rejected by the rate limiter (its turn was beyond ``max_wait``)."""
-    THROTTLED = "throttled"
-    """Dropped locally by the adaptive throttle."""
-    CANCELLED = "cancelled"
-    """The caller was cancelled: neither a success nor a failure."""
-
-
 _OUTCOMES: Final = tuple(Outcome)
 _INDEX: Final = {outcome: i for i, outcome in enumerate(_OUTCOMES)}
 _SUCCESS: Final = _INDEX[Outcome.SUCCESS]
 _CANCELLED: Final = _INDEX[Outcome.CANCELLED]
-
-FAILURE_OUTCOMES: Final = tuple(
-    o for o in Outcome if o not in (Outcome.SUCCESS, Outcome.CANCELLED)
-)
-"""The failure outcomes, in declaration order."""
-
-
-@attrs.frozen(kw_only=True)
-class PipelineMetrics:
-    """
-    A snapshot of a pipeline's counters and of its policies' metrics.
-
-    ``total_requests == successful_requests + failed_requests +
-    cancelled_requests``, and ``failed_requests`` is the sum of
-    ``outcomes`` over the failure kinds.
-
-    .. versionadded:: 0.1.0
-    """
-
-    name: str
-    """The pipeline's name."""
-    total_requests: int
-    """Calls that ended."""
-    successful_requests: int
-    """Calls that returned."""
-    failed_requests: int
-    """Calls that raised (every kind of failure)."""
-    cancelled_requests: int
-    """Calls whose caller was cancelled."""
-    retried_requests: int
-    """Calls that needed at least one retry."""
-    circuit_breaker_trips: int
-    """Times the circuit opened."""
-    bulkhead_rejections: int
-    """Calls rejected by the bulkhead."""
-    outcomes: Mapping[Outcome, int]
-    """Calls per :class:`Outcome`, every outcome present."""
-    circuit_breaker: CircuitBreakerMetrics | None
-    """The breaker's own metrics, if there is a breaker."""
-    retry: RetryMetrics | None
-    """The retry manager's own metrics, if there is one."""
-    bulkhead: BulkheadMetrics | None
-    """The bulkhead's own metrics, if there is one."""
-    rate_limiter: RateLimiterMetrics | None = None
-    """The rate limiter's own metrics, if there is one."""
-    throttling: ThrottlingMetrics | None = None
-    """The adaptive throttle's own metrics, if there is one."""
-    latency: LatencySnapshot | None
-    """
-    Latency of every call that ended (all outcomes, from entering the
-    pipeline to leaving it), if the pipeline records to a recorder.
-    """
-    retry_budget: RetryBudgetMetrics | None = None
-    """The retry budget's own metrics, if there is one."""
 
 
 _UNSET: Any = object()
@@ -477,16 +388,9 @@ class ResiliencePipeline:
     def _classify(self, exc: Exception) -> Outcome:
         if self.retry_budget is not None and refused_by_budget(exc):
             return Outcome.RETRY_BUDGET_EXHAUSTED
-        if isinstance(exc, CircuitBreakerError):
-            return Outcome.CIRCUIT_OPEN
-        if isinstance(exc, BulkheadError):
-            return Outcome.BULKHEAD_FULL
-        if isinstance(exc, RateLimitedError):
-            return Outcome.RATE_LIMITED
-        if isinstance(exc, ThrottledError):
-            return Outcome.THROTTLED
-        if isinstance(exc, TimeoutError):
-            return Outcome.TIMEOUT
+        rejected = classify_rejection(exc)
+        if rejected is not None:
+            return rejected
         # A retryable error only escapes the retry loop once the attempts
         # or the time budget are spent.
         retry = self.retry

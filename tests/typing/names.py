@@ -16,7 +16,10 @@ from typing import Any, assert_type
 import anyio
 
 from resilient_mcp import (
+    AdaptiveLimitConfig,
     AdaptiveThrottle,
+    Bulkhead,
+    BulkheadConfig,
     BulkheadError,
     CallTimeout,
     CircuitBreakerError,
@@ -166,3 +169,13 @@ async def throttling() -> ThrottlingMetrics:
     assert_type(metrics.rejection_probability, float)
     assert_type(metrics.requests, int)
     return metrics
+
+
+def adaptive() -> int:
+    config = AdaptiveLimitConfig(
+        algorithm="vegas", gradient2_queue_size=lambda limit: limit // 10
+    )
+    AdaptiveLimitConfig(algorithm="cubic")  # type: ignore[arg-type]
+    bulkhead = Bulkhead(BulkheadConfig(adaptive=config))
+    assert_type(bulkhead.limit, int)
+    return bulkhead.metrics().limit

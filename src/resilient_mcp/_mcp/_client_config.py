@@ -276,8 +276,14 @@ class ResilientClientConfig:
         and completions and a "bulk" one (50, 200, 60 s) for resources
         and prompts.  Keyword arguments override fields.
         """
-        critical = {"max_concurrent_requests": 20, "queue_size": 100}
-        bulk = {"max_concurrent_requests": 50, "queue_size": 200}
+        critical: dict[str, Any] = {
+            "max_concurrent_requests": 20,
+            "queue_size": 100,
+        }
+        bulk: dict[str, Any] = {
+            "max_concurrent_requests": 50,
+            "queue_size": 200,
+        }
         settings: dict[str, Any] = {
             "circuit_breaker": CircuitBreakerConfig(
                 failure_threshold=3,

@@ -12,77 +12,26 @@ copies.
 
 from __future__ import annotations
 
-import enum
-
 from typing import TYPE_CHECKING, Final
-
-import attrs
 
 from .._breaker import CircuitState
 from ._distribution import Distribution
+from ._families_overload import OVERLOAD_SPECS, add_overload_samples
+from ._spec import Family, Kind, Sample, Spec
 
 
 if TYPE_CHECKING:
     from .._breaker import CircuitBreakerMetrics
     from .._bulkhead import BulkheadMetrics
     from .._pipeline import PipelineMetrics
-    from .._rate_limiter import RateLimiterMetrics
     from .._retry import RetryMetrics
-    from .._retry_budget import RetryBudgetMetrics
-    from .._throttling import ThrottlingMetrics
     from ._watch import Reading
-
-
-class Kind(enum.Enum):
-    """The type of a metric family."""
-
-    COUNTER = "counter"
-    """Only goes up (Prometheus adds ``_total``)."""
-    GAUGE = "gauge"
-    """A value now, which may go up and down."""
-    HISTOGRAM = "histogram"
-    """A latency distribution: cumulative buckets, a count and a sum."""
-
-
-@attrs.frozen(kw_only=True)
-class Spec:
-    """One metric family, as both exporters name it."""
-
-    name: str
-    """Prometheus name; counters without their ``_total`` suffix."""
-    kind: Kind
-    """Counter, gauge or histogram."""
-    documentation: str
-    """The ``# HELP`` text, and the OpenTelemetry description."""
-    labels: tuple[str, ...]
-    """Label names (OpenTelemetry attribute keys), ``le`` aside."""
-    otel_name: str
-    """The OpenTelemetry instrument name."""
-    otel_unit: str
-    """The OpenTelemetry unit (UCUM)."""
-    additive: bool = False
-    """A gauge whose series may be summed (an OpenTelemetry
-    up-down counter rather than a gauge)."""
-
-
-Value = float | Distribution
-Sample = tuple[tuple[str, ...], Value]
-
-
-@attrs.frozen(kw_only=True)
-class Family:
-    """A spec and its samples at one moment."""
-
-    spec: Spec
-    samples: tuple[Sample, ...]
 
 
 _B: Final = ("breaker",)
 _H: Final = ("bulkhead",)
 _R: Final = ("retry",)
 _O: Final = ("operation",)
-_RB: Final = ("budget",)
-_L: Final = ("rate_limiter",)
 
 BREAKER_STATE: Final = Spec(
     name="resilient_mcp_circuit_breaker_state",
@@ -163,6 +112,18 @@ BULKHEAD_MAX_CONCURRENT: Final = Spec(
     documentation="Calls the bulkhead lets run at once (its slots).",
     labels=_H,
     otel_name="resilient_mcp.bulkhead.max_concurrent_requests",
+    otel_unit="{request}",
+    additive=True,
+)
+BULKHEAD_LIMIT: Final = Spec(
+    name="resilient_mcp_bulkhead_limit",
+    kind=Kind.GAUGE,
+    documentation=(
+        "Calls the bulkhead lets run at once now: max_concurrent_requests, "
+        "or an adaptive bulkhead's current limit."
+    ),
+    labels=_H,
+    otel_name="resilient_mcp.bulkhead.limit",
     otel_unit="{request}",
     additive=True,
 )
@@ -289,108 +250,6 @@ RETRY_FAILURES: Final = Spec(
     otel_name="resilient_mcp.retry.failures",
     otel_unit="{call}",
 )
-RETRY_BUDGET_CALLS: Final = Spec(
-    name="resilient_mcp_retry_budget_calls",
-    kind=Kind.COUNTER,
-    documentation="Calls that deposited into the retry budget.",
-    labels=_RB,
-    otel_name="resilient_mcp.retry_budget.calls",
-    otel_unit="{call}",
-)
-RETRY_BUDGET_RETRIES: Final = Spec(
-    name="resilient_mcp_retry_budget_retries",
-    kind=Kind.COUNTER,
-    documentation="Retries the retry budget allowed and that were made.",
-    labels=_RB,
-    otel_name="resilient_mcp.retry_budget.retries",
-    otel_unit="{attempt}",
-)
-RETRY_BUDGET_REJECTED: Final = Spec(
-    name="resilient_mcp_retry_budget_rejected_retries",
-    kind=Kind.COUNTER,
-    documentation=(
-        "Retries the retry budget refused (their calls ended with their "
-        "last error)."
-    ),
-    labels=_RB,
-    otel_name="resilient_mcp.retry_budget.rejected_retries",
-    otel_unit="{attempt}",
-)
-RETRY_BUDGET_BALANCE: Final = Spec(
-    name="resilient_mcp_retry_budget_balance",
-    kind=Kind.GAUGE,
-    documentation=(
-        "Retries the retry budget would allow at once, as of its last "
-        "call or retry."
-    ),
-    labels=_RB,
-    otel_name="resilient_mcp.retry_budget.balance",
-    otel_unit="{attempt}",
-)
-RATE_LIMITER_CALLS: Final = Spec(
-    name="resilient_mcp_rate_limiter_calls",
-    kind=Kind.COUNTER,
-    documentation=(
-        "Calls that came to the rate limiter, by result: admitted (at once "
-        "or after waiting), rejected (RateLimitedError), cancelled."
-    ),
-    labels=(*_L, "result"),
-    otel_name="resilient_mcp.rate_limiter.calls",
-    otel_unit="{call}",
-)
-RATE_LIMITER_DELAYED: Final = Spec(
-    name="resilient_mcp_rate_limiter_delayed",
-    kind=Kind.COUNTER,
-    documentation="Admitted calls that waited for their turn first.",
-    labels=_L,
-    otel_name="resilient_mcp.rate_limiter.delayed",
-    otel_unit="{call}",
-)
-RATE_LIMITER_WAITING: Final = Spec(
-    name="resilient_mcp_rate_limiter_waiting",
-    kind=Kind.GAUGE,
-    documentation="Calls waiting for their turn now.",
-    labels=_L,
-    otel_name="resilient_mcp.rate_limiter.waiting",
-    otel_unit="{call}",
-    additive=True,
-)
-
-
-def _throttling(suffix: str, kind: Kind, documentation: str) -> Spec:
-    """A family of the adaptive throttles (label ``throttle``)."""
-    return Spec(
-        name=f"resilient_mcp_throttling_{suffix}",
-        kind=kind,
-        documentation=documentation,
-        labels=("throttle",),
-        otel_name=f"resilient_mcp.throttling.{suffix}",
-        otel_unit="{request}" if kind is Kind.COUNTER else "1",
-    )
-
-
-THROTTLING_REQUESTS: Final = _throttling(
-    "requests",
-    Kind.COUNTER,
-    "Calls that reached the adaptive throttle, those it rejected included.",
-)
-THROTTLING_ACCEPTS: Final = _throttling(
-    "accepts", Kind.COUNTER, "Calls the backend accepted, as counted."
-)
-THROTTLING_THROTTLED: Final = _throttling(
-    "throttled", Kind.COUNTER, "Calls the adaptive throttle rejected locally."
-)
-THROTTLING_CANCELLED: Final = _throttling(
-    "cancelled",
-    Kind.COUNTER,
-    "Calls through the throttle whose caller was cancelled.",
-)
-THROTTLING_PROBABILITY: Final = _throttling(
-    "rejection_probability",
-    Kind.GAUGE,
-    "The probability (0 to 1) that the throttle rejects the next call: "
-    "max(0, (requests - k * accepts) / (requests + 1)) over its window.",
-)
 REQUESTS: Final = Spec(
     name="resilient_mcp_requests",
     kind=Kind.COUNTER,
@@ -438,6 +297,7 @@ SPECS: Final[tuple[Spec, ...]] = (
     BREAKER_FAILURE_RATE,
     BULKHEAD_ACTIVE,
     BULKHEAD_MAX_CONCURRENT,
+    BULKHEAD_LIMIT,
     BULKHEAD_QUEUE_DEPTH,
     BULKHEAD_QUEUE_SIZE,
     BULKHEAD_REJECTED,
@@ -450,18 +310,7 @@ SPECS: Final[tuple[Spec, ...]] = (
     RETRY_RETRIES,
     RETRY_RETRIED_CALLS,
     RETRY_FAILURES,
-    RETRY_BUDGET_CALLS,
-    RETRY_BUDGET_RETRIES,
-    RETRY_BUDGET_REJECTED,
-    RETRY_BUDGET_BALANCE,
-    RATE_LIMITER_CALLS,
-    RATE_LIMITER_DELAYED,
-    RATE_LIMITER_WAITING,
-    THROTTLING_REQUESTS,
-    THROTTLING_ACCEPTS,
-    THROTTLING_THROTTLED,
-    THROTTLING_CANCELLED,
-    THROTTLING_PROBABILITY,
+    *OVERLOAD_SPECS,
     REQUESTS,
     REQUEST_DURATION,
     TOOL_DURATION,
@@ -484,12 +333,7 @@ def build_families(reading: Reading) -> list[Family]:
         _bulkhead(out, bulkhead)
     for _, retry in reading.retries:
         _retry(out, retry)
-    for _, budget in reading.retry_budgets:
-        _retry_budget(out, budget)
-    for _, limiter in reading.rate_limiters:
-        _rate_limiter(out, limiter)
-    for _, throttle in reading.throttles:
-        _throttle(out, throttle)
+    add_overload_samples(out, reading)
     for _, pipeline in reading.pipelines:
         _pipeline(out, pipeline)
     for name, histogram in reading.bulkhead_waits:
@@ -528,6 +372,7 @@ def _bulkhead(out: dict[Spec, list[Sample]], m: BulkheadMetrics) -> None:
     name = (m.name,)
     out[BULKHEAD_ACTIVE].append((name, m.active_requests))
     out[BULKHEAD_MAX_CONCURRENT].append((name, m.max_concurrent_requests))
+    out[BULKHEAD_LIMIT].append((name, m.limit))
     out[BULKHEAD_QUEUE_DEPTH].append((name, m.queued_requests))
     out[BULKHEAD_QUEUE_SIZE].append((name, m.queue_size))
     out[BULKHEAD_REJECTED].append((name, m.rejected_requests))
@@ -552,36 +397,6 @@ def _retry(out: dict[Spec, list[Sample]], m: RetryMetrics) -> None:
     failures.append(
         ((name, "retry_budget_exhausted"), m.retry_budget_exhausted_calls)
     )
-
-
-def _retry_budget(
-    out: dict[Spec, list[Sample]], m: RetryBudgetMetrics
-) -> None:
-    name = (m.name,)
-    out[RETRY_BUDGET_CALLS].append((name, m.calls))
-    out[RETRY_BUDGET_RETRIES].append((name, m.retries))
-    out[RETRY_BUDGET_REJECTED].append((name, m.rejected_retries))
-    out[RETRY_BUDGET_BALANCE].append((name, m.balance))
-
-
-def _rate_limiter(
-    out: dict[Spec, list[Sample]], m: RateLimiterMetrics
-) -> None:
-    calls = out[RATE_LIMITER_CALLS]
-    calls.append(((m.name, "admitted"), m.admitted))
-    calls.append(((m.name, "rejected"), m.rejected))
-    calls.append(((m.name, "cancelled"), m.cancelled))
-    out[RATE_LIMITER_DELAYED].append(((m.name,), m.delayed))
-    out[RATE_LIMITER_WAITING].append(((m.name,), m.waiting))
-
-
-def _throttle(out: dict[Spec, list[Sample]], m: ThrottlingMetrics) -> None:
-    name = (m.name,)
-    out[THROTTLING_REQUESTS].append((name, m.total_requests))
-    out[THROTTLING_ACCEPTS].append((name, m.total_accepts))
-    out[THROTTLING_THROTTLED].append((name, m.throttled))
-    out[THROTTLING_CANCELLED].append((name, m.cancelled))
-    out[THROTTLING_PROBABILITY].append((name, m.rejection_probability))
 
 
 def _pipeline(out: dict[Spec, list[Sample]], m: PipelineMetrics) -> None:

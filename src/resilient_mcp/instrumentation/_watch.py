@@ -456,6 +456,7 @@ class Watchlist:
     def _all_limiters(self) -> list[Any]:
         found: list[Any] = list(self._limiters)
         found += [p.rate_limit for p in list(self._pipelines)]
+        return found
 
     def _all_throttles(self) -> list[Any]:
         found: list[Any] = list(self._throttles)
