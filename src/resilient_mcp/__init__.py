@@ -52,7 +52,8 @@ from ._metrics import (
     LatencyRecorderMetrics,
     LatencySnapshot,
 )
-from ._pipeline import Outcome, PipelineMetrics, ResiliencePipeline
+from ._outcomes import Outcome, PipelineMetrics
+from ._pipeline import ResiliencePipeline
 from ._policy import Policy, PolicyBase
 from ._rate_limiter import RateLimiter, RateLimiterConfig, RateLimiterMetrics
 from ._retry import RetryManager, RetryMetrics

@@ -24,7 +24,7 @@ import attrs
 from .._breaker import CircuitBreaker, CircuitState
 from .._config import CircuitBreakerConfig
 from .._mcp import ResilientClientConfig, ResilientMCPClient, ServerSource
-from .._pipeline import Outcome
+from .._outcomes import Outcome
 from .._timeouts import current_time
 from ._report import NOT_REJECTIONS, LoadReport
 from ._schedule import LoadPlan, Tally, Timeline, run_open_loop

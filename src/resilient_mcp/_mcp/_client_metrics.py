@@ -17,7 +17,8 @@ from .._breaker import CircuitBreaker, CircuitBreakerMetrics
 from .._bulkhead import Bulkhead, BulkheadMetrics
 from .._metrics import LatencyRecorder, LatencySnapshot
 from .._metrics._values import EMPTY_SNAPSHOT
-from .._pipeline import FAILURE_OUTCOMES, Outcome, ResiliencePipeline
+from .._outcomes import FAILURE_OUTCOMES, Outcome
+from .._pipeline import ResiliencePipeline
 from .._retry import RetryManager
 from ._session_types import SessionMetrics
 from ._tool_call import ToolCalls

@@ -23,7 +23,7 @@ from ._spec import Family, Kind, Sample, Spec
 if TYPE_CHECKING:
     from .._breaker import CircuitBreakerMetrics
     from .._bulkhead import BulkheadMetrics
-    from .._pipeline import PipelineMetrics
+    from .._outcomes import PipelineMetrics
     from .._retry import RetryMetrics
     from ._watch import Reading
 

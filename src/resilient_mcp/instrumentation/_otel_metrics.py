@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, final
 import attrs
 
 from ._distribution import Distribution
-from ._families import SPECS, Family, Kind, Spec, build_families
+from ._families import SPECS, build_families
 from ._otel import INSTRUMENTATION_NAME, _version
+from ._spec import Family, Kind, Spec
 from ._watch import Watchlist
 
 

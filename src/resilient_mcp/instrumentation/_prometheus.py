@@ -28,7 +28,8 @@ from ._distribution import (
     check_buckets,
     to_buckets,
 )
-from ._families import SPECS, Family, Kind, Spec, build_families
+from ._families import SPECS, build_families
+from ._spec import Family, Kind, Spec
 from ._watch import Watchlist
 
 

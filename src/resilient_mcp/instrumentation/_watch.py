@@ -40,7 +40,8 @@ from ._loop import (
 if TYPE_CHECKING:
     from .._breaker import CircuitBreaker, CircuitBreakerMetrics
     from .._bulkhead import Bulkhead, BulkheadMetrics
-    from .._pipeline import PipelineMetrics, ResiliencePipeline
+    from .._outcomes import PipelineMetrics
+    from .._pipeline import ResiliencePipeline
     from .._rate_limiter import RateLimiter, RateLimiterMetrics
     from .._retry import RetryManager, RetryMetrics
     from .._retry_budget import RetryBudget, RetryBudgetMetrics
