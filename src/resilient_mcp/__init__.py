@@ -63,6 +63,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 __all__ = [
+    "AuthenticationError",
     "Bulkhead",
     "BulkheadConfig",
     "BulkheadError",
@@ -122,6 +123,7 @@ __all__ = [
 # an error, not an attribute of type ``object``.
 if TYPE_CHECKING:
     from ._mcp import (
+        AuthenticationError,
         InvalidResponseError,
         NotSentError,
         OperationMetrics,
@@ -141,6 +143,7 @@ if TYPE_CHECKING:
 else:
     _MCP_NAMES = frozenset(
         {
+            "AuthenticationError",
             "InvalidResponseError",
             "NotSentError",
             "OperationMetrics",

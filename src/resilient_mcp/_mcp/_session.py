@@ -15,6 +15,7 @@ The task's side (connecting, losing sessions, the backoff) is
 
 from __future__ import annotations
 
+import copy
 import math
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -33,6 +34,7 @@ from .._timeouts import (
     current_time,
     deadline_scope,
 )
+from .._errors import PermanentError
 from ._config import SessionConfig
 from ._errors import (
     NotSentError,
@@ -141,16 +143,14 @@ class SessionSupervisor(SessionOwner):
 
         Waits for a connection when none exists and none failed recently
         (connecting on demand); translates the SDK's errors (see
-        :mod:`resilient_mcp._mcp._errors`, which also recovers HTTP
-        statuses); and reports a dead session so that it is replaced.
+        :mod:`resilient_mcp._mcp._errors`; HTTP statuses recovered);
+        and reports a dead session so that it is replaced.
 
         Args:
-            operation: An async callable taking the ``mcp.Client``; it may
-                make several SDK calls.
+            operation: An async callable taking the ``mcp.Client``.
 
         Returns:
-            What *operation* returned (an ``is_error`` tool result
-            included: that is an answer, not an error).
+            What *operation* returned (an ``is_error`` tool result too).
 
         Raises:
             NotSentError: No session: the last attempt failed, or the
@@ -161,7 +161,8 @@ class SessionSupervisor(SessionOwner):
             InvalidResponseError: The server's answer did not match the
                 request's result type, or the tool's output schema.
             PermanentError: The request itself was wrong (``-32602``,
-                ``-32601``, ...), or an HTTP 4xx.
+                ``-32601``, ...), or an HTTP 4xx.  Its subclass
+                AuthenticationError: the server refused our credentials.
             SessionClosedError: The supervisor is closed.
             Exception: Anything else *operation* raised, unchanged.
         """
@@ -197,8 +198,8 @@ class SessionSupervisor(SessionOwner):
                 session = await self._obtain(patient=False)
             else:
                 obtained: SessionHandle | None = None
-                with deadline_scope(deadline):
-                    obtained = await self._obtain(patient=False)
+                with deadline_scope(deadline) as scope:
+                    obtained = await self._obtain(patient=False, scope=scope)
                 if obtained is None:
                     raise DeadlinePassed
                 session = obtained
@@ -206,8 +207,8 @@ class SessionSupervisor(SessionOwner):
         if not session.in_process:
             if deadline == math.inf:
                 return await session.call(operation)
-            with deadline_scope(deadline):
-                return await session.call(operation)
+            with deadline_scope(deadline) as scope:
+                return await session.call(operation, scope)
             raise DeadlinePassed
         # The in-process client runs the server's handler in our task and
         # does not fail it when the session ends; the supervisor cancels it
@@ -331,11 +332,7 @@ class SessionSupervisor(SessionOwner):
     def report_lost(
         self, generation: int, cause: BaseException | None = None
     ) -> None:
-        """
-        Tell the supervisor that session *generation* is dead.
-
-        Ignored when that session is no longer the live one.
-        """
+        """Report session *generation* dead (ignored unless it is live)."""
         session = self._session
         if session is not None and session.generation == generation:
             session.report(cause)
@@ -406,11 +403,14 @@ class SessionSupervisor(SessionOwner):
             last_error=schedule.last_error,
         )
 
-    async def _obtain(self, *, patient: bool) -> SessionHandle:
+    async def _obtain(
+        self, *, patient: bool, scope: object = None
+    ) -> SessionHandle:
         await checkpoint()  # a checkpoint even on the fast path
         schedule = self._schedule
         failures = schedule.failures
         registered = False
+        clock = None
         try:
             while True:
                 self._check_open()
@@ -419,6 +419,8 @@ class SessionSupervisor(SessionOwner):
                     return session
                 if schedule.failures != failures:
                     cause = schedule.failure
+                    if isinstance(cause, PermanentError):  # a refused login
+                        raise copy.copy(cause) from cause.__cause__
                     raise NotSentError(
                         f"{self.name}: could not connect to the MCP server: "
                         f"{cause!r}",
@@ -433,11 +435,15 @@ class SessionSupervisor(SessionOwner):
                     registered = True
                     self._demand += 1
                     self._notify()
+                if scope is not None:
+                    clock = self._follow_clock(scope, clock)
                 changed = self._changed
                 await changed.wait()
         finally:
             if registered:
                 self._demand -= 1
+            if clock is not None:
+                clock.discard(scope)
 
 
 @asynccontextmanager

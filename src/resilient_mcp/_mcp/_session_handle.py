@@ -28,6 +28,7 @@ from ._errors import (
     translate_runtime_error,
     translate_validation_error,
 )
+from ._auth import OffClock, auth_error
 from ._http import close_box, open_box
 from ._session_types import LiveSession
 
@@ -85,9 +86,19 @@ class SessionHandle:
         for scope in self.calls:
             scope.cancel()
 
-    async def call(self, operation: Callable[[Client], Awaitable[T]]) -> T:
+    async def call(
+        self,
+        operation: Callable[[Client], Awaitable[T]],
+        scope: object = None,
+    ) -> T:
         """
         ``await operation(client)``, the SDK's errors translated.
+
+        Args:
+            operation: As :meth:`SessionSupervisor.call`.
+            scope: The cancel scope of the call's deadline, if any: a
+                person logging in during the call stops it (see
+                :mod:`._auth`).
 
         Raises:
             Exception: As :meth:`SessionSupervisor.call`.
@@ -96,11 +107,16 @@ class SessionHandle:
         # Only HTTP answers have statuses to collect (no contextvar and no
         # box on the other transports' per-call path).
         box, token = open_box() if self.http_statuses else (None, None)
+        if box is not None and scope is not None:
+            box.clock = OffClock(scope)
         try:
             return await operation(client)
         except MCPError as exc:
             if is_session_fatal(exc):
                 self.report(exc)
+            refused = auth_error(exc, box) if box is not None else None
+            if refused is not None:
+                raise refused from exc
             error = translate_mcp_error(
                 exc,
                 status_code=None if box is None else box.status_code,

@@ -1,0 +1,455 @@
+"""
+OAuth-protected MCP servers: a failed login is not an outage (issue 15).
+
+The server is the SDK's ``MCPServer`` behind a bearer check, next to a
+small authorization server of ours (``_oauth_server``), reached in process
+through ``httpx2.ASGITransport`` so that virtual time drives every
+deadline, on trio and on asyncio.  The client logs in with the SDK's own
+``OAuthClientProvider`` (or a static bearer token), passed as
+``SessionConfig.auth``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx2
+import pytest
+
+from mcp.client.auth import OAuthTokenError
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR
+
+from resilient_mcp import (
+    AuthenticationError,
+    CircuitBreakerConfig,
+    CircuitState,
+    PermanentError,
+    ResilientClientConfig,
+    ResilientMCPClient,
+    RetryConfig,
+)
+from resilient_mcp._mcp import NotSentError, ServerError, SessionConfig
+from resilient_mcp._mcp._auth import OffClock, auth_error
+from resilient_mcp._mcp._http import (
+    AUTH_REQUEST,
+    capture_http_errors,
+    record_http_error,
+)
+
+from _oauth_server import (
+    MCP_URL,
+    AuthServer,
+    MemoryStorage,
+    Person,
+    StaticBearer,
+    in_process_client,
+    oauth_provider,
+)
+
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+
+def make_client(
+    server: AuthServer, auth: httpx2.Auth, **session: Any
+) -> ResilientMCPClient:
+    """A client of *server* authenticated by *auth*; fast retries."""
+    config = ResilientClientConfig(
+        retry=RetryConfig(max_attempts=3, initial_delay=0.1, jitter=False),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=3),
+        session=SessionConfig(
+            auth=auth,
+            http_client_factory=lambda: in_process_client(server),
+            reconnect_delay=0.1,
+            reconnect_max_delay=1.0,
+            **session,
+        ),
+    )
+    return ResilientMCPClient(MCP_URL, config=config)
+
+
+def serve(
+    scenario: Callable[[AuthServer], Awaitable[None]], server: AuthServer
+) -> Callable[[], Awaitable[None]]:
+    """*scenario* with *server* running."""
+
+    async def main() -> None:
+        async with server.running():
+            await scenario(server)
+
+    return main
+
+
+async def echo(client: ResilientMCPClient, text: str = "hi") -> str:
+    """Call the echo tool; its text."""
+    result = await client.call_tool("echo", {"text": text})
+    assert not result.is_error, result
+    return str(result.content[0].text)  # type: ignore[union-attr]
+
+
+def test_login_once_then_calls(run: Callable[..., Any]) -> None:
+    """One login at connect serves every later call and reconnect."""
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        async with make_client(server, oauth_provider(person)) as client:
+            assert "a" == await echo(client, "a")
+            await client.supervisor.reconnect()
+            assert "b" == await echo(client, "b")
+
+            assert 1 == len(person.logins)
+            assert 2 == client.metrics().session.connects
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_expiry_refreshes_without_login(run: Callable[..., Any]) -> None:
+    """An expired token is refreshed; the person logs in once only."""
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        async with make_client(server, oauth_provider(person)) as client:
+            for _ in range(3):
+                await echo(client)
+
+            assert 1 == len(person.logins)
+            assert server.counts["token:refresh_token"] >= 3
+            assert 0 == client.metrics().retried_requests
+
+    run(serve(scenario, AuthServer(expires_in=0)))
+
+
+def test_refused_refresh_logs_in_again(run: Callable[..., Any]) -> None:
+    """A refused refresh leads to a new login, and the call succeeds."""
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        async with make_client(server, oauth_provider(person)) as client:
+            server.refresh_status = 400
+            logins = len(person.logins)
+
+            assert "x" == await echo(client, "x")
+            assert logins + 1 == len(person.logins)
+            assert 0 == client.metrics().circuit_breaker.total_failures
+
+    run(serve(scenario, AuthServer(expires_in=0)))
+
+
+def test_revoked_mid_session_logs_in_again(run: Callable[..., Any]) -> None:
+    """A token revoked mid-session: one new login, same session, no error."""
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        async with make_client(server, oauth_provider(person)) as client:
+            await echo(client)
+            server.revoke_all()
+
+            assert "again" == await echo(client, "again")
+            metrics = client.metrics()
+            assert 2 == len(person.logins)
+            assert 1 == metrics.session.connects
+            assert 0 == metrics.retried_requests
+            assert 0 == metrics.circuit_breaker.total_failures
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_revoked_static_token_is_not_an_outage(
+    run: Callable[..., Any],
+) -> None:
+    """
+    A revoked static token fails each call once: no retry, no breaker.
+    """
+
+    async def scenario(server: AuthServer) -> None:
+        server.tokens["static"] = "mcp"
+        async with make_client(server, StaticBearer("static")) as client:
+            await echo(client)
+            server.revoke_all()
+            posts = server.counts["mcp"]
+            for _ in range(5):
+                with pytest.raises(AuthenticationError) as caught:
+                    await echo(client)
+
+                assert 401 == caught.value.status_code
+                assert "http-401" == caught.value.code
+            metrics = client.metrics()
+            assert posts + 5 == server.counts["mcp"]
+            assert 0 == metrics.retried_requests
+            assert 0 == metrics.circuit_breaker.total_failures
+            assert CircuitState.CLOSED == metrics.circuit_breaker.state
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_401_on_initialize_after_reconnect(run: Callable[..., Any]) -> None:
+    """
+    A 401 while reconnecting fails the call with PermanentError at once.
+
+    Each later call tries one connection, no more: no reconnect loop, no
+    retry, no breaker failure, no CircuitBreakerError.
+    """
+
+    async def scenario(server: AuthServer) -> None:
+        server.tokens["static"] = "mcp"
+        async with make_client(
+            server, StaticBearer("static"), eager_reconnect=True
+        ) as client:
+            await echo(client)
+            server.revoke_all()
+            client.supervisor.request_reconnect()
+            for _ in range(5):
+                with pytest.raises(AuthenticationError) as caught:
+                    await echo(client)
+
+                assert 401 == caught.value.status_code
+            await anyio.sleep(60)  # no eager reconnect loop meanwhile
+            metrics = client.metrics()
+            assert 1 + 5 == metrics.session.connect_attempts
+            assert 0 == metrics.retried_requests
+            assert 0 == metrics.circuit_breaker.total_failures
+            server.tokens["static"] = "mcp"  # the user fixes it
+
+            assert "back" == await echo(client, "back")
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_token_endpoint_rejecting_is_permanent(
+    run: Callable[..., Any],
+) -> None:
+    """A token endpoint answering 400 invalid_client: one login per call."""
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        async with make_client(server, oauth_provider(person)) as client:
+            server.revoke_all()
+            server.token_status = 400
+            logins = len(person.logins)
+            for _ in range(5):
+                with pytest.raises(AuthenticationError) as caught:
+                    await echo(client)
+
+                assert "invalid_client" == caught.value.oauth_error
+                assert isinstance(caught.value.__cause__, MCPError)
+            metrics = client.metrics()
+            assert logins + 5 == len(person.logins)
+            assert 0 == metrics.retried_requests
+            assert 0 == metrics.circuit_breaker.total_failures
+            assert 1 == metrics.session.connects  # the session survived
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_token_endpoint_down_is_temporary(run: Callable[..., Any]) -> None:
+    """A token endpoint answering 503 is a temporary failure, retried."""
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        async with make_client(server, oauth_provider(person)) as client:
+            server.revoke_all()
+            server.token_status = 503
+            with pytest.raises(NotSentError) as caught:
+                await echo(client)
+
+            assert "auth-unavailable" == caught.value.reason
+            assert 1 == client.metrics().retried_requests
+            server.token_status = 200
+
+            assert "ok" == await echo(client, "ok")
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_connect_with_token_endpoint_rejecting(
+    run: Callable[..., Any],
+) -> None:
+    """Entering the client fails with the OAuth error, after one login."""
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        with pytest.raises(AuthenticationError) as caught:
+            async with make_client(server, oauth_provider(person)):
+                pass
+
+        assert "invalid_client" == caught.value.oauth_error
+        assert isinstance(caught.value.__cause__, OAuthTokenError) or (
+            caught.value.__cause__ is not None
+        )
+        assert 1 == len(person.logins)
+
+    run(serve(scenario, AuthServer(token_status=400)))
+
+
+def test_step_up_is_bounded(run: Callable[..., Any]) -> None:
+    """A 403 that no scope cures: at most 3 authorizations per call."""
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        server.required_scope = "admin"  # never granted
+        with pytest.raises(AuthenticationError) as caught:
+            async with make_client(server, oauth_provider(person)):
+                pass
+
+        assert 403 == caught.value.status_code
+        assert len(person.logins) <= 3
+        server.required_scope = None
+        async with make_client(server, oauth_provider(person)) as client:
+            server.required_scope = "admin"
+            logins = len(person.logins)
+            for _ in range(3):
+                with pytest.raises(AuthenticationError):
+                    await echo(client)
+            metrics = client.metrics()
+            assert len(person.logins) - logins <= 3 * 3
+            assert 0 == metrics.retried_requests
+            assert 0 == metrics.circuit_breaker.total_failures
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_slow_login_is_not_a_timeout(run: Callable[..., Any]) -> None:
+    """
+    A 100 s login, past every timeout we set, succeeds at connect and mid-call.
+    """
+    person = Person(login_seconds=100.0)
+
+    async def scenario(server: AuthServer) -> None:
+        start = anyio.current_time()
+        async with make_client(
+            server, oauth_provider(person), connect_timeout=10.0
+        ) as client:
+            assert 100.0 == anyio.current_time() - start
+            server.revoke_all()
+            before = anyio.current_time()
+
+            assert "late" == await echo(client, "late")  # bulkhead: 15 s
+            assert 100.0 == anyio.current_time() - before
+            assert 2 == len(person.logins)
+            assert 0 == client.metrics().retried_requests
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_login_timeout_bounds_a_login(run: Callable[..., Any]) -> None:
+    """A login over login_timeout fails the call, at that limit, once."""
+    person = Person(login_seconds=1000.0)
+
+    async def scenario(server: AuthServer) -> None:
+        start = anyio.current_time()
+        with pytest.raises(AuthenticationError) as caught:
+            async with make_client(
+                server, oauth_provider(person), login_timeout=300.0
+            ):
+                pass
+
+        assert 300.0 == anyio.current_time() - start
+        assert "300s" in str(caught.value)
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_recovered_401_does_not_colour_a_later_error(
+    run: Callable[..., Any],
+) -> None:
+    """After a 401 the provider recovered from, a 500 is a ServerError."""
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        async with make_client(server, oauth_provider(person)) as client:
+            server.revoke_all()
+            server.internal_error = [500, 500, 500]
+            with pytest.raises(ServerError) as caught:
+                await echo(client)
+
+            assert 500 == caught.value.status_code
+            assert 2 == len(person.logins)
+
+    run(serve(scenario, AuthServer()))
+
+
+async def test_a_success_clears_the_status() -> None:
+    """The status hook keeps the last POST's answer: a success clears it."""
+    request = httpx2.Request("POST", MCP_URL)
+    with capture_http_errors() as box:
+        await record_http_error(httpx2.Response(401, request=request))
+        assert 401 == box.status_code
+        token = httpx2.Request("POST", "http://as/token")
+        token.extensions[AUTH_REQUEST] = True
+        await record_http_error(httpx2.Response(400, request=token))
+        assert 401 == box.status_code
+        await record_http_error(httpx2.Response(200, request=request))
+
+    assert box.status_code is None
+    error = MCPError(INTERNAL_ERROR, "Internal server error")
+    assert auth_error(error, box) is None
+
+
+async def test_off_clock_stops_and_restarts_deadlines(
+    autojump_clock: Any,
+) -> None:
+    """A paused OffClock keeps each scope's remaining budget."""
+    with anyio.CancelScope(deadline=anyio.current_time() + 10) as scope:
+        clock = OffClock(scope)
+        await anyio.sleep(4)
+        clock.pause()
+        await anyio.sleep(100)
+        late = anyio.CancelScope(deadline=anyio.current_time() + 1)
+        clock.add(late)
+        clock.resume()
+
+        assert 106.0 == scope.deadline
+        assert anyio.current_time() + 1 == late.deadline
+        await anyio.sleep(1000)
+
+    assert scope.cancelled_caught
+    assert 110.0 == anyio.current_time()
+
+
+def test_auth_must_be_an_httpx2_auth() -> None:
+    """SessionConfig.auth refuses what is not an httpx2.Auth."""
+    from resilient_mcp import ConfigurationError  # noqa: PLC0415
+
+    with pytest.raises(ConfigurationError, match="SessionConfig.auth"):
+        SessionConfig(auth="Bearer x")  # type: ignore[arg-type]
+
+
+def test_provider_is_shared_across_reconnects(
+    run: Callable[..., Any],
+) -> None:
+    """Tokens stored by the provider survive reconnects: no new login."""
+    person = Person()
+    storage = MemoryStorage()
+
+    async def scenario(server: AuthServer) -> None:
+        provider = oauth_provider(person, storage)
+        async with make_client(server, provider) as client:
+            for _ in range(3):
+                await client.supervisor.reconnect()
+                await echo(client)
+
+            assert 1 == len(person.logins)
+            assert storage.tokens is not None
+            assert 4 == client.metrics().session.connects
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_permanent_error_is_the_base(run: Callable[..., Any]) -> None:
+    """An AuthenticationError is a PermanentError, and pickles."""
+    import pickle  # noqa: PLC0415
+
+    error = AuthenticationError(
+        "HTTP 401: nope", status_code=401, oauth_error="invalid_grant"
+    )
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301
+
+    assert isinstance(copy, PermanentError)
+    assert (401, "invalid_grant", "http-401") == (
+        copy.status_code,
+        copy.oauth_error,
+        copy.code,
+    )
