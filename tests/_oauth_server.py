@@ -69,8 +69,10 @@ class AuthServer:
             (200 issues a token; 400 is ``invalid_client``; 503 is down).
         refresh_status: The same for refresh requests (400 is
             ``invalid_grant``).
-        expires_in: The ``expires_in`` of issued tokens (0: expired at
-            once, by the client's wall clock, so it refreshes first).
+        expires_in: The ``expires_in`` of tokens issued for a code (0:
+            expired at once, by the client's wall clock, so that it
+            refreshes before its next request); refreshed tokens last an
+            hour.
         required_scope: A scope every MCP request needs (403
             ``insufficient_scope`` without it), or ``None``.
         grant_scope: The scopes issued tokens carry.
@@ -102,13 +104,13 @@ class AuthServer:
         """Run the MCP server's session manager (the app's lifespan)."""
         return self.mcp.session_manager.run()
 
-    def issue(self, scope: str | None = None) -> OAuthToken:
+    def issue(self, expires_in: int = 3600) -> OAuthToken:
         """A new valid access token (and refresh token)."""
         n = next(self._ids)
         token = OAuthToken(
             access_token=f"at-{n}",
-            expires_in=self.expires_in,
-            scope=scope or self.grant_scope,
+            expires_in=expires_in,
+            scope=self.grant_scope,
             refresh_token=f"rt-{n}",
         )
         self.tokens[token.access_token] = token.scope or ""
@@ -162,7 +164,8 @@ class AuthServer:
         if self.token_status != 200:  # noqa: PLR2004
             error = "invalid_client" if self.token_status < 500 else "down"  # noqa: PLR2004
             return self.token_status, {"error": error}
-        return 200, self.issue().model_dump(exclude_none=True)
+        token = self.issue(self.expires_in)
+        return 200, token.model_dump(exclude_none=True)
 
     async def _mcp(self, scope: Any, receive: Any, send: Any) -> None:
         headers = dict(scope["headers"])

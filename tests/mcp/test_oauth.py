@@ -116,7 +116,7 @@ def test_expiry_refreshes_without_login(run: Callable[..., Any]) -> None:
                 await echo(client)
 
             assert 1 == len(person.logins)
-            assert server.counts["token:refresh_token"] >= 3
+            assert 1 == server.counts["token:refresh_token"]
             assert 0 == client.metrics().retried_requests
 
     run(serve(scenario, AuthServer(expires_in=0)))
@@ -128,14 +128,18 @@ def test_refused_refresh_logs_in_again(run: Callable[..., Any]) -> None:
 
     async def scenario(server: AuthServer) -> None:
         async with make_client(server, oauth_provider(person)) as client:
+            server.expires_in = 0  # the next login's token expires at once
+            server.revoke_all()
+            await echo(client)
             server.refresh_status = 400
             logins = len(person.logins)
 
             assert "x" == await echo(client, "x")
             assert logins + 1 == len(person.logins)
+            assert 1 == server.counts["token:refresh_token"]
             assert 0 == client.metrics().circuit_breaker.total_failures
 
-    run(serve(scenario, AuthServer(expires_in=0)))
+    run(serve(scenario, AuthServer()))
 
 
 def test_revoked_mid_session_logs_in_again(run: Callable[..., Any]) -> None:
@@ -200,15 +204,16 @@ def test_401_on_initialize_after_reconnect(run: Callable[..., Any]) -> None:
         ) as client:
             await echo(client)
             server.revoke_all()
-            client.supervisor.request_reconnect()
+            client.supervisor.request_reconnect()  # an eager attempt
+            await anyio.sleep(60)  # and no reconnect loop after it
+            assert 2 == client.metrics().session.connect_attempts
             for _ in range(5):
                 with pytest.raises(AuthenticationError) as caught:
                     await echo(client)
 
                 assert 401 == caught.value.status_code
-            await anyio.sleep(60)  # no eager reconnect loop meanwhile
             metrics = client.metrics()
-            assert 1 + 5 == metrics.session.connect_attempts
+            assert 2 + 5 == metrics.session.connect_attempts
             assert 0 == metrics.retried_requests
             assert 0 == metrics.circuit_breaker.total_failures
             server.tokens["static"] = "mcp"  # the user fixes it
@@ -245,7 +250,10 @@ def test_token_endpoint_rejecting_is_permanent(
 
 
 def test_token_endpoint_down_is_temporary(run: Callable[..., Any]) -> None:
-    """A token endpoint answering 503 is a temporary failure, retried."""
+    """
+    A token endpoint answering 503 is a temporary failure: retried, and
+    counted by the breaker, which recovers once the endpoint is back.
+    """
     person = Person()
 
     async def scenario(server: AuthServer) -> None:
@@ -256,8 +264,12 @@ def test_token_endpoint_down_is_temporary(run: Callable[..., Any]) -> None:
                 await echo(client)
 
             assert "auth-unavailable" == caught.value.reason
-            assert 1 == client.metrics().retried_requests
+            metrics = client.metrics()
+            assert 1 == metrics.retried_requests
+            assert 1 + 3 == len(person.logins)  # one per attempt
+            assert 3 == metrics.circuit_breaker.total_failures
             server.token_status = 200
+            await anyio.sleep(60)  # the breaker's recovery_timeout
 
             assert "ok" == await echo(client, "ok")
 
@@ -401,7 +413,7 @@ async def test_off_clock_stops_and_restarts_deadlines(
         clock.add(late)
         clock.resume()
 
-        assert 106.0 == scope.deadline
+        assert 110.0 == scope.deadline
         assert anyio.current_time() + 1 == late.deadline
         await anyio.sleep(1000)
 

@@ -277,6 +277,7 @@ class SessionSupervisor(SessionOwner):
         if session is not None:
             return cast("LiveSession", session.public)
         self._connect_requested = True
+        self._refused = False
         self._notify()
         now = current_time()
         schedule = self._schedule
@@ -316,6 +317,7 @@ class SessionSupervisor(SessionOwner):
             self._unpublish(session)
         self._schedule.connect_now()
         self._connect_requested = True
+        self._refused = False
         self._notify()
 
     async def reconnect(self) -> LiveSession:
@@ -434,6 +436,7 @@ class SessionSupervisor(SessionOwner):
                 if not registered:
                     registered = True
                     self._demand += 1
+                    self._refused = False
                     self._notify()
                 if scope is not None:
                     clock = self._follow_clock(scope, clock)

@@ -108,7 +108,8 @@ class SessionOwner:
     _clock: OffClock | None = attrs.field(init=False, default=None)
     """The deadlines a login during the current attempt stops."""
     _refused: bool = attrs.field(init=False, default=False)
-    """The last attempt failed to authenticate: no eager reconnect."""
+    """The last attempt failed to authenticate: no attempt until a new
+    caller (or request) asks for one."""
 
     def __attrs_post_init__(self) -> None:
         self._schedule = ReconnectSchedule(self.config, self.rng)
@@ -127,8 +128,9 @@ class SessionOwner:
                 await changed.wait()
 
     def _wants_session(self) -> bool:
-        return (
-            (self.config.eager_reconnect and not self._refused)
+        # After a refused login, only a new caller (or request) tries.
+        return not self._refused and (
+            self.config.eager_reconnect
             or self._demand > 0
             or self._connect_requested
         )
