@@ -132,19 +132,25 @@ class AuthServer:
             return
         if path.startswith("/.well-known/oauth-protected-resource"):
             self.counts["prm"] += 1
-            status, body = 200, {
-                "resource": MCP_URL,
-                "authorization_servers": [BASE],
-            }
+            status, body = (
+                200,
+                {
+                    "resource": MCP_URL,
+                    "authorization_servers": [BASE],
+                },
+            )
         elif path == "/.well-known/oauth-authorization-server":
             self.counts["asm"] += 1
-            status, body = 200, {
-                "issuer": BASE,
-                "authorization_endpoint": f"{BASE}/authorize",
-                "token_endpoint": f"{BASE}/token",
-                "response_types_supported": ["code"],
-                "code_challenge_methods_supported": ["S256"],
-            }
+            status, body = (
+                200,
+                {
+                    "issuer": BASE,
+                    "authorization_endpoint": f"{BASE}/authorize",
+                    "token_endpoint": f"{BASE}/token",
+                    "response_types_supported": ["code"],
+                    "code_challenge_methods_supported": ["S256"],
+                },
+            )
         elif path == "/token":
             status, body = self._token(await _body(receive))
         else:
@@ -156,13 +162,13 @@ class AuthServer:
         grant = form.get("grant_type")
         self.counts[f"token:{grant}"] += 1
         if grant == "refresh_token":
-            if self.refresh_status != 200:  # noqa: PLR2004
+            if self.refresh_status != 200:
                 return self.refresh_status, {"error": "invalid_grant"}
             if form.get("refresh_token") not in self.refresh_tokens:
                 return 400, {"error": "invalid_grant"}
             return 200, self.issue().model_dump(exclude_none=True)
-        if self.token_status != 200:  # noqa: PLR2004
-            error = "invalid_client" if self.token_status < 500 else "down"  # noqa: PLR2004
+        if self.token_status != 200:
+            error = "invalid_client" if self.token_status < 500 else "down"
             return self.token_status, {"error": error}
         token = self.issue(self.expires_in)
         return 200, token.model_dump(exclude_none=True)
@@ -220,7 +226,9 @@ async def _respond(
     await send(
         {"type": "http.response.start", "status": status, "headers": headers}
     )
-    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+    await send(
+        {"type": "http.response.body", "body": json.dumps(body).encode()}
+    )
 
 
 @attrs.define(eq=False)
@@ -257,7 +265,7 @@ class MemoryStorage:
         factory=lambda: OAuthClientInformationFull(
             client_id="test-client",
             redirect_uris=[REDIRECT_URI],
-            token_endpoint_auth_method="none",
+            token_endpoint_auth_method="none",  # noqa: S106 (a method)
         )
     )
 
@@ -278,14 +286,16 @@ class MemoryStorage:
         self.client_info = info
 
 
-def oauth_provider(person: Person, storage: MemoryStorage | None = None) -> OAuthClientProvider:
+def oauth_provider(
+    person: Person, storage: MemoryStorage | None = None
+) -> OAuthClientProvider:
     """The SDK's ``OAuthClientProvider`` for :data:`MCP_URL`."""
     return OAuthClientProvider(
         server_url=MCP_URL,
         client_metadata=OAuthClientMetadata(
             redirect_uris=[REDIRECT_URI],
             grant_types=["authorization_code", "refresh_token"],
-            token_endpoint_auth_method="none",
+            token_endpoint_auth_method="none",  # noqa: S106 (a method)
         ),
         storage=storage or MemoryStorage(),
         redirect_handler=person.redirect,

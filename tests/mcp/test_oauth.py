@@ -21,6 +21,15 @@ from mcp.client.auth import OAuthTokenError
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR
 
+from _oauth_server import (
+    MCP_URL,
+    AuthServer,
+    MemoryStorage,
+    Person,
+    StaticBearer,
+    in_process_client,
+    oauth_provider,
+)
 from resilient_mcp import (
     AuthenticationError,
     CircuitBreakerConfig,
@@ -36,16 +45,6 @@ from resilient_mcp._mcp._http import (
     AUTH_REQUEST,
     capture_http_errors,
     record_http_error,
-)
-
-from _oauth_server import (
-    MCP_URL,
-    AuthServer,
-    MemoryStorage,
-    Person,
-    StaticBearer,
-    in_process_client,
-    oauth_provider,
 )
 
 
@@ -239,7 +238,7 @@ def test_token_endpoint_rejecting_is_permanent(
                     await echo(client)
 
                 assert "invalid_client" == caught.value.oauth_error
-                assert isinstance(caught.value.__cause__, MCPError)
+                assert isinstance(caught.value.__cause__, OAuthTokenError)
             metrics = client.metrics()
             assert logins + 5 == len(person.logins)
             assert 0 == metrics.retried_requests
@@ -251,8 +250,9 @@ def test_token_endpoint_rejecting_is_permanent(
 
 def test_token_endpoint_down_is_temporary(run: Callable[..., Any]) -> None:
     """
-    A token endpoint answering 503 is a temporary failure: retried, and
-    counted by the breaker, which recovers once the endpoint is back.
+    A token endpoint answering 503 is a temporary failure, retried.
+
+    The breaker counts it, and recovers once the endpoint is back.
     """
     person = Person()
 
@@ -288,9 +288,7 @@ def test_connect_with_token_endpoint_rejecting(
                 pass
 
         assert "invalid_client" == caught.value.oauth_error
-        assert isinstance(caught.value.__cause__, OAuthTokenError) or (
-            caught.value.__cause__ is not None
-        )
+        assert isinstance(caught.value.__cause__, OAuthTokenError)
         assert 1 == len(person.logins)
 
     run(serve(scenario, AuthServer(token_status=400)))
@@ -425,7 +423,7 @@ def test_auth_must_be_an_httpx2_auth() -> None:
     """SessionConfig.auth refuses what is not an httpx2.Auth."""
     from resilient_mcp import ConfigurationError  # noqa: PLC0415
 
-    with pytest.raises(ConfigurationError, match="SessionConfig.auth"):
+    with pytest.raises(ConfigurationError, match=r"SessionConfig\.auth"):
         SessionConfig(auth="Bearer x")  # type: ignore[arg-type]
 
 

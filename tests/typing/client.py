@@ -20,6 +20,7 @@ from mcp_types import CallToolResult, ListToolsResult
 import resilient_mcp
 
 from resilient_mcp import (
+    AuthenticationError,
     BulkheadMetrics,
     CircuitBreaker,
     CircuitBreakerConfig,
@@ -120,6 +121,9 @@ async def main() -> None:
             ToolError,
         ) as exc:
             assert_type(exc.__cause__, BaseException | None)
+        except AuthenticationError as exc:
+            assert_type(exc.status_code, int | None)
+            assert_type(exc.oauth_error, str | None)
         except TemporaryError:
             pass
         else:

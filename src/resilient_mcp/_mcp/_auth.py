@@ -206,12 +206,13 @@ class ResilientAuth(httpx2.Auth):
         return f"<ResilientAuth around {self.inner!r}>"
 
     def sync_auth_flow(
-        self, request: httpx2.Request
+        self,
+        request: httpx2.Request,  # noqa: ARG002 (httpx2's signature)
     ) -> Generator[httpx2.Request, httpx2.Response, None]:
         """Not supported: the MCP transports are asynchronous."""
         raise RuntimeError("resilient_mcp authenticates async clients only")
 
-    async def async_auth_flow(  # noqa: C901 (one state machine)
+    async def async_auth_flow(  # noqa: C901, PLR0912 (one state machine)
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         """The inner flow, bounded, with its failures noted in the box."""
@@ -289,7 +290,7 @@ class ResilientAuth(httpx2.Auth):
 
 def _temporary(status: int | None) -> bool:
     return status is not None and (
-        status >= 500 or status == TOO_MANY_REQUESTS  # noqa: PLR2004
+        status >= 500 or status == TOO_MANY_REQUESTS
     )
 
 
@@ -325,7 +326,9 @@ def auth_error(
             else "the MCP server kept refusing our credentials after "
             f"{MAX_AUTHORIZATIONS} authorization attempts"
         )
-        return _refused(what, failure.status_code, failure.oauth_error)
+        error = _refused(what, failure.status_code, failure.oauth_error)
+        error.__cause__ = failure.error
+        return error
     pending = box is not None and box.auth_pending
     if _auth_request_failed(cause) or (
         pending

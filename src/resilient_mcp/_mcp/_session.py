@@ -28,13 +28,13 @@ import attrs
 
 from mcp.client import Client
 
+from .._errors import PermanentError
 from .._timeouts import (
     DeadlinePassed,
     checkpoint,
     current_time,
     deadline_scope,
 )
-from .._errors import PermanentError
 from ._config import SessionConfig
 from ._errors import (
     NotSentError,

@@ -21,6 +21,7 @@ from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from ._auth import OffClock, auth_error
 from ._errors import (
     SessionLostError,
     is_session_fatal,
@@ -28,8 +29,7 @@ from ._errors import (
     translate_runtime_error,
     translate_validation_error,
 )
-from ._auth import OffClock, auth_error
-from ._http import close_box, open_box
+from ._http import HTTPResponseBox, close_box, open_box
 from ._session_types import LiveSession
 
 
@@ -114,17 +114,10 @@ class SessionHandle:
         except MCPError as exc:
             if is_session_fatal(exc):
                 self.report(exc)
-            refused = auth_error(exc, box) if box is not None else None
-            if refused is not None:
-                raise refused from exc
-            error = translate_mcp_error(
-                exc,
-                status_code=None if box is None else box.status_code,
-                retry_after=None if box is None else box.retry_after,
-            )
+            error = _translated(exc, box)
             if error is exc:
                 raise
-            raise error from exc
+            raise error from error.__cause__
         except ValidationError as exc:
             # A result of the wrong shape, or parameters the SDK could
             # not build: the pydantic text quotes the values, ours not.
@@ -142,3 +135,19 @@ class SessionHandle:
         finally:
             if token is not None:
                 close_box(token)
+
+
+def _translated(exc: MCPError, box: HTTPResponseBox | None) -> Exception:
+    """The error replacing *exc*, its ``__cause__`` set; or *exc*."""
+    refused = None if box is None else auth_error(exc, box)
+    if refused is not None:  # about logging in (see _auth)
+        refused.__cause__ = refused.__cause__ or exc
+        return refused
+    error = translate_mcp_error(
+        exc,
+        status_code=None if box is None else box.status_code,
+        retry_after=None if box is None else box.retry_after,
+    )
+    if error is not exc:
+        error.__cause__ = exc
+    return error

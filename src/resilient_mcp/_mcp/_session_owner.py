@@ -40,8 +40,8 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 
-from .._timeouts import current_time
 from .._errors import PermanentError
+from .._timeouts import current_time
 from ._auth import OffClock, auth_error
 from ._config import SessionConfig
 from ._errors import SessionClosedError, root_cause
