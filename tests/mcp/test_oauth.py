@@ -40,7 +40,7 @@ from resilient_mcp import (
     RetryConfig,
 )
 from resilient_mcp._mcp import NotSentError, ServerError, SessionConfig
-from resilient_mcp._mcp._auth import OffClock, auth_error
+from resilient_mcp._mcp._auth import OffClock, ResilientAuth, auth_error
 from resilient_mcp._mcp._http import (
     AUTH_REQUEST,
     capture_http_errors,
@@ -295,30 +295,70 @@ def test_connect_with_token_endpoint_rejecting(
 
 
 def test_step_up_is_bounded(run: Callable[..., Any]) -> None:
-    """A 403 that no scope cures: at most 3 authorizations per call."""
+    """
+    A 403 that no scope cures: a bounded number of logins per call.
+
+    Connecting logs in for discover (401) and steps up for initialize
+    (403); a call on a live session steps up once; a call that has to
+    reconnect first, twice.  Never more than 3, never retried or counted.
+    """
     person = Person()
+
+    async def logins_of(call: Callable[[], Awaitable[object]]) -> int:
+        before = len(person.logins)
+        with pytest.raises(AuthenticationError) as caught:
+            await call()
+
+        assert 403 == caught.value.status_code
+        return len(person.logins) - before
 
     async def scenario(server: AuthServer) -> None:
         server.required_scope = "admin"  # never granted
-        with pytest.raises(AuthenticationError) as caught:
+
+        async def enter() -> None:
             async with make_client(server, oauth_provider(person)):
                 pass
 
-        assert 403 == caught.value.status_code
-        assert len(person.logins) <= 3
+        assert 2 == await logins_of(enter)
         server.required_scope = None
         async with make_client(server, oauth_provider(person)) as client:
             server.required_scope = "admin"
-            logins = len(person.logins)
-            for _ in range(3):
-                with pytest.raises(AuthenticationError):
-                    await echo(client)
+            live = [await logins_of(lambda: echo(client)) for _ in range(3)]
+            client.supervisor.request_reconnect()
+            again = [await logins_of(lambda: echo(client)) for _ in range(3)]
+
+            assert [1, 1, 1] == live
+            assert [2, 2, 2] == again
             metrics = client.metrics()
-            assert len(person.logins) - logins <= 3 * 3
             assert 0 == metrics.retried_requests
             assert 0 == metrics.circuit_breaker.total_failures
 
     run(serve(scenario, AuthServer()))
+
+
+async def test_authorizations_per_call_are_capped() -> None:
+    """
+    Within one call, the provider authorizes at most 3 times.
+
+    Five requests in one call, each refused for want of a scope that is
+    never granted: three logins, then the refusals stand as they are.
+    """
+    server = AuthServer(required_scope="admin")
+    person = Person()
+    auth = ResilientAuth(oauth_provider(person), login_timeout=60.0)
+    async with httpx2.AsyncClient(
+        transport=httpx2.ASGITransport(server), auth=auth
+    ) as http:
+        with capture_http_errors() as box:
+            statuses = [
+                (await http.post(MCP_URL, json={})).status_code
+                for _ in range(5)
+            ]
+
+    assert [403] * 5 == statuses
+    assert 3 == box.authorizations == len(person.logins)
+    assert box.auth_failure is not None
+    assert 403 == box.auth_failure.status_code
 
 
 def test_slow_login_is_not_a_timeout(run: Callable[..., Any]) -> None:

@@ -217,12 +217,6 @@ class ResilientAuth(httpx2.Auth):
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         """The inner flow, bounded, with its failures noted in the box."""
         box = current_box()
-        if box is not None and box.auth_failure is not None:
-            # One failed login per call: later requests of the same call
-            # (the SDK's initialize after a refused discover probe) go
-            # out as they are and meet the server's refusal.
-            yield request
-            return
         flow = self.inner.async_auth_flow(request)
         refused: int | None = None  # the MCP server's last refusal
         response: httpx2.Response | None = None
@@ -240,13 +234,11 @@ class ResilientAuth(httpx2.Auth):
                 refusal = not own and response.status_code in REFUSED
                 if refusal:
                     refused = response.status_code
-                    if (
-                        box is not None
-                        and box.authorizations >= self.max_authorizations
-                    ):
-                        box.auth_failure = AuthFailure(
-                            None, refused, None, None
-                        )
+                    if box is not None and self._no_more_logins(box):
+                        if box.auth_failure is None:
+                            box.auth_failure = AuthFailure(
+                                None, refused, None, None
+                            )
                         return  # the refusal stands
                 outgoing = await self._step(flow.asend(response), box)
                 if refusal and box is not None:
@@ -270,6 +262,15 @@ class ResilientAuth(httpx2.Auth):
                 yield request
         finally:
             await flow.aclose()
+
+    def _no_more_logins(self, box: HTTPResponseBox) -> bool:
+        # At most max_authorizations per call, and one failed login: a
+        # later request of the same call (the SDK's initialize after a
+        # refused discover probe) meets the server's refusal as it is.
+        return (
+            box.auth_failure is not None
+            or box.authorizations >= self.max_authorizations
+        )
 
     async def _step(
         self, step: Awaitable[T], box: HTTPResponseBox | None
