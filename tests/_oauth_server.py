@@ -78,6 +78,8 @@ class AuthServer:
         grant_scope: The scopes issued tokens carry.
         internal_error: Statuses the MCP endpoint answers (after the
             bearer check) instead of serving, one per request.
+        token_url: Where the metadata says the token endpoint is (put it
+            on a closed port for an authorization server that is down).
         counts: Requests seen, by kind.
     """
 
@@ -88,6 +90,7 @@ class AuthServer:
     required_scope: str | None = None
     grant_scope: str = "mcp"
     internal_error: list[int] = attrs.field(factory=list)
+    token_url: str = f"{BASE}/token"
     tokens: dict[str, str] = attrs.field(factory=dict)
     """Valid access tokens and their scopes."""
     refresh_tokens: set[str] = attrs.field(factory=set)
@@ -146,7 +149,7 @@ class AuthServer:
                 {
                     "issuer": BASE,
                     "authorization_endpoint": f"{BASE}/authorize",
-                    "token_endpoint": f"{BASE}/token",
+                    "token_endpoint": self.token_url,
                     "response_types_supported": ["code"],
                     "code_challenge_methods_supported": ["S256"],
                 },
@@ -316,5 +319,12 @@ class StaticBearer(httpx2.Auth):
 
 
 def in_process_client(server: AuthServer) -> httpx2.AsyncClient:
-    """An httpx2 client that reaches *server* without sockets."""
-    return httpx2.AsyncClient(transport=httpx2.ASGITransport(server))
+    """
+    An httpx2 client that reaches *server* without sockets.
+
+    Only :data:`BASE` is *server*; any other origin is reached over the
+    network (a closed port on 127.0.0.1 refuses the connection).
+    """
+    return httpx2.AsyncClient(
+        mounts={BASE: httpx2.ASGITransport(server)},
+    )

@@ -276,6 +276,35 @@ def test_token_endpoint_down_is_temporary(run: Callable[..., Any]) -> None:
     run(serve(scenario, AuthServer()))
 
 
+def test_token_endpoint_refusing_connections_is_temporary(
+    run: Callable[..., Any], free_port: int
+) -> None:
+    """
+    A token endpoint that refuses connections is a temporary failure.
+
+    At connect and mid-call: ``NotSentError(reason="auth-unavailable")``,
+    not an ``AuthenticationError``.
+    """
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        async with make_client(server, oauth_provider(person)) as client:
+            server.revoke_all()
+            server.token_url = f"http://127.0.0.1:{free_port}/token"
+            with pytest.raises(NotSentError) as caught:
+                await echo(client)
+
+            assert "auth-unavailable" == caught.value.reason
+        with pytest.raises(NotSentError) as caught:
+            async with make_client(server, oauth_provider(person)):
+                pass
+
+        assert "auth-unavailable" == caught.value.reason
+        assert isinstance(caught.value.__cause__, httpx2.ConnectError)
+
+    run(serve(scenario, AuthServer()))
+
+
 def test_connect_with_token_endpoint_rejecting(
     run: Callable[..., Any],
 ) -> None:

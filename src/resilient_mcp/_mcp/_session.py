@@ -15,7 +15,6 @@ The task's side (connecting, losing sessions, the backoff) is
 
 from __future__ import annotations
 
-import copy
 import math
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -28,7 +27,6 @@ import attrs
 
 from mcp.client import Client
 
-from .._errors import PermanentError
 from .._timeouts import (
     DeadlinePassed,
     checkpoint,
@@ -420,16 +418,7 @@ class SessionSupervisor(SessionOwner):
                 if session is not None:
                     return session
                 if schedule.failures != failures:
-                    cause = schedule.failure
-                    if isinstance(cause, PermanentError):  # a refused login
-                        raise copy.copy(cause) from cause.__cause__
-                    raise NotSentError(
-                        f"{self.name}: could not connect to the MCP server: "
-                        f"{cause!r}",
-                        cause,
-                        reason="connect-failed",
-                        retry_after=schedule.failure_delay,
-                    )
+                    raise self._attempt_failed()
                 now = current_time()
                 if not patient and schedule.waiting(now):
                     raise schedule.backoff_error(self.name, now)

@@ -21,6 +21,7 @@ side; :class:`~._session.SessionSupervisor` adds the callers' side.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
@@ -44,7 +45,7 @@ from .._errors import PermanentError
 from .._timeouts import current_time
 from ._auth import OffClock, auth_error
 from ._config import SessionConfig
-from ._errors import SessionClosedError, root_cause
+from ._errors import NotSentError, SessionClosedError, root_cause
 from ._http import HTTPResponseBox, capture_http_errors
 from ._reconnect import ReconnectSchedule
 from ._session_handle import SessionHandle
@@ -221,6 +222,25 @@ class SessionOwner:
             if clock is not None:
                 clock.add(scope)
         return clock
+
+    def _attempt_failed(self) -> Exception:
+        """What the callers waiting for the attempt that just failed get."""
+        schedule = self._schedule
+        cause = schedule.failure
+        if isinstance(cause, PermanentError | NotSentError):
+            # Told apart by _auth (a refused login, an authorization
+            # server that is down): each caller gets a copy of its own.
+            error = copy.copy(cause)
+            error.__cause__ = cause.__cause__
+            if isinstance(error, NotSentError):
+                error.retry_after = schedule.failure_delay
+            return error
+        return NotSentError(
+            f"{self.name}: could not connect to the MCP server: {cause!r}",
+            cause,
+            reason="connect-failed",
+            retry_after=schedule.failure_delay,
+        )
 
     def _transport_closed(self, session: SessionHandle) -> None:
         # Runs in the dispatcher's task, just before it fails the pending
