@@ -17,17 +17,22 @@ ephemeral 127.0.0.1 port.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import socket
+import threading
 
 from collections import Counter
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final
 from urllib.parse import parse_qs, parse_qsl, urlparse
 
 import anyio
 import attrs
 import httpx2
+import uvicorn
 
 from mcp.client.auth import OAuthClientProvider
 from mcp.server.mcpserver import MCPServer
@@ -41,8 +46,8 @@ from mcp.shared.auth import (
 
 BASE: Final = "http://127.0.0.1:8000"
 MCP_URL: Final = f"{BASE}/mcp"
-PRM_URL: Final = f"{BASE}/.well-known/oauth-protected-resource/mcp"
 REDIRECT_URI: Final = "http://127.0.0.1:9/callback"
+STARTUP_TIMEOUT: Final = 20.0  # seconds; a hang guard, never a timing
 
 
 def create_mcp_server() -> MCPServer:
@@ -83,6 +88,8 @@ class AuthServer:
         counts: Requests seen, by kind.
     """
 
+    base: str = BASE
+    """Where it is served: scheme, host and port."""
     mcp: MCPServer = attrs.field(factory=create_mcp_server)
     token_status: int = 200
     refresh_status: int = 200
@@ -90,7 +97,11 @@ class AuthServer:
     required_scope: str | None = None
     grant_scope: str = "mcp"
     internal_error: list[int] = attrs.field(factory=list)
-    token_url: str = f"{BASE}/token"
+    token_url: str = attrs.field(
+        default=attrs.Factory(
+            lambda self: f"{self.base}/token", takes_self=True
+        )
+    )
     tokens: dict[str, str] = attrs.field(factory=dict)
     """Valid access tokens and their scopes."""
     refresh_tokens: set[str] = attrs.field(factory=set)
@@ -138,8 +149,8 @@ class AuthServer:
             status, body = (
                 200,
                 {
-                    "resource": MCP_URL,
-                    "authorization_servers": [BASE],
+                    "resource": f"{self.base}/mcp",
+                    "authorization_servers": [self.base],
                 },
             )
         elif path == "/.well-known/oauth-authorization-server":
@@ -147,8 +158,8 @@ class AuthServer:
             status, body = (
                 200,
                 {
-                    "issuer": BASE,
-                    "authorization_endpoint": f"{BASE}/authorize",
+                    "issuer": self.base,
+                    "authorization_endpoint": f"{self.base}/authorize",
                     "token_endpoint": self.token_url,
                     "response_types_supported": ["code"],
                     "code_challenge_methods_supported": ["S256"],
@@ -180,7 +191,8 @@ class AuthServer:
         headers = dict(scope["headers"])
         bearer = headers.get(b"authorization", b"").decode()
         token = bearer.removeprefix("Bearer ")
-        challenge = f'Bearer resource_metadata="{PRM_URL}"'
+        prm = f"{self.base}/.well-known/oauth-protected-resource/mcp"
+        challenge = f'Bearer resource_metadata="{prm}"'
         if scope["method"] == "POST":
             self.counts["mcp"] += 1
         if not bearer.startswith("Bearer ") or token not in self.tokens:
@@ -199,7 +211,7 @@ class AuthServer:
                 challenge=(
                     f'Bearer error="insufficient_scope", '
                     f'scope="{self.grant_scope} {needed}", '
-                    f'resource_metadata="{PRM_URL}"'
+                    f'resource_metadata="{prm}"'
                 ),
             )
             return
@@ -290,11 +302,13 @@ class MemoryStorage:
 
 
 def oauth_provider(
-    person: Person, storage: MemoryStorage | None = None
+    person: Person,
+    storage: MemoryStorage | None = None,
+    url: str = MCP_URL,
 ) -> OAuthClientProvider:
-    """The SDK's ``OAuthClientProvider`` for :data:`MCP_URL`."""
+    """The SDK's ``OAuthClientProvider`` for *url*."""
     return OAuthClientProvider(
-        server_url=MCP_URL,
+        server_url=url,
         client_metadata=OAuthClientMetadata(
             redirect_uris=[REDIRECT_URI],
             grant_types=["authorization_code", "refresh_token"],
@@ -328,3 +342,46 @@ def in_process_client(server: AuthServer) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(
         mounts={BASE: httpx2.ASGITransport(server)},
     )
+
+
+@asynccontextmanager
+async def on_loopback() -> AsyncIterator[AuthServer]:
+    """
+    An :class:`AuthServer` served by uvicorn on an ephemeral 127.0.0.1 port.
+
+    uvicorn runs asyncio, so it gets a thread (and an event loop) of its
+    own; the test talks to it over real sockets.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    served: list[tuple[AuthServer, uvicorn.Server]] = []
+    started = threading.Event()
+
+    async def main() -> None:
+        # Built on uvicorn's loop: the SDK's session manager takes its
+        # anyio primitives from the event loop it is created in.
+        server = AuthServer(base=f"http://127.0.0.1:{port}")
+        web = uvicorn.Server(
+            uvicorn.Config(server, lifespan="off", log_level="warning")
+        )
+        served.append((server, web))
+        async with server.running():
+            task = asyncio.create_task(web.serve(sockets=[sock]))
+            while not web.started and not task.done():
+                await asyncio.sleep(0.01)
+            started.set()
+            await task
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),))
+    thread.start()
+    try:
+        await anyio.to_thread.run_sync(started.wait, STARTUP_TIMEOUT)
+        server, web = served[0]
+        assert web.started, "uvicorn did not start"
+        yield server
+    finally:
+        for _, web in served:
+            web.should_exit = True
+        await anyio.to_thread.run_sync(thread.join, STARTUP_TIMEOUT)
+        sock.close()

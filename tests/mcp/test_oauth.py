@@ -29,6 +29,7 @@ from _oauth_server import (
     StaticBearer,
     in_process_client,
     oauth_provider,
+    on_loopback,
 )
 from resilient_mcp import (
     AuthenticationError,
@@ -50,6 +51,9 @@ from resilient_mcp._mcp._http import (
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+
+HANG_GUARD = 30  # seconds; never a timing assertion
 
 
 def make_client(
@@ -532,3 +536,39 @@ def test_permanent_error_is_the_base(run: Callable[..., Any]) -> None:
         copy.oauth_error,
         copy.code,
     )
+
+
+async def test_over_loopback_http() -> None:
+    """
+    Over real HTTP on 127.0.0.1: log in, a revoked token, a refused login.
+
+    The same server behind uvicorn on an ephemeral port, in real time
+    (nothing here is timed): one login at connect; a revoked token means
+    one more login and the call succeeds; a token endpoint answering
+    ``invalid_client`` then fails the call with AuthenticationError, not
+    retried, not counted.
+    """
+    person = Person()
+    async with on_loopback() as server:
+        url = f"{server.base}/mcp"
+        config = ResilientClientConfig(
+            session=SessionConfig(auth=oauth_provider(person, url=url))
+        )
+        with anyio.fail_after(HANG_GUARD):
+            async with ResilientMCPClient(url, config=config) as client:
+                assert "a" == await echo(client, "a")
+                server.revoke_all()
+                assert "b" == await echo(client, "b")
+                server.revoke_all()
+                server.token_status = 400
+                with pytest.raises(AuthenticationError) as caught:
+                    await echo(client)
+                metrics = client.metrics()
+
+    assert (401, "invalid_client") == (
+        caught.value.status_code,
+        caught.value.oauth_error,
+    )
+    assert 3 == len(person.logins)
+    assert 0 == metrics.retried_requests
+    assert 0 == metrics.circuit_breaker.total_failures
