@@ -51,7 +51,7 @@ STARTUP_TIMEOUT: Final = 20.0  # seconds; a hang guard, never a timing
 
 
 def create_mcp_server() -> MCPServer:
-    """The protected MCP server: one tool, ``echo``."""
+    """The protected MCP server: a tool, ``echo``; a prompt, ``broken``."""
     mcp = MCPServer("oauth-demo")
 
     # Async tools: a sync one runs in a worker thread, whose real time
@@ -60,6 +60,11 @@ def create_mcp_server() -> MCPServer:
     async def echo(text: str) -> str:
         """Return *text*."""
         return text
+
+    @mcp.prompt()
+    async def broken() -> str:
+        """Crash: the server answers JSON-RPC -32603 with HTTP 200."""
+        raise RuntimeError("boom")
 
     return mcp
 

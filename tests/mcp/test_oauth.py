@@ -396,7 +396,9 @@ async def test_authorizations_per_call_are_capped() -> None:
 
 def test_slow_login_is_not_a_timeout(run: Callable[..., Any]) -> None:
     """
-    A 100 s login, past every timeout we set, succeeds at connect and mid-call.
+    A 100 s login, past every timeout we set, is no timeout.
+
+    Neither at connect, nor mid-call, nor in a reconnect a call waits for.
     """
     person = Person(login_seconds=100.0)
 
@@ -411,7 +413,14 @@ def test_slow_login_is_not_a_timeout(run: Callable[..., Any]) -> None:
 
             assert "late" == await echo(client, "late")  # bulkhead: 15 s
             assert 100.0 == anyio.current_time() - before
-            assert 2 == len(person.logins)
+            server.revoke_all()
+            client.supervisor.request_reconnect()
+            before = anyio.current_time()
+
+            # The call waits for the reconnect, and its login.
+            assert "later" == await echo(client, "later")
+            assert 100.0 == anyio.current_time() - before
+            assert 3 == len(person.logins)
             assert 0 == client.metrics().retried_requests
 
     run(serve(scenario, AuthServer()))
@@ -438,7 +447,36 @@ def test_login_timeout_bounds_a_login(run: Callable[..., Any]) -> None:
 def test_recovered_401_does_not_colour_a_later_error(
     run: Callable[..., Any],
 ) -> None:
-    """After a 401 the provider recovered from, a 500 is a ServerError."""
+    """
+    After a 401 the provider recovered from, a -32603 is a ServerError.
+
+    The token is revoked, so the request meets a 401, the provider logs in
+    and sends it again, and the server's handler crashes (JSON-RPC -32603
+    at HTTP 200): retried and counted, not ``PermanentError("http-401")``.
+    A real 500 keeps its status.
+    """
+    person = Person()
+
+    async def scenario(server: AuthServer) -> None:
+        async with make_client(server, oauth_provider(person)) as client:
+            server.revoke_all()
+            with pytest.raises(ServerError) as caught:
+                await client.get_prompt("broken")
+
+            assert caught.value.status_code is None
+            assert INTERNAL_ERROR == caught.value.code
+            metrics = client.metrics()
+            assert 1 == metrics.retried_requests
+            assert 3 == metrics.circuit_breaker.total_failures
+            assert 2 == len(person.logins)
+
+    run(serve(scenario, AuthServer()))
+
+
+def test_a_500_after_a_recovered_401_keeps_its_status(
+    run: Callable[..., Any],
+) -> None:
+    """A 500 answered after a recovered 401 is a ServerError with 500."""
     person = Person()
 
     async def scenario(server: AuthServer) -> None:

@@ -201,6 +201,7 @@ class SessionSupervisor(SessionOwner):
                 if obtained is None:
                     raise DeadlinePassed
                 session = obtained
+                deadline = scope.deadline  # moved by a login meanwhile
         # No checkpoint of our own on the fast path: every SDK call is one.
         if not session.in_process:
             if deadline == math.inf:
