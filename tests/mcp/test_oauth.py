@@ -530,6 +530,34 @@ async def test_off_clock_stops_and_restarts_deadlines(
     assert 110.0 == anyio.current_time()
 
 
+def test_auth_of_the_factory_client_is_bounded_too(
+    run: Callable[..., Any],
+) -> None:
+    """An auth set on the factory's client: a 401 is refused the same way."""
+
+    async def scenario(server: AuthServer) -> None:
+        server.tokens["static"] = "mcp"
+
+        def factory() -> httpx2.AsyncClient:
+            http = in_process_client(server)
+            http.auth = StaticBearer("static")
+            return http
+
+        config = ResilientClientConfig(
+            session=SessionConfig(http_client_factory=factory)
+        )
+        async with ResilientMCPClient(MCP_URL, config=config) as client:
+            await echo(client)
+            server.revoke_all()
+            with pytest.raises(AuthenticationError) as caught:
+                await echo(client)
+
+            assert 401 == caught.value.status_code
+            assert 0 == client.metrics().retried_requests
+
+    run(serve(scenario, AuthServer()))
+
+
 def test_auth_must_be_an_httpx2_auth() -> None:
     """SessionConfig.auth refuses what is not an httpx2.Auth."""
     from resilient_mcp import ConfigurationError  # noqa: PLC0415
