@@ -11,6 +11,7 @@ deadline, on trio and on asyncio.  The client logs in with the SDK's own
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -638,3 +639,26 @@ async def test_over_loopback_http() -> None:
     assert 3 == len(person.logins)
     assert 0 == metrics.retried_requests
     assert 0 == metrics.circuit_breaker.total_failures
+
+
+def test_the_documented_example_builds_its_client() -> None:
+    """
+    docs/client.md's Authentication example runs, up to connecting.
+
+    Everything but its last line (``anyio.run(main)``, which would dial
+    mcp.example.com) runs: the SDK's provider and our configuration
+    accept what the example passes them.
+    """
+    doc = Path(__file__).parents[2] / "docs" / "client.md"
+    text = doc.read_text(encoding="utf-8")
+    section = text.split("## Authentication", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    body, last = code.rstrip().rsplit("\n", 1)
+    namespace: dict[str, Any] = {}
+
+    exec(compile(body, str(doc), "exec"), namespace)  # noqa: S102
+
+    assert "anyio.run(main)" == last
+    config = namespace["config"]
+    assert namespace["provider"] is config.session.auth
+    assert 600.0 == config.session.login_timeout
