@@ -141,14 +141,16 @@ class SessionSupervisor(SessionOwner):
 
         Waits for a connection when none exists and none failed recently
         (connecting on demand); translates the SDK's errors (see
-        :mod:`resilient_mcp._mcp._errors`; HTTP statuses recovered);
-        and reports a dead session so that it is replaced.
+        :mod:`resilient_mcp._mcp._errors`, which also recovers HTTP
+        statuses); and reports a dead session so that it is replaced.
 
         Args:
-            operation: An async callable taking the ``mcp.Client``.
+            operation: An async callable taking the ``mcp.Client``; it may
+                make several SDK calls.
 
         Returns:
-            What *operation* returned (an ``is_error`` tool result too).
+            What *operation* returned (an ``is_error`` tool result
+            included: that is an answer, not an error).
 
         Raises:
             NotSentError: No session: the last attempt failed, or the
@@ -333,7 +335,11 @@ class SessionSupervisor(SessionOwner):
     def report_lost(
         self, generation: int, cause: BaseException | None = None
     ) -> None:
-        """Report session *generation* dead (ignored unless it is live)."""
+        """
+        Tell the supervisor that session *generation* is dead.
+
+        Ignored when that session is no longer the live one.
+        """
         session = self._session
         if session is not None and session.generation == generation:
             session.report(cause)
