@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import assert_type
 
+import httpx2
+
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, ListToolsResult
 
@@ -68,6 +70,13 @@ def config() -> ResilientClientConfig:
     assert_type(custom.retryable_tools, frozenset[str])
     assert_type(ResilientClientConfig.production(), ResilientClientConfig)
     assert_type(ResilientClientConfig.development(), ResilientClientConfig)
+    authenticated = SessionConfig(
+        auth=httpx2.BasicAuth("user", "secret"),
+        login_timeout=timedelta(minutes=5),
+    )
+    assert_type(authenticated.auth, httpx2.Auth | None)
+    assert_type(authenticated.login_timeout, float)
+    SessionConfig(auth="Bearer x")  # type: ignore[arg-type]
     return custom
 
 
