@@ -73,6 +73,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "AdaptiveLimitConfig",
     "AdaptiveThrottle",
+    "AuthenticationError",
     "Bulkhead",
     "BulkheadConfig",
     "BulkheadError",
@@ -142,6 +143,7 @@ __all__ = [
 # an error, not an attribute of type ``object``.
 if TYPE_CHECKING:
     from ._mcp import (
+        AuthenticationError,
         InvalidResponseError,
         NotSentError,
         OperationMetrics,
@@ -161,6 +163,7 @@ if TYPE_CHECKING:
 else:
     _MCP_NAMES = frozenset(
         {
+            "AuthenticationError",
             "InvalidResponseError",
             "NotSentError",
             "OperationMetrics",
