@@ -14,6 +14,11 @@ import math
 import anyio
 import pytest
 
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
 from _scenario import Boom
 from resilient_mcp import (
     CircuitBreakerConfig,
@@ -24,6 +29,11 @@ from resilient_mcp import (
     Outcome,
     ResiliencePipeline,
     RetryConfig,
+)
+from resilient_mcp.instrumentation import (
+    ResilienceCollector,
+    Watchlist,
+    instrument_otel_metrics,
 )
 
 
@@ -380,3 +390,56 @@ def test_config_defaults_and_timedelta():
         config.budget_percent,
     )
     assert isinstance(Hedging().metrics(), HedgingMetrics)
+
+
+def test_prometheus_and_opentelemetry_show_the_hedging_families(run):
+    """A watched pipeline's hedging policy is exported by both exporters."""
+    server = Server(lambda n: [10.0, 1.0][n])
+    p = pipeline(delay=2.0)
+    watchlist = Watchlist()
+    watchlist.watch_pipeline(p)
+
+    async def main():
+        await p.call(server)
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        instrument_otel_metrics(watchlist, meter_provider=provider)
+        data = await anyio.to_thread.run_sync(reader.get_metrics_data)
+        provider.shutdown()
+        registry = CollectorRegistry()
+        registry.register(ResilienceCollector(watchlist))
+        return generate_latest(registry).decode(), {
+            metric.name: [
+                (dict(q.attributes), q.value) for q in metric.data.data_points
+            ]
+            for rm in data.resource_metrics
+            for sm in rm.scope_metrics
+            for metric in sm.metrics
+            if metric.name.startswith("resilient_mcp.hedging")
+        }
+
+    text, points = run(main)
+    samples = [
+        (s.name, dict(s.labels), s.value)
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name.startswith("resilient_mcp_hedging")
+    ]
+    h = {"hedging": "h"}
+
+    assert [
+        ("resilient_mcp_hedging_calls_total", h, 1.0),
+        ("resilient_mcp_hedging_hedged_calls_total", h, 1.0),
+        ("resilient_mcp_hedging_hedges_total", h, 1.0),
+        ("resilient_mcp_hedging_hedge_wins_total", h, 1.0),
+        ("resilient_mcp_hedging_refused_total", {**h, "reason": "budget"}, 0),
+        (
+            "resilient_mcp_hedging_refused_total",
+            {**h, "reason": "slowdown"},
+            0,
+        ),
+        ("resilient_mcp_hedging_delay_seconds", h, 2.0),
+        ("resilient_mcp_hedging_slow_fraction", h, 1.0),
+    ] == samples
+    assert [(h, 1)] == points["resilient_mcp.hedging.hedges"]
+    assert [(h, 2.0)] == points["resilient_mcp.hedging.delay_seconds"]
