@@ -8,7 +8,7 @@ whether they were cancelled.
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 import math
 
 import anyio
@@ -74,10 +74,7 @@ def pipeline(**config) -> ResiliencePipeline:
 
 
 def test_hedge_fires_after_the_delay_and_the_first_answer_wins(run):
-    """
-    A request slower than the delay gets a hedge; the hedge answers
-    first and the original request is cancelled.
-    """
+    """A slow request gets a hedge, which wins; the original is cancelled."""
     server = Server(lambda n: [10.0, 1.0][n])
     p = pipeline(delay=2.0)
 
@@ -103,7 +100,7 @@ def test_hedge_fires_after_the_delay_and_the_first_answer_wins(run):
 
 def test_an_answer_within_the_delay_is_never_hedged(run):
     """A request that answers before the delay costs no extra request."""
-    server = Server(lambda n: 1.5)
+    server = Server(lambda _: 1.5)
     p = pipeline(delay=2.0)
 
     async def main():
@@ -129,8 +126,10 @@ def test_the_original_request_may_still_win(run):
 
 def test_a_failed_attempt_waits_for_the_other(run):
     """
-    An attempt that fails while another runs does not end the call: the
-    other's success is the answer (Polly's rule).
+    A failed attempt waits for the other, whose success is the answer.
+
+    An attempt that fails while another runs does not end the call
+    (Polly's rule).
     """
     server = Server(lambda n: [Boom("first"), 2.0][n])
     p = pipeline(delay=0.5)
@@ -157,7 +156,7 @@ def test_when_every_attempt_fails_the_last_error_propagates(run):
 
 def test_a_failure_before_the_delay_is_not_hedged(run):
     """An error before the delay ends the call at once: retries handle it."""
-    server = Server(lambda n: Boom("fast"))
+    server = Server(lambda _: Boom("fast"))
     p = pipeline(delay=5.0)
 
     with pytest.raises(Boom):
@@ -207,7 +206,7 @@ def test_each_hedged_attempt_goes_through_the_breaker_and_timeout(run):
 
 def test_a_cancelled_caller_cancels_every_attempt(run):
     """Cancelling the caller cancels the original and its hedges alike."""
-    server = Server(lambda n: math.inf)
+    server = Server(lambda _: math.inf)
     p = pipeline(delay=1.0, max_hedged_attempts=2)
 
     async def main():
@@ -226,8 +225,10 @@ def test_a_cancelled_caller_cancels_every_attempt(run):
 
 def test_delay_from_the_percentile(run):
     """
+    The delay is the percentile of recent answers; too few, no hedge.
+
     Without a fixed delay, the delay is the configured percentile of the
-    recent answers; with too few of them, no hedge.
+    recent answers.
     """
     server = Server(lambda n: 0.01 * (n % 100 + 1))
     # No budget: nothing is hedged, every request answers in its latency.
@@ -259,8 +260,9 @@ def test_delay_from_the_percentile(run):
 
 def test_budget_caps_hedges_over_many_calls(run):
     """
-    With no reserve, hedges over many calls stay within budget_percent of
-    them, and the refused ones are counted.
+    Without a reserve, hedges stay within budget_percent of the calls.
+
+    The hedges the budget refused are counted.
     """
     # Every tenth request is slow: twice as many hedges as the budget.
     server = Server(lambda n: 5.0 if n % 10 == 0 else 0.1)
@@ -285,10 +287,8 @@ def test_budget_caps_hedges_over_many_calls(run):
 
 def test_a_broad_slowdown_is_not_hedged(run):
     """When most recent calls outlive the delay, hedging stops."""
-    server = Server(lambda n: 5.0)
-    p = pipeline(
-        delay=1.0, budget_percent=1.0, min_samples=10, window=1000.0
-    )
+    server = Server(lambda _: 5.0)
+    p = pipeline(delay=1.0, budget_percent=1.0, min_samples=10, window=1000.0)
 
     async def main():
         for _ in range(30):
@@ -307,8 +307,9 @@ def test_a_broad_slowdown_is_not_hedged(run):
 
 def test_a_tail_is_hedged_with_the_default_config(run):
     """
-    One percent of requests 10x slower: the p95 delay hedges them and
-    the slowest call takes about the delay plus one normal request.
+    One percent of requests 10x slower are hedged at the default p95.
+
+    The slowest call then takes about the delay plus one normal request.
     """
     server = Server(lambda n: 1.0 if n % 100 == 50 else 0.1)
     p = pipeline(min_hedges_per_second=0.0)
@@ -341,8 +342,8 @@ def test_a_shared_policy_instance(run):
     two = ResiliencePipeline(hedging=hedging)
 
     async def main():
-        await one.call(Server(lambda n: 0.1))
-        await two.call(Server(lambda n: 0.1))
+        await one.call(Server(lambda _: 0.1))
+        await two.call(Server(lambda _: 0.1))
 
     run(main)
 
@@ -381,7 +382,7 @@ def test_config_errors_name_the_field(field, value, rule):
 
 def test_config_defaults_and_timedelta():
     """The issue's defaults; durations may be timedeltas."""
-    config = HedgingConfig(delay=datetime.timedelta(milliseconds=250))
+    config = HedgingConfig(delay=dt.timedelta(milliseconds=250))
 
     assert (1, 0.25, 0.95, 0.05) == (
         config.max_hedged_attempts,

@@ -10,11 +10,11 @@ failed attempt, and hands every policy its outcome, innermost first.
 
 There is no nursery per call (but for a hedged call, whose hedging
 policy owns a task group for its concurrent attempts): a call has no
-concurrency of its own to supervise, and every policy is a step or a cancel scope in the caller's
-own task, so errors and cancellation propagate exactly as if the
-operation had been awaited directly.  The clock is read once when the
-call arrives and once when its attempt ends, and every policy gets those
-two readings.
+concurrency of its own to supervise, and every policy is a step or a
+cancel scope in the caller's own task, so errors and cancellation
+propagate exactly as if the operation had been awaited directly.  The
+clock is read once when the call arrives and once when its attempt ends,
+and every policy gets those two readings.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ class Plan:
             ledger.settle(end - start, None)
         return result
 
-    async def _attempts(  # noqa: PLR0917 (private, one call site)
+    async def _attempts(  # noqa: C901, PLR0917 (the hot path, inline)
         self,
         now: Callable[[], float],
         fn: Callable[..., Awaitable[T]],

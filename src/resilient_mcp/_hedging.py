@@ -240,7 +240,7 @@ class _Race(Generic[T]):
             with scope:
                 try:
                     result = await run(began)
-                except Exception as exc:  # noqa: BLE001 (the race's to raise)
+                except Exception as exc:
                     if not self.answered:
                         self.error = exc
                 else:

@@ -56,8 +56,10 @@ async def test_read_only_tools_are_hedged_and_others_never(
     autojump_clock, mode
 ):
     """
-    A slow read-only tool is hedged after the delay and the slow request
-    cancelled; a slow tool with side effects waits, unhedged.
+    A slow read-only tool is hedged; a tool with side effects is not.
+
+    The slow read-only request is cancelled once the hedge answers; the
+    slow tool with side effects is waited for.
     """
     server, runs = slow_first_server()
     config = ResilientClientConfig(

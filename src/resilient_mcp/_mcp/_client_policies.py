@@ -47,16 +47,18 @@ KINDS: Final = {
 }
 """Each MCP method, and the bulkhead (operation kind) it goes through."""
 
-HEDGED: Final = frozenset({
-    "tools/list",
-    "tools/call",  # only tools safe to retry go through it (unsafe_calls)
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "prompts/list",
-    "prompts/get",
-    "completion/complete",
-})
+HEDGED: Final = frozenset(
+    {
+        "tools/list",
+        "tools/call",  # only tools safe to retry go through it (unsafe_calls)
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+    }
+)
 """The methods safe to repeat, hedged when the config asks for it."""
 
 REFRESH: Final = "tools/list:refresh"

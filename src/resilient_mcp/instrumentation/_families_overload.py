@@ -1,8 +1,8 @@
 """
 The metric families of the overload policies.
 
-Retry budgets, rate limiters, adaptive throttles and hedging policies; ``_families.py``
-holds the rest and the exposition order.
+Retry budgets, rate limiters, adaptive throttles and hedging policies;
+``_families.py`` holds the rest and the exposition order.
 """
 
 from __future__ import annotations
@@ -128,7 +128,6 @@ THROTTLING_PROBABILITY: Final = _throttling(
 )
 
 
-
 def _hedging(suffix: str, kind: Kind, unit: str, documentation: str) -> Spec:
     """A family of the hedging policies (label ``hedging``)."""
     return Spec(
@@ -252,9 +251,7 @@ def _throttle(out: dict[Spec, list[Sample]], m: ThrottlingMetrics) -> None:
     out[THROTTLING_PROBABILITY].append((name, m.rejection_probability))
 
 
-def _hedging_samples(
-    out: dict[Spec, list[Sample]], m: HedgingMetrics
-) -> None:
+def _hedging_samples(out: dict[Spec, list[Sample]], m: HedgingMetrics) -> None:
     name = (m.name,)
     out[HEDGING_CALLS].append((name, m.calls))
     out[HEDGING_HEDGED_CALLS].append((name, m.hedged_calls))

@@ -36,11 +36,11 @@ from ._loop import (
 if TYPE_CHECKING:
     from .._breaker import CircuitBreaker, CircuitBreakerMetrics
     from .._bulkhead import Bulkhead, BulkheadMetrics
+    from .._hedging import Hedging, HedgingMetrics
     from .._pipeline import PipelineMetrics, ResiliencePipeline
     from .._rate_limiter import RateLimiter, RateLimiterMetrics
     from .._retry import RetryManager, RetryMetrics
     from .._retry_budget import RetryBudget, RetryBudgetMetrics
-    from .._hedging import Hedging, HedgingMetrics
     from .._throttling import AdaptiveThrottle, ThrottlingMetrics
 
 
