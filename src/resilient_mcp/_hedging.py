@@ -32,7 +32,10 @@ Three brakes keep hedges to the tail:
 * the budget, Finagle's arithmetic (the retry budget's, reused): each call
   deposits ``budget_percent`` of a hedge, each hedge withdraws one, over
   the last ``budget_ttl`` seconds, plus a reserve of
-  ``min_hedges_per_second`` so that a quiet pipeline can still hedge;
+  ``min_hedges_per_second`` so that a quiet pipeline can still hedge.
+  A call the budget refuses asks again one ``delay`` later, while it has
+  no answer: when hedges are scarce, they go to the calls that are still
+  waiting, the slow ones, rather than to those at the edge of the delay;
 * the slowdown guard: when more than ``max_slow_fraction`` of the recent
   calls did not answer within their delay, the whole service is slow, not
   its tail, and a hedge would only double the load: none is made.
@@ -368,15 +371,20 @@ class Hedging:
         if self._since >= RECOMPUTE_EVERY or self._delay is None:
             self._recompute()
 
-    def _may_hedge(self, now: float) -> bool:
-        """Whether the next hedge may start now (counts a refusal)."""
+    def _may_hedge(self, now: float) -> bool | None:
+        """
+        Whether the next hedge may start now (counts a refusal).
+
+        ``False``: the budget is short now; ``None``: the service is slow
+        as a whole, and no hedge should be made.
+        """
         judged = self._judged[0] + self._judged[1]
         if (
             judged >= self.config.min_samples
             and self.slow_fraction() > self.config.max_slow_fraction
         ):
             self._suppressed += 1
-            return False
+            return None
         if not self._budget.try_withdraw(now):
             self._refused += 1
             return False
@@ -420,14 +428,19 @@ class Hedging:
         async with anyio.create_task_group() as tasks:
             race.launch(tasks, attempt, start)
             limit = self.config.max_hedged_attempts
+            ticks = 0
             while hedges < limit:
-                with anyio.CancelScope(deadline=start + (hedges + 1) * delay):
+                ticks += 1
+                with anyio.CancelScope(deadline=start + ticks * delay):
                     await race.done.wait()
                 if race.done.is_set():
                     break
                 slow = True
-                if not self._may_hedge(now()):
-                    break
+                allowed = self._may_hedge(now())
+                if allowed is None:
+                    break  # a slowdown: no hedge for this call
+                if not allowed:
+                    continue  # the budget: ask again one delay later
                 hedges += 1
                 self._hedges += 1
                 if hedges == 1:
