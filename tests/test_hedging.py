@@ -21,6 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from _scenario import Boom
 from resilient_mcp import (
+    BulkheadConfig,
+    CallTimeout,
     CircuitBreakerConfig,
     ConfigurationError,
     Hedging,
@@ -202,6 +204,25 @@ def test_each_hedged_attempt_goes_through_the_breaker_and_timeout(run):
         breaker.cancelled_requests,
         breaker.total_failures,
     )
+
+
+def test_the_calls_deadline_ends_every_attempt(run):
+    """The bulkhead's request_timeout ends the hedged call: a timeout."""
+    server = Server(lambda _: math.inf)
+    p = ResiliencePipeline(
+        hedging=HedgingConfig(delay=1.0),
+        bulkhead=BulkheadConfig(name="b", request_timeout=3.0),
+    )
+
+    async def main():
+        with pytest.raises(CallTimeout):
+            await p.call(server)
+        return anyio.current_time()
+
+    assert 3.0 == run(main)
+    assert [0.0, 1.0] == server.starts
+    assert [0, 1] == sorted(server.cancelled)
+    assert 1 == p.metrics().outcomes[Outcome.TIMEOUT]
 
 
 def test_a_cancelled_caller_cancels_every_attempt(run):

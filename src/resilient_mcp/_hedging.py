@@ -203,6 +203,16 @@ class HedgingMetrics:
     """The fraction of recent calls that outlived their delay."""
 
 
+_LET_THROUGH: Final = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def _let_through(exc: BaseException) -> bool:
+    """Whether *exc* is a cancellation, or an exit, that must propagate."""
+    return isinstance(exc, _LET_THROUGH) or isinstance(
+        exc, anyio.get_cancelled_exc_class()
+    )
+
+
 def _config_or_default(config: HedgingConfig | None) -> HedgingConfig:
     return HedgingConfig() if config is None else config
 
@@ -217,6 +227,7 @@ class _Race(Generic[T]):
     result: Any = None
     winner: int = -1
     error: Exception | None = None
+    abort: BaseException | None = None
     done: anyio.Event = attrs.Factory(anyio.Event)
     scopes: list[anyio.CancelScope] = attrs.Factory(list)
 
@@ -246,6 +257,15 @@ class _Race(Generic[T]):
                 except Exception as exc:
                     if not self.answered:
                         self.error = exc
+                except BaseException as exc:
+                    if _let_through(exc):
+                        raise
+                    # Not a failure of this attempt but the end of the
+                    # call (a call policy's deadline): it ends the race.
+                    self.abort = exc
+                    self.answered = True
+                    for other in self.scopes:
+                        other.cancel()
                 else:
                     if not self.answered:
                         self.answered = True
@@ -457,6 +477,10 @@ class Hedging:
         self._cancelled += sum(
             1 for scope in race.scopes if scope.cancel_called
         )
+        abort = race.abort
+        if abort is not None:
+            race.abort = None  # no cycle through the race
+            raise abort
         if race.answered:
             if race.winner > 0:
                 self._wins += 1
