@@ -208,9 +208,7 @@ _LET_THROUGH: Final = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 def _let_through(exc: BaseException) -> bool:
     """Whether *exc* is a cancellation, or an exit, that must propagate."""
-    return isinstance(exc, _LET_THROUGH) or isinstance(
-        exc, anyio.get_cancelled_exc_class()
-    )
+    return isinstance(exc, (*_LET_THROUGH, anyio.get_cancelled_exc_class()))
 
 
 def _config_or_default(config: HedgingConfig | None) -> HedgingConfig:
@@ -243,6 +241,13 @@ class _Race(Generic[T]):
         self.running += 1  # now: the race is not over before it starts
         tasks.start_soon(self._attempt, run, began, scope)
 
+    def _end(self, winner: anyio.CancelScope | None) -> None:
+        """The race is over: cancel every attempt but the *winner*'s."""
+        self.answered = True
+        for other in self.scopes:
+            if other is not winner:
+                other.cancel()
+
     async def _attempt(
         self,
         run: Callable[[float], Awaitable[T]],
@@ -263,17 +268,12 @@ class _Race(Generic[T]):
                     # Not a failure of this attempt but the end of the
                     # call (a call policy's deadline): it ends the race.
                     self.abort = exc
-                    self.answered = True
-                    for other in self.scopes:
-                        other.cancel()
+                    self._end(None)
                 else:
                     if not self.answered:
-                        self.answered = True
                         self.result = result
                         self.winner = self.scopes.index(scope)
-                        for other in self.scopes:
-                            if other is not scope:
-                                other.cancel()
+                        self._end(scope)
         finally:
             self.running -= 1
             if self.answered or self.running == 0:
