@@ -306,6 +306,31 @@ def test_budget_caps_hedges_over_many_calls(run):
     assert calls + m.hedges == len(server.starts)
 
 
+def test_a_call_the_budget_refused_asks_again_one_delay_later(run):
+    """A refused hedge is asked for again at the next delay, and made."""
+    server = Server(lambda n: [5.0, 0.1, 0.1][n])
+    # Two calls' deposits pay for one hedge; there is no reserve.
+    p = pipeline(delay=1.0, budget_percent=0.5, min_hedges_per_second=0.0)
+    answers = {}
+
+    async def call(name):
+        await p.call(server)
+        answers[name] = anyio.current_time()
+
+    async def main():
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(call, "slow")
+            await anyio.sleep(1.5)
+            tasks.start_soon(call, "quick")
+
+    run(main)
+    m = p.metrics().hedging
+
+    assert [0.0, 1.5, 2.0] == server.starts
+    assert {"slow": 2.1, "quick": 1.6} == pytest.approx(answers)
+    assert (1, 1, 1) == (m.budget_rejections, m.hedges, m.hedge_wins)
+
+
 def test_a_broad_slowdown_is_not_hedged(run):
     """When most recent calls outlive the delay, hedging stops."""
     server = Server(lambda _: 5.0)
