@@ -477,9 +477,11 @@ class Hedging:
         self._cancelled += sum(
             1 for scope in race.scopes if scope.cancel_called
         )
-        abort = race.abort
+        # The errors' tracebacks hold the attempts' frames, which hold the
+        # race: no cycle is left behind.
+        abort, error = race.abort, race.error
+        race.abort = race.error = None
         if abort is not None:
-            race.abort = None  # no cycle through the race
             raise abort
         if race.answered:
             if race.winner > 0:
@@ -487,8 +489,6 @@ class Hedging:
             self._record(elapsed)
             result: T = race.result
             return result
-        error = race.error
-        race.error = None  # no cycle through the race
         assert error is not None  # noqa: S101 (running reached 0 unanswered)
         raise error
 
