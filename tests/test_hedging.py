@@ -206,6 +206,23 @@ def test_each_hedged_attempt_goes_through_the_breaker_and_timeout(run):
     )
 
 
+def test_each_hedge_is_timed_from_its_own_start(run):
+    """The per-attempt timeout counts from each hedged attempt's start."""
+    server = Server(lambda _: math.inf)
+    p = ResiliencePipeline(hedging=HedgingConfig(delay=2.0), timeout=4.0)
+
+    async def main():
+        with pytest.raises(CallTimeout):
+            await p.call(server)
+        return anyio.current_time()
+
+    # The first attempt times out at 4 s, while its hedge (from 2 s) runs
+    # on; the hedge times out at 6 s: its timeout is the call's error.
+    assert 6.0 == run(main)
+    assert [0.0, 2.0] == server.starts
+    assert 1 == p.metrics().outcomes[Outcome.TIMEOUT]
+
+
 def test_the_calls_deadline_ends_every_attempt(run):
     """The bulkhead's request_timeout ends the hedged call: a timeout."""
     server = Server(lambda _: math.inf)
