@@ -45,7 +45,8 @@ from ._errors import (
     ThrottledError,
     classify_error,
 )
-from ._hedging import Hedging, HedgingConfig, HedgingMetrics
+from ._hedging import Hedging
+from ._hedging_config import HedgingConfig, HedgingMetrics
 from ._hlog import HlogFormatError, run_hlog_writer, write_hlog_once
 from ._metrics import (
     LatencyHistogram,

@@ -26,7 +26,7 @@ from ._errors import (
 if TYPE_CHECKING:
     from ._breaker import CircuitBreakerMetrics
     from ._bulkhead import BulkheadMetrics
-    from ._hedging import HedgingMetrics
+    from ._hedging_config import HedgingMetrics
     from ._metrics import LatencySnapshot
     from ._rate_limiter import RateLimiterMetrics
     from ._retry import RetryMetrics

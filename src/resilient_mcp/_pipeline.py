@@ -49,7 +49,8 @@ from ._breaker import CircuitBreaker
 from ._bulkhead import Bulkhead
 from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
 from ._engine import Plan
-from ._hedging import Hedging, HedgingConfig
+from ._hedging import Hedging
+from ._hedging_config import HedgingConfig
 from ._metrics import LatencyRecorder
 from ._outcomes import (
     FAILURE_OUTCOMES,

@@ -21,7 +21,7 @@ from .._config import (
     ConfigurationError,
     RetryConfig,
 )
-from .._hedging import HedgingConfig
+from .._hedging_config import HedgingConfig
 from .._retry_budget import RetryBudgetConfig
 from ._config import SessionConfig
 

@@ -13,7 +13,7 @@ from ._spec import Kind, Spec
 
 
 if TYPE_CHECKING:
-    from .._hedging import HedgingMetrics
+    from .._hedging_config import HedgingMetrics
     from .._rate_limiter import RateLimiterMetrics
     from .._retry_budget import RetryBudgetMetrics
     from .._throttling import ThrottlingMetrics

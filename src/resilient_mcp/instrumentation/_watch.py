@@ -36,7 +36,8 @@ from ._loop import (
 if TYPE_CHECKING:
     from .._breaker import CircuitBreaker, CircuitBreakerMetrics
     from .._bulkhead import Bulkhead, BulkheadMetrics
-    from .._hedging import Hedging, HedgingMetrics
+    from .._hedging import Hedging
+    from .._hedging_config import HedgingMetrics
     from .._pipeline import PipelineMetrics, ResiliencePipeline
     from .._rate_limiter import RateLimiter, RateLimiterMetrics
     from .._retry import RetryManager, RetryMetrics
@@ -166,9 +167,8 @@ class Watchlist:
         Its breaker, bulkhead, retry manager, retry budget and hedging
         policy are watched too (each once, however many pipelines share it).
 
-        The pipeline's name is the ``operation`` label of its series.  A
-        pipeline that records its latency (``recorder=``) also reports it,
-        under its ``record_key``.
+        The pipeline's name is its series' ``operation`` label; its
+        latency (with ``recorder=``) is reported under its ``record_key``.
 
         Raises:
             ValueError: Another watched pipeline has the same name, or one
