@@ -7,8 +7,8 @@ The layers, from the bottom up: ``_errors`` (the exception tree) and
 event loop's clock, cancel-scope deadlines and the timeout policy);
 ``_policy`` (the interface every policy offers) and ``_engine`` (a call
 through an ordered plan of policies); the policies ``_breaker``,
-``_retry``, ``_retry_budget``, ``_bulkhead``, ``_rate_limiter`` and
-``_throttling``; ``_pipeline``, the only
+``_retry``, ``_retry_budget``, ``_bulkhead``, ``_rate_limiter``,
+``_throttling`` and ``_hedging``; ``_pipeline``, the only
 place that sets their order; ``instrumentation``, which attaches through
 ``_hooks``; and ``_mcp``, the MCP client.  :mod:`resilient_mcp.testing`
 is imported separately.
@@ -45,6 +45,8 @@ from ._errors import (
     ThrottledError,
     classify_error,
 )
+from ._hedging import Hedging
+from ._hedging_config import HedgingConfig, HedgingMetrics
 from ._hlog import HlogFormatError, run_hlog_writer, write_hlog_once
 from ._metrics import (
     LatencyHistogram,
@@ -85,6 +87,9 @@ __all__ = [
     "CircuitBreakerMetrics",
     "CircuitState",
     "ConfigurationError",
+    "Hedging",
+    "HedgingConfig",
+    "HedgingMetrics",
     "HlogFormatError",
     "InvalidResponseError",
     "JitterMode",
