@@ -27,6 +27,9 @@ import random
 
 from typing import Final
 
+import anyio
+import trio
+
 from ._floors import (
     ATTEMPTS,
     DELAY,
@@ -37,6 +40,10 @@ from ._floors import (
     noop,
 )
 from ._harness import Arm, Factory, Variant
+
+
+# Hedging: a delay no call reaches, so every call races and none hedges.
+HEDGE_DELAY: Final = 1.0  # seconds
 
 
 # The retry budget: RetryBudgetConfig's defaults.
@@ -333,6 +340,7 @@ def _limited(backend: str, algorithm: str) -> Factory:  # noqa: C901, PLR0915 (o
     return make
 
 
+HEDGE: Final = "nursery: attempt in the body, a timer task (by hand)"
 BUDGET: Final = "retry loop + sliding-window budget (by hand)"
 RETRY_PLAIN: Final = "try/except retry loop, no budget"
 GCRA: Final = "GCRA check (by hand)"
@@ -405,3 +413,45 @@ def adaptive_floors(backend: str) -> tuple[Arm, ...]:
             note="every call a sample",
         ),
     )
+
+
+def _hedge(backend: str) -> Factory:
+    """
+    A hedge by hand, the cheapest shape that can still hedge.
+
+    The first attempt runs in the nursery's body; a timer task would start
+    a second attempt after the delay, and the first answer cancels the
+    rest.  Nothing here counts, budgets or measures a delay: the floor is
+    only the structure a hedge needs (a nursery and one task per call).
+    """
+
+    def make(_stack: object) -> Variant:
+        kit = Kit.for_backend(backend)
+        sleep = kit.sleep
+        open_nursery = (
+            trio.open_nursery if backend == "trio" else anyio.create_task_group
+        )
+
+        async def hedged() -> None:
+            async with open_nursery() as nursery:
+                scope = nursery.cancel_scope
+
+                async def second() -> None:
+                    await noop()
+                    scope.cancel()  # the hedge answered first
+
+                async def timer() -> None:
+                    await sleep(HEDGE_DELAY)
+                    nursery.start_soon(second)
+
+                nursery.start_soon(timer)
+                await noop()
+                scope.cancel()  # the first attempt answered: stop the timer
+
+        return hedged
+
+    return make
+
+
+def hedge_floors(backend: str) -> tuple[Arm, ...]:
+    return (Arm(label=HEDGE, factory=_hedge(backend), kind="floor"),)

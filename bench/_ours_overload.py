@@ -18,6 +18,7 @@ from typing import Any, Final
 from resilient_mcp import (
     AdaptiveLimitConfig,
     BulkheadConfig,
+    HedgingConfig,
     RateLimiterConfig,
     ResiliencePipeline,
     RetryBudgetConfig,
@@ -38,6 +39,7 @@ THROTTLE: Final = "pipeline: throttling"
 THROTTLE_BULKHEAD: Final = "pipeline: throttling + bulkhead (2 call policies)"
 GRADIENT: Final = "pipeline: adaptive bulkhead (gradient2)"
 AIMD: Final = "pipeline: adaptive bulkhead (aimd)"
+HEDGE: Final = "pipeline: hedging (a delay no call reaches)"
 
 
 def _bulkhead(adaptive: AdaptiveLimitConfig | None = None) -> BulkheadConfig:
@@ -126,5 +128,17 @@ def adaptive_arms() -> tuple[Arm, ...]:
             factory=_pipeline(bulkhead=_bulkhead(_adaptive("aimd"))),
             baseline=floors.AIMD,
             note="window_size=None",
+        ),
+    )
+
+
+def hedge_arms() -> tuple[Arm, ...]:
+    return (
+        Arm(
+            label=HEDGE,
+            factory=_pipeline(
+                hedging=HedgingConfig(delay=floors.HEDGE_DELAY)
+            ),
+            baseline=floors.HEDGE,
         ),
     )

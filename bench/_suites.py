@@ -332,6 +332,21 @@ def overload_suite(sizes: Sizes) -> list[Comparison]:
                         "(window_size=None)."
                     ),
                 ),
+                _comparison(
+                    "hedging",
+                    "Hedging, the first attempt answers before the delay",
+                    backend,
+                    overload_floors.HEDGE,
+                    arms(
+                        overload_floors.hedge_floors(backend),
+                        overload_ours.hedge_arms(),
+                    ),
+                    sizes,
+                    note=(
+                        "delay=1 s, never reached: every call takes the "
+                        "hedged path (a race) and none is hedged."
+                    ),
+                ),
             )
         )
     return found

@@ -367,6 +367,12 @@ def _overload_targets(lookup: _Lookup, quick: bool) -> list[Verdict]:
             overload_ours.AIMD,
             overload_floors.AIMD,
         ),
+        (
+            "Hedging",
+            "hedging-trio",
+            overload_ours.HEDGE,
+            overload_floors.HEDGE,
+        ),
     )
     return [
         _ratio_target(

@@ -61,6 +61,7 @@ def test_report_has_every_section(results):
         "### Rate limiter, a conforming call (trio)",
         "### Adaptive throttling, an admitted call (trio)",
         "### Adaptive bulkhead with a free slot (trio)",
+        "### Hedging, the first attempt answers before the delay (trio)",
     ):
         assert heading in report
     assert "| not run |" not in report  # every target found its numbers
@@ -78,6 +79,7 @@ def test_hlogs_parse_with_a_histogram_per_round(results):
         "rate-limit-trio.hlog",
         "throttling-trio.hlog",
         "adaptive-trio.hlog",
+        "hedging-trio.hlog",
     } <= {p.name for p in paths}
     for path in paths:
         parsed = read_hlog(path)
