@@ -22,6 +22,14 @@ head sleeps, until its own turn, and a call arriving meanwhile queues
 behind it (it never takes a turn the queue is waiting for).  A waiter
 reserves nothing: one that is cancelled just leaves the queue, and the
 next one takes the turn it would have had.
+
+Given a ``store`` (:class:`~resilient_mcp.RedisStore`), the limiters of
+every process that share its prefix and their name hold one ``tat`` in
+the store, moved by one atomic script per call, so the fleet together
+holds ``rate``.  A shared turn is *reserved* when granted: a caller
+cancelled while it waits for it leaves it unused (the fleet then goes a
+hair under the rate, never over).  When the store fails, the limiter
+decides alone with its local ``tat`` (see docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from ._config import ConfigurationError, to_seconds
 from ._engine import Plan
 from ._errors import RateLimitedError
 from ._policy import PolicyBase
+from ._store._protocol import StateStore
 from ._timeouts import checkpoint, current_time, deadline_scope, on_trio
 
 
@@ -162,6 +171,9 @@ class RateLimiterMetrics:
     held_until: float
     """The event-loop time before which :meth:`RateLimiter.hold` keeps
     every call out (``-inf``: never held)."""
+    store_errors: int = 0
+    """Calls for which the shared store failed or was too slow: they were
+    judged by the local state instead (``0`` without a store)."""
 
 
 @final
@@ -202,7 +214,10 @@ class RateLimiter(PolicyBase):
 
     Args:
         config: The configuration; ``None`` for the defaults.
-        name: A name for errors and metrics.
+        name: A name for errors and metrics, and the shared key's name.
+        store: Where the fleet shares the limit; ``None`` (the default)
+            keeps it in this process.  With a store, :meth:`hold` and
+            :meth:`retry_after` still act on the local state only.
 
     .. versionadded:: 0.1.0
     """
@@ -211,6 +226,7 @@ class RateLimiter(PolicyBase):
         default=None, converter=_config_or_default
     )
     name: str = attrs.field(default="default", kw_only=True)
+    store: StateStore | None = attrs.field(default=None, kw_only=True)
 
     _anchor: float = attrs.field(init=False, default=-math.inf)
     _cells: int = attrs.field(init=False, default=0)
@@ -227,6 +243,7 @@ class RateLimiter(PolicyBase):
     _delayed: int = attrs.field(init=False, default=0)
     _rejected: int = attrs.field(init=False, default=0)
     _cancelled: int = attrs.field(init=False, default=0)
+    _store_errors: int = attrs.field(init=False, default=0)
 
     def __repr__(self) -> str:
         c = self.config
@@ -323,6 +340,12 @@ class RateLimiter(PolicyBase):
                 :meth:`enter` waits for it.
             RateLimitedError: Its turn is further away (counted).
         """
+        store = self.store
+        if store is not None and store.available():
+            raise trio.WouldBlock  # the shared turn is one await away
+        self._enter_nowait(now)
+
+    def _enter_nowait(self, now: float) -> None:
         waiters = self._waiters
         turn = self._turn(len(waiters))
         if turn <= now and not waiters:
@@ -342,6 +365,16 @@ class RateLimiter(PolicyBase):
             RateLimitedError: A :meth:`hold` moved the turn beyond
                 ``max_wait`` from *now* (after a checkpoint).
         """
+        store = self.store
+        if store is not None and store.available():
+            if await self._enter_shared(store):
+                return
+            try:
+                self._enter_nowait(now)  # the store failed: decide alone
+            except trio.WouldBlock:
+                pass
+            else:
+                return
         waiter = _Waiter()
         waiters = self._waiters
         waiters.append(waiter)
@@ -384,6 +417,31 @@ class RateLimiter(PolicyBase):
                 nxt = waiters[0].turn
                 if nxt is not None:
                     nxt.set()
+
+    async def _enter_shared(self, store: StateStore) -> bool:
+        """Take the fleet's turn; ``False``: the store failed."""
+        c = self.config
+        interval = c.period / c.rate
+        try:
+            reply = await store.gcra(
+                self.name, interval, interval * (c.burst - 1), c.max_wait
+            )
+            if reply is None:
+                self._store_errors += 1
+                return False
+            admitted, wait = reply
+            if not admitted:
+                self._rejected += 1
+                raise RateLimitedError(self.name, retry_after=wait)
+            if wait > 0:
+                await anyio.sleep(wait)
+                self._delayed += 1
+        except BaseException as exc:
+            if not isinstance(exc, RateLimitedError):
+                self._cancelled += 1
+            raise
+        self._admitted += 1
+        return True
 
     def leave(
         self,
@@ -432,4 +490,5 @@ class RateLimiter(PolicyBase):
             cancelled=self._cancelled,
             waiting=len(self._waiters),
             held_until=self._held_until,
+            store_errors=self._store_errors,
         )
