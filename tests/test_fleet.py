@@ -30,8 +30,6 @@ from resilient_mcp import (
     RetryBudgetConfig,
 )
 
-from _redis_server import RedisServer, redis_server  # noqa: F401 (fixture)
-
 
 pytestmark = pytest.mark.slow
 
@@ -68,14 +66,13 @@ def test_two_limiters_on_one_store_share_the_rate(redis_server, backend):
                     await limiter.call(anyio.sleep, 0)
                     outcomes.append("admitted")
                 except RateLimitedError as exc:
-                    assert 50 < exc.retry_after <= 60
-                    outcomes.append("rejected")
+                    outcomes.append(f"rejected {exc.retry_after > 50}")
             assert 0 == a.metrics().store_errors + b.metrics().store_errors
             assert (1, 1) == (a.metrics().rejected, b.metrics().rejected)
 
     anyio.run(main, backend=backend)
 
-    assert ["admitted", "admitted", "rejected", "rejected"] == outcomes
+    assert ["admitted"] * 2 + ["rejected True"] * 2 == outcomes
 
 
 def test_the_prefix_and_the_name_separate_limiters(redis_server):
@@ -164,6 +161,8 @@ def test_redis_down_fails_open_and_sharing_resumes(
     redis_server, backend, caplog
 ):
     """
+    Redis killed: calls go on alone; back: the limiters share again.
+
     With Redis killed, calls go on alone, none failing; once it is back,
     the limiters share again; the outage is counted and logged once.
     """
@@ -282,7 +281,7 @@ def test_a_fleet_of_processes_holds_the_rate(redis_server):
     low, high = start + 1.0, start + seconds - 0.5
     inside = sum(low <= t < high for t in times)
     measured = inside / (high - low)
-    print(f"fleet rate {measured:.1f}/s for {rate:.0f}/s configured")
+    print(f"fleet rate {measured:.1f}/s for {rate:.0f}/s")  # noqa: T201
 
     assert [0] * PROCESSES == errors
     assert abs(measured - rate) <= 0.05 * rate, measured
@@ -291,6 +290,8 @@ def test_a_fleet_of_processes_holds_the_rate(redis_server):
 @pytest.mark.timeout(90)
 def test_a_fleet_shares_one_retry_budget(redis_server):
     """
+    The processes of a fleet share one retry budget.
+
     Three processes' calls pay for a fourth's retries; eight withdrawing
     at once overshoot the fleet's budget by at most one retry each.
     """
@@ -310,7 +311,7 @@ def test_a_fleet_shares_one_retry_budget(redis_server):
         [_start("budget", url, start, "20") for _ in range(PROCESSES)]
     )
     made = sum(int(out[2]) for out in outputs)
-    print(f"fleet retries {made} for a budget of 33")
+    print(f"fleet retries {made} for a budget of 33")  # noqa: T201
 
     assert [["store_errors", "0"]] * PROCESSES == [o[:2] for o in outputs]
     assert 33 <= made <= 33 + PROCESSES - 1

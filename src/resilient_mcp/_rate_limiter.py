@@ -23,13 +23,8 @@ behind it (it never takes a turn the queue is waiting for).  A waiter
 reserves nothing: one that is cancelled just leaves the queue, and the
 next one takes the turn it would have had.
 
-Given a ``store`` (:class:`~resilient_mcp.RedisStore`), the limiters of
-every process that share its prefix and their name hold one ``tat`` in
-the store, moved by one atomic script per call, so the fleet together
-holds ``rate``.  A shared turn is *reserved* when granted: a caller
-cancelled while it waits for it leaves it unused (the fleet then goes a
-hair under the rate, never over).  When the store fails, the limiter
-decides alone with its local ``tat`` (see docs/fleet.md).
+With a ``store``, the fleet's limiters of one name share one ``tat`` in
+it, and reserve their turns there (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -363,18 +358,14 @@ class RateLimiter(PolicyBase):
 
         Raises:
             RateLimitedError: A :meth:`hold` moved the turn beyond
-                ``max_wait`` from *now* (after a checkpoint).
+                ``max_wait`` from *now* (after a checkpoint), or the
+                fleet's turn is beyond it (with a store).
         """
-        store = self.store
-        if store is not None and store.available():
-            if await self._enter_shared(store):
-                return
-            try:
-                self._enter_nowait(now)  # the store failed: decide alone
-            except trio.WouldBlock:
-                pass
-            else:
-                return
+        if not await self._enter_shared(now):
+            await self._wait_in_line(now)
+
+    async def _wait_in_line(self, now: float) -> None:
+        """The local waiting path: in the FIFO queue, for the local turn."""
         waiter = _Waiter()
         waiters = self._waiters
         waiters.append(waiter)
@@ -418,28 +409,40 @@ class RateLimiter(PolicyBase):
                 if nxt is not None:
                     nxt.set()
 
-    async def _enter_shared(self, store: StateStore) -> bool:
-        """Take the fleet's turn; ``False``: the store failed."""
+    async def _enter_shared(self, now: float) -> bool:
+        """
+        Take the fleet's turn: ``False`` when the local queue must decide.
+
+        Raises:
+            RateLimitedError: The fleet's turn is beyond ``max_wait``, or
+                the store failed and the local state rejects the call.
+        """
+        store = self.store
+        if store is None or not store.available():
+            return False
         c = self.config
         interval = c.period / c.rate
         try:
             reply = await store.gcra(
                 self.name, interval, interval * (c.burst - 1), c.max_wait
             )
-            if reply is None:
-                self._store_errors += 1
-                return False
-            admitted, wait = reply
-            if not admitted:
-                self._rejected += 1
-                raise RateLimitedError(self.name, retry_after=wait)
-            if wait > 0:
-                await anyio.sleep(wait)
+            if reply is not None and reply[0] and reply[1] > 0:
+                await anyio.sleep(reply[1])
                 self._delayed += 1
-        except BaseException as exc:
-            if not isinstance(exc, RateLimitedError):
-                self._cancelled += 1
+        except BaseException:
+            self._cancelled += 1
             raise
+        if reply is None:
+            self._store_errors += 1
+            try:
+                self._enter_nowait(now)  # the store failed: decide alone
+            except trio.WouldBlock:
+                return False
+            return True
+        admitted, wait = reply
+        if not admitted:
+            self._rejected += 1
+            raise RateLimitedError(self.name, retry_after=wait)
         self._admitted += 1
         return True
 

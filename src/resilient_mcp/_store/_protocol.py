@@ -18,8 +18,8 @@ the policies pass durations, never instants.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 
 class StateStore(Protocol):
@@ -78,7 +78,7 @@ class StateStore(Protocol):
             ``None``: the store failed.
         """
 
-    def start_soon(self, fn: Callable[[], Awaitable[None]]) -> bool:
+    def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """
         Run ``await fn()`` in the store's own task group, without waiting.
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import math
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, Self, final
 
@@ -102,10 +102,10 @@ class RedisStore:
         timeout: float = DEFAULT_TIMEOUT,
         reconnect_interval: float = DEFAULT_RECONNECT_INTERVAL,
     ) -> None:
-        if not isinstance(prefix, str) or not prefix:
+        value: object = prefix  # typed str, checked at run time too
+        if not isinstance(value, str) or not value:
             raise ConfigurationError(
-                f"RedisStore.prefix must be a non-empty string, got "
-                f"{prefix!r}"
+                f"RedisStore.prefix must be a non-empty string, got {prefix!r}"
             )
         self.url: Final = url
         self.prefix: Final = prefix
@@ -125,9 +125,7 @@ class RedisStore:
         state = "open" if self._tasks is not None else "closed"
         if self._down_since is not None:
             state += ", unavailable"
-        return (
-            f"<RedisStore {self.prefix!r} {state}, {self._errors} errors>"
-        )
+        return f"<RedisStore {self.prefix!r} {state}, {self._errors} errors>"
 
     @property
     def errors(self) -> int:
@@ -179,7 +177,7 @@ class RedisStore:
             return self._client is not None
         return current_time() >= self._next_try
 
-    def start_soon(self, fn: Callable[[], Awaitable[None]]) -> bool:
+    def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """Run ``await fn()`` in the store's task group, without waiting."""
         tasks = self._tasks
         if tasks is None:
