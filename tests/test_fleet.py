@@ -20,14 +20,17 @@ from pathlib import Path
 import anyio
 import pytest
 
+from _scenario import ConnectionLost, Script
 from resilient_mcp import (
     ConfigurationError,
     RateLimitedError,
     RateLimiter,
     RateLimiterConfig,
     RedisStore,
+    ResiliencePipeline,
     RetryBudget,
     RetryBudgetConfig,
+    RetryConfig,
 )
 
 
@@ -315,3 +318,63 @@ def test_a_fleet_shares_one_retry_budget(redis_server):
 
     assert [["store_errors", "0"]] * PROCESSES == [o[:2] for o in outputs]
     assert 33 <= made <= 33 + PROCESSES - 1
+
+
+def test_pipelines_of_two_processes_retry_on_one_budget(redis_server, backend):
+    """
+    A pipeline whose server fails may retry on another pipeline's calls.
+
+    Both pipelines stand for processes: each has its own budget object,
+    named alike on one store.  Alone, the failing pipeline's budget (no
+    reserve, one call: half a retry) would refuse every retry.
+    """
+    config = RetryBudgetConfig(percent_can_retry=0.5, min_retries_per_second=0)
+    retry = RetryConfig(
+        max_attempts=3, initial_delay=0, max_delay=0, jitter=False
+    )
+    failing = Script(ConnectionLost("down"))
+
+    async def main() -> None:
+        async with RedisStore(redis_server.url, timeout=TIMEOUT) as store:
+            busy_budget = RetryBudget(config, name="srv", store=store)
+            busy = ResiliencePipeline(retry=retry, retry_budget=busy_budget)
+            for _ in range(8):
+                await busy.call(Script("ok"))
+                await _settled(busy_budget)
+            sick_budget = RetryBudget(config, name="srv", store=store)
+            sick = ResiliencePipeline(retry=retry, retry_budget=sick_budget)
+            await sick.call(Script("ok"))  # it has run a while
+            await _settled(sick_budget)
+            with pytest.raises(ConnectionLost):
+                await sick.call(failing)
+
+    anyio.run(main, backend=backend)
+
+    # One call, two retries, paid for by the busy pipeline's 8 calls.
+    assert 3 == failing.calls
+
+
+@outage
+def test_a_budget_decides_alone_while_redis_is_down(redis_server, backend):
+    """With Redis gone, a budget counts the error and uses its own calls."""
+    config = RetryBudgetConfig(percent_can_retry=0.5, min_retries_per_second=0)
+    seen: list[object] = []
+
+    async def main() -> None:
+        async with RedisStore(
+            redis_server.url, timeout=TIMEOUT, reconnect_interval=60
+        ) as store:
+            budget = RetryBudget(config, name="b", store=store)
+            redis_server.stop()
+            for _ in range(4):
+                budget.deposit(anyio.current_time())
+                await _settled(budget)
+            seen.extend(
+                budget.try_withdraw(anyio.current_time()) for _ in range(3)
+            )
+            seen.append(budget.metrics().store_errors)
+
+    anyio.run(main, backend=backend)
+
+    # Its own 4 calls at 50 %: 2 retries; one failed request, then none.
+    assert [True, True, False, 1] == seen
