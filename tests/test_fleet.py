@@ -378,3 +378,25 @@ def test_a_budget_decides_alone_while_redis_is_down(redis_server, backend):
 
     # Its own 4 calls at 50 %: 2 retries; one failed request, then none.
     assert [True, True, False, 1] == seen
+
+
+def test_scripts_run_by_hash_are_loaded_again_after_a_flush(redis_server):
+    """After SCRIPT FLUSH, NOSCRIPT makes the store load the script again."""
+    config = RateLimiterConfig(rate=1, period=60)
+
+    async def main() -> tuple[int, int, int]:
+        import coredis  # noqa: PLC0415
+
+        async with (
+            RedisStore(redis_server.url, timeout=TIMEOUT) as store,
+            coredis.Redis.from_url(redis_server.url) as client,
+        ):
+            limiter = RateLimiter(config, name="api", store=store)
+            await limiter.call(anyio.sleep, 0)
+            await client.script_flush()
+            with pytest.raises(RateLimitedError):
+                await limiter.call(anyio.sleep, 0)
+            m = limiter.metrics()
+            return m.admitted, m.rejected, m.store_errors
+
+    assert (1, 1, 0) == anyio.run(main, backend="trio")
