@@ -24,6 +24,7 @@ import anyio
 import coredis
 
 from resilient_mcp import RateLimiter, RateLimiterConfig, RedisStore
+from resilient_mcp._store import _lua
 
 
 CALLS = 3000
@@ -52,7 +53,7 @@ async def _times(fn) -> list[float]:
 def _summary(name: str, times: list[float]) -> str:
     q = statistics.quantiles(times, n=100)
     return (
-        f"{name:<34} p50 {statistics.median(times) * 1e6:8.1f} us"
+        f"{name:<36} p50 {statistics.median(times) * 1e6:8.1f} us"
         f"   p99 {q[98] * 1e6:8.1f} us   max {max(times) * 1e6:8.1f} us"
     )
 
@@ -63,6 +64,13 @@ async def main(url: str, server: subprocess.Popen[bytes]) -> None:
         await client.ping()
         await _times(client.ping)  # warm-up
         ping = await _times(client.ping)
+        gcra = client.register_script(_lua.GCRA)
+
+        async def script() -> None:
+            await gcra(keys=["bench:gcra"], args=["0.001", "1000", "0"])
+
+        await _times(script)
+        raw = await _times(script)
     local = RateLimiter(CONFIG, name="local")
     await _times(lambda: local.call(_noop))
     bare = await _times(lambda: local.call(_noop))
@@ -76,13 +84,23 @@ async def main(url: str, server: subprocess.Popen[bytes]) -> None:
     async with RedisStore(url, timeout=0.005) as store:
         hung = RateLimiter(CONFIG, name="hung", store=store)
         await _times(lambda: hung.call(_noop))
+        errors_before = hung.metrics().store_errors
         os.kill(server.pid, signal.SIGSTOP)
+        outage = []
         try:
-            outage = await _times(lambda: hung.call(_noop))
+            # Two seconds of calls 1 ms apart: with reconnect_interval
+            # 1 s, about three of them ask the hung Redis and wait.
+            until = time.perf_counter() + 2
+            while time.perf_counter() < until:
+                start = time.perf_counter()
+                await hung.call(_noop)
+                outage.append(time.perf_counter() - start)
+                await anyio.sleep(0.001)
         finally:
             os.kill(server.pid, signal.SIGCONT)
-        hung_errors = hung.metrics().store_errors
+        hung_errors = hung.metrics().store_errors - errors_before
     print(_summary("redis PING (loopback round trip)", ping))
+    print(_summary("EVALSHA of the GCRA script (coredis)", raw))
     print(_summary("rate limiter, no store", bare))
     print(_summary("rate limiter, RedisStore", with_store))
     print(_summary("rate limiter, Redis hung (SIGSTOP)", outage))
@@ -91,6 +109,11 @@ async def main(url: str, server: subprocess.Popen[bytes]) -> None:
         f"added median per call: {added * 1e6:.1f} us, "
         f"{added / statistics.median(ping):.2f} round trips; "
         f"store_errors: {errors} shared, {hung_errors} with the hang"
+    )
+    slow = sorted(t for t in outage if t >= 0.005)
+    print(
+        f"in the hang: {len(outage)} calls, {len(slow)} waited the 5 ms "
+        f"timeout, taking {', '.join(f'{t * 1e3:.2f}' for t in slow)} ms"
     )
 
 
