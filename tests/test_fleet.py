@@ -196,13 +196,11 @@ def test_redis_down_fails_open_and_sharing_resumes(
             with pytest.raises(RateLimitedError) as info:
                 await b.call(anyio.sleep, 0)
             seen["retry_after"] = info.value.retry_after
-            seen["b_errors"] = b.metrics().store_errors
 
     with caplog.at_level(logging.WARNING, logger="resilient_mcp"):
         anyio.run(main, backend=backend)
 
     assert 1 == seen["errors"]
-    assert seen["b_errors"] in {0, 1}  # b may not have asked during it
     assert seen["retry_after"] > 50
     messages = [r.getMessage() for r in caplog.records]
     assert 1 == sum("unavailable" in m for m in messages), messages
@@ -216,13 +214,15 @@ def test_a_slow_redis_delays_a_call_by_at_most_the_timeout(
     """A Redis that does not answer costs one call ``timeout``, then none."""
     config = RateLimiterConfig(rate=1000, burst=1000)
     spent: list[float] = []
+    counts: list[int] = []
 
     async def main() -> None:
         async with RedisStore(
-            redis_server.url, timeout=0.05, reconnect_interval=60
+            redis_server.url, timeout=TIMEOUT, reconnect_interval=60
         ) as store:
             limiter = RateLimiter(config, name="api", store=store)
             await limiter.call(anyio.sleep, 0)
+            counts.append(store.errors)
             assert redis_server.process is not None
             redis_server.process.send_signal(19)  # SIGSTOP: hangs
             try:
@@ -232,14 +232,17 @@ def test_a_slow_redis_delays_a_call_by_at_most_the_timeout(
                     spent.append(anyio.current_time() - start)
             finally:
                 redis_server.process.send_signal(18)  # SIGCONT
-            assert 1 == limiter.metrics().store_errors
+            m = limiter.metrics()
+            counts.extend((store.errors, m.store_errors, m.admitted))
 
     anyio.run(main, backend=backend)
 
-    # The first call waited for the timeout (a cancel scope), the next
-    # ones not at all: the store is skipped until reconnect_interval.
-    assert 0.05 <= spent[0] < 0.5
-    assert max(spent[1:]) < 0.05
+    # Every call was admitted; only the first in the hang asked Redis:
+    # the store is skipped until reconnect_interval.  That one waited
+    # the whole timeout (a cancel scope), and not much more (a generous
+    # bound, for a loaded machine: it would hang without the scope).
+    assert [0, 1, 1, 4] == counts
+    assert TIMEOUT <= spent[0] < TIMEOUT + 2
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
