@@ -211,8 +211,8 @@ class RateLimiter(PolicyBase):
         config: The configuration; ``None`` for the defaults.
         name: A name for errors and metrics, and the shared key's name.
         store: Where the fleet shares the limit; ``None`` (the default)
-            keeps it in this process.  With a store, :meth:`hold` and
-            :meth:`retry_after` still act on the local state only.
+            keeps it in this process.  With a store, :meth:`hold` holds
+            the fleet too; :meth:`retry_after` reads the local state.
 
     .. versionadded:: 0.1.0
     """
@@ -315,6 +315,11 @@ class RateLimiter(PolicyBase):
             raise ValueError(msg)
         if now is None:
             now = current_time()
+        if self.store is not None:  # the fleet too, without waiting
+            c = self.config
+            self.store.hold(
+                self.name, seconds, c.period / c.rate * (c.burst - 1)
+            )
         until = now + seconds
         if until <= self._turn(0):
             return
@@ -410,13 +415,7 @@ class RateLimiter(PolicyBase):
                     nxt.set()
 
     async def _enter_shared(self, now: float) -> bool:
-        """
-        Take the fleet's turn: ``False`` when the local queue must decide.
-
-        Raises:
-            RateLimitedError: The fleet's turn is beyond ``max_wait``, or
-                the store failed and the local state rejects the call.
-        """
+        """The fleet's turn (or RateLimitedError); ``False``: go local."""
         store = self.store
         if store is None or not store.available():
             return False

@@ -48,6 +48,21 @@ redis.call('SET', KEYS[1], string.format('%.17g', tat), 'PX', ttl)
 return {1, string.format('%.17g', wait)}
 """
 
+HOLD: Final = """
+-- KEYS[1]: the limiter's TAT, as in GCRA.  ARGV: hold, tolerance tau
+-- (microseconds).  Moves the TAT so that the next turn is hold from now
+-- and no burst follows (TAT = now + hold + tau), never back.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = now + tonumber(ARGV[1]) + tonumber(ARGV[2])
+local old = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat > old then
+  local ttl = math.ceil((tat - now) / 1000) + 1000
+  redis.call('SET', KEYS[1], string.format('%.17g', tat), 'PX', ttl)
+end
+return 1
+"""
+
 BUDGET: Final = """
 -- KEYS[1]: a hash of the budget's buckets, field = bucket number.
 -- ARGV: delta (tokens), bucket width (us), buckets in the window,

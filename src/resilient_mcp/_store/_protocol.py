@@ -78,6 +78,21 @@ class StateStore(Protocol):
             ``None``: the store failed.
         """
 
+    def hold(self, name: str, seconds: float, tolerance: float) -> None:
+        """
+        Admit no call of the limiter *name* for *seconds*, fleet-wide.
+
+        Sent without waiting (a server's ``Retry-After`` seen by one
+        process holds them all); moves the shared TAT forward, never
+        back, as :meth:`RateLimiter.hold` moves its own.  Nothing is
+        sent while the store is unavailable.
+
+        Args:
+            name: The limiter's name (part of the key).
+            seconds: How long to hold, from the store's now.
+            tolerance: The limiter's tau, seconds (no burst after it).
+        """
+
     def start_soon(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> bool:
         """
         Run ``await fn()`` in the store's own task group, without waiting.

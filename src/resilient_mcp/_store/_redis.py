@@ -17,6 +17,7 @@ ends, however many calls it spans.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 
@@ -145,13 +146,14 @@ class RedisStore:
             self._scripts = {
                 "gcra": client.register_script(_lua.GCRA),
                 "budget": client.register_script(_lua.BUDGET),
+                "hold": client.register_script(_lua.HOLD),
             }
             self._stack = stack.pop_all()
         # Connect and load the scripts now, so that the first calls do
         # not pay for it; a Redis that is down or slow is only an outage.
         with anyio.move_on_after(CONNECT_TIMEOUT):
             try:
-                for script in (_lua.GCRA, _lua.BUDGET):
+                for script in (_lua.GCRA, _lua.BUDGET, _lua.HOLD):
                     await client.script_load(script)
             except Exception as exc:
                 self._failed(exc)
@@ -202,6 +204,18 @@ class RedisStore:
             return None
         admitted, wait = reply
         return bool(admitted), float(wait) / MICROS
+
+    def hold(self, name: str, seconds: float, tolerance: float) -> None:
+        """Hold the shared limiter *name*, without waiting (StateStore)."""
+        if seconds > 0 and self.available():
+            self.start_soon(
+                functools.partial(
+                    self._run,
+                    "hold",
+                    f"{self.prefix}:rate:{name}",
+                    [repr(seconds * MICROS), repr(tolerance * MICROS)],
+                )
+            )
 
     async def budget(
         self, name: str, delta: int, width: float, buckets: int
