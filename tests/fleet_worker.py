@@ -5,7 +5,7 @@ One process of a fleet, for tests/test_fleet.py (run as a script).
 connected, reads the Unix time START from its standard input (the test
 sends it once every worker is ready), waits until then, calls through a
 shared rate limiter for SECONDS and prints the wall-clock time of each
-admission, one per line.
+admission, one per line.  ``FLEET_BACKEND=asyncio`` runs it on asyncio.
 
 ``python fleet_worker.py budget URL START DEPOSITS [keep]`` deposits
 DEPOSITS calls into a shared retry budget, waits until START, deposits
@@ -16,6 +16,7 @@ one, and prints how many it made.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -31,6 +32,7 @@ from resilient_mcp import (
 )
 
 
+BACKEND = os.environ.get("FLEET_BACKEND", "trio")  # or asyncio
 RATE = 200.0  # the fleet's calls per second
 TASKS = 8  # concurrent callers per process
 TIMEOUT = 0.25  # a loaded 2-core CI machine: sharing, not speed, is tested
@@ -102,10 +104,10 @@ async def _budget(
 def main() -> None:
     mode, url, start, amount, *keep = sys.argv[1:]
     if mode == "rate":
-        anyio.run(_rate, url, float(amount), backend="trio")
+        anyio.run(_rate, url, float(amount), backend=BACKEND)
     else:
         anyio.run(
-            _budget, url, float(start), int(amount), not keep, backend="trio"
+            _budget, url, float(start), int(amount), not keep, backend=BACKEND
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -249,12 +250,13 @@ def test_a_slow_redis_delays_a_call_by_at_most_the_timeout(
     assert TIMEOUT <= spent[0] < TIMEOUT + 2
 
 
-def _start(*args: str) -> subprocess.Popen[str]:
+def _start(*args: str, backend: str = "trio") -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(WORKER), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        env={**os.environ, "FLEET_BACKEND": backend},
     )
 
 
@@ -269,11 +271,21 @@ def _finish(workers: list[subprocess.Popen[str]]) -> list[list[str]]:
 
 @pytest.mark.timeout(90)
 def test_a_fleet_of_processes_holds_the_rate(redis_server):
-    """Eight processes calling through one shared limiter hold its rate."""
+    """
+    Eight processes calling through one shared limiter hold its rate.
+
+    Half of them run on trio, half on asyncio: one fleet.
+    """
     rate, seconds = 200.0, 4.0
     workers = [
-        _start("rate", redis_server.url, "-", repr(seconds))
-        for _ in range(PROCESSES)
+        _start(
+            "rate",
+            redis_server.url,
+            "-",
+            repr(seconds),
+            backend=("trio", "asyncio")[i % 2],
+        )
+        for i in range(PROCESSES)
     ]
     for worker in workers:  # a barrier: every worker is connected
         assert worker.stdout is not None
