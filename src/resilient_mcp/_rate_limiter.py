@@ -343,9 +343,6 @@ class RateLimiter(PolicyBase):
         store = self.store
         if store is not None and store.available():
             raise trio.WouldBlock  # the shared turn is one await away
-        self._enter_nowait(now)
-
-    def _enter_nowait(self, now: float) -> None:
         waiters = self._waiters
         turn = self._turn(len(waiters))
         if turn <= now and not waiters:
@@ -434,7 +431,7 @@ class RateLimiter(PolicyBase):
         if reply is None:
             self._store_errors += 1
             try:
-                self._enter_nowait(now)  # the store failed: decide alone
+                self.enter_nowait(now)  # the store failed: decide alone
             except trio.WouldBlock:
                 return False
             return True

@@ -244,16 +244,15 @@ class RetryBudget:
         """
         index = self._slide(now)
         cost = self._withdrawal
-        tokens = self._sum
-        if self.store is not None:
-            tokens = self._fleet_tokens(now, tokens)
+        store = self.store
+        tokens = self._sum if store is None else self._fleet_tokens(now)
         if tokens + self._reserve < cost:
             self._rejected += 1
             return False
         self._tokens[index] -= cost
         self._sum -= cost
         self._retries += 1
-        if self.store is not None:
+        if store is not None:
             self._share(-cost)
         return True
 
@@ -288,12 +287,12 @@ class RetryBudget:
 
     # -- sharing through a store ------------------------------------------
 
-    def _fleet_tokens(self, now: float, local: int) -> int:
-        """The fleet's tokens if a fresh answer has them, else *local*."""
+    def _fleet_tokens(self, now: float) -> int:
+        """The fleet's tokens if a fresh answer has them, else the local."""
         fleet = self._fleet
         if fleet is None or now - self._fleet_at > self._width:
             self._share(0)  # ask for the fleet's sum, for the next retry
-            return local
+            return self._sum
         return fleet + self._sending + self._pending
 
     def _share(self, delta: int) -> None:
