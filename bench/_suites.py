@@ -15,7 +15,9 @@ from typing import Final
 import attrs
 
 from . import _floors as floors
+from . import _floors_overload as overload_floors
 from . import _ours as ours
+from . import _ours_overload as overload_ours
 from . import _peers as peers
 from ._harness import BACKENDS, Arm, Comparison, arms
 from ._mcp import mcp_comparisons
@@ -274,6 +276,67 @@ def pipeline_suite(sizes: Sizes) -> list[Comparison]:
     ]
 
 
+def overload_suite(sizes: Sizes) -> list[Comparison]:
+    """The overload policies of issue 13, success path, vs their floors."""
+    found = []
+    for backend in BACKENDS:
+        found.extend(
+            (
+                _comparison(
+                    "retry-budget",
+                    "Retry budget, success on the first attempt",
+                    backend,
+                    overload_floors.BUDGET,
+                    arms(
+                        overload_floors.budget_floors(backend),
+                        overload_ours.budget_arms(),
+                    ),
+                    sizes,
+                ),
+                _comparison(
+                    "rate-limit",
+                    "Rate limiter, a conforming call",
+                    backend,
+                    overload_floors.GCRA,
+                    arms(
+                        overload_floors.rate_floors(backend),
+                        overload_ours.rate_arms(),
+                    ),
+                    sizes,
+                    note="rate=1e9/s, burst=1: every call conforms.",
+                ),
+                _comparison(
+                    "throttling",
+                    "Adaptive throttling, an admitted call",
+                    backend,
+                    overload_floors.SRE,
+                    arms(
+                        overload_floors.throttle_floors(backend),
+                        overload_ours.throttle_arms(),
+                    ),
+                    sizes,
+                    note="Every call succeeds: the drop probability is 0.",
+                ),
+                _comparison(
+                    "adaptive",
+                    "Adaptive bulkhead with a free slot",
+                    backend,
+                    overload_floors.GRADIENT,
+                    arms(
+                        overload_floors.adaptive_floors(backend),
+                        overload_ours.adaptive_arms(),
+                    ),
+                    sizes,
+                    note=(
+                        "Every call is a sample of the limit's algorithm "
+                        "(window_size=None)."
+                    ),
+                ),
+            )
+        )
+    return found
+
+
 def mcp_suite(sizes: Sizes) -> list[Comparison]:
     return mcp_comparisons(BACKENDS, quick=sizes.quick)
 
@@ -286,6 +349,7 @@ SUITES: Final[dict[str, Callable[[Sizes], list[Comparison]]]] = {
     "timeout": timeout_suite,
     "recording": recording_suite,
     "pipeline": pipeline_suite,
+    "overload": overload_suite,
     "mcp": mcp_suite,
 }
 """Interleaved comparisons, by suite name, in the order they run."""

@@ -26,8 +26,10 @@ from typing import Final
 import attrs
 
 from . import _floors as floors
+from . import _floors_overload as overload_floors
 from . import _mcp as mcp
 from . import _ours as ours
+from . import _ours_overload as overload_ours
 from ._harness import ArmResult, ComparisonResult
 from ._scale import TOOLS_LIMIT, Measurement
 from ._suites import PIPELINE_ASYNCIO_RUN
@@ -329,6 +331,56 @@ def _constant(values: dict[str, float]) -> tuple[bool, str, str]:
     )
 
 
+OVERLOAD_LIMIT: Final = 1.3  # issue 13: at most 1.3x a hand-built equivalent
+
+
+def _overload_targets(lookup: _Lookup, quick: bool) -> list[Verdict]:
+    """Issue 13: each new policy's success path vs its hand-built floor."""
+    found = (
+        (
+            "Retry budget",
+            "retry-budget-trio",
+            overload_ours.BUDGET,
+            overload_floors.BUDGET,
+        ),
+        (
+            "Rate limiter",
+            "rate-limit-trio",
+            overload_ours.RATE,
+            overload_floors.GCRA,
+        ),
+        (
+            "Adaptive throttling",
+            "throttling-trio",
+            overload_ours.THROTTLE,
+            overload_floors.SRE,
+        ),
+        (
+            "Adaptive bulkhead (gradient2)",
+            "adaptive-trio",
+            overload_ours.GRADIENT,
+            overload_floors.GRADIENT,
+        ),
+        (
+            "Adaptive bulkhead (aimd)",
+            "adaptive-trio",
+            overload_ours.AIMD,
+            overload_floors.AIMD,
+        ),
+    )
+    return [
+        _ratio_target(
+            lookup,
+            quick,
+            name=f"{policy}, success path vs {floor}",
+            comparison=comparison,
+            label=label,
+            limit=OVERLOAD_LIMIT,
+        )
+        for policy, comparison, label, floor in found
+    ]
+
+
 def evaluate(
     comparisons: list[ComparisonResult],
     measurements: list[Measurement],
@@ -389,6 +441,7 @@ def evaluate(
             label=ours.BREAKER_OPEN,
             limit=1.3,
         ),
+        *_overload_targets(lookup, quick),
         _measured(
             lookup,
             quick,

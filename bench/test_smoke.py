@@ -56,6 +56,11 @@ def test_report_has_every_section(results):
             "(asyncio under asyncio.run)"
         ),
         "### MCP call_tool round trip, stdio (trio)",
+        # Issue 13: the overload policies, success path, vs their floors.
+        "### Retry budget, success on the first attempt (trio)",
+        "### Rate limiter, a conforming call (trio)",
+        "### Adaptive throttling, an admitted call (trio)",
+        "### Adaptive bulkhead with a free slot (trio)",
     ):
         assert heading in report
     assert "| not run |" not in report  # every target found its numbers
@@ -69,6 +74,10 @@ def test_hlogs_parse_with_a_histogram_per_round(results):
         "pipeline-trio.hlog",
         "pipeline-asyncio-run.hlog",
         "mcp-stdio-asyncio.hlog",
+        "retry-budget-trio.hlog",
+        "rate-limit-trio.hlog",
+        "throttling-trio.hlog",
+        "adaptive-trio.hlog",
     } <= {p.name for p in paths}
     for path in paths:
         parsed = read_hlog(path)

@@ -126,6 +126,9 @@ def _errors_built_with_keywords():
         resilient_mcp.RequestTimeoutError("slow"),
         resilient_mcp.InvalidResponseError("garbled"),
         resilient_mcp.SessionClosedError("closed"),
+        resilient_mcp.AuthenticationError(
+            "HTTP 401: refused", status_code=401, oauth_error="invalid_grant"
+        ),
     ]
 
 

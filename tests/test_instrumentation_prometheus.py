@@ -19,6 +19,7 @@ from resilient_mcp import (
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitBreakerError,
+    HedgingConfig,
     LatencyHistogram,
     Outcome,
     RateLimiterConfig,
@@ -484,6 +485,7 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
             retry_budget=RetryBudgetConfig(),
             rate_limit=RateLimiterConfig(),
             throttling=ThrottlingConfig(),
+            hedging=HedgingConfig(delay=1.0),
         )
         histogram = LatencyHistogram()
         histogram.record(0.1)
@@ -503,8 +505,9 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
         assert all(f.name.startswith("resilient_mcp_") for f in families)
         counters = [f for f in families if f.type == "counter"]
         # 13 of the core policies, four of the budget, three of the rate
-        # limiter (store errors included), four of the throttle
-        assert 24 == len(counters)
+        # limiter (store errors included), four of the throttle, five of
+        # the hedging policy
+        assert 29 == len(counters)
         for family in counters:
             assert all(s.name.endswith("_total") for s in family.samples)
         assert {"gauge", "counter", "histogram"} == {f.type for f in families}

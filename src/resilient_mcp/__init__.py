@@ -7,9 +7,9 @@ The layers, from the bottom up: ``_errors`` (the exception tree) and
 event loop's clock, cancel-scope deadlines and the timeout policy);
 ``_policy`` (the interface every policy offers) and ``_engine`` (a call
 through an ordered plan of policies); the policies ``_breaker``,
-``_retry``, ``_retry_budget``, ``_bulkhead``, ``_rate_limiter`` and
-``_throttling``; ``_store``, the state a fleet of processes shares
-(Redis); ``_pipeline``, the only
+``_retry``, ``_retry_budget``, ``_bulkhead``, ``_rate_limiter``,
+``_throttling`` and ``_hedging``; ``_store``, the state a fleet of
+processes shares (Redis); ``_pipeline``, the only
 place that sets their order; ``instrumentation``, which attaches through
 ``_hooks``; and ``_mcp``, the MCP client.  :mod:`resilient_mcp.testing`
 is imported separately.
@@ -46,6 +46,8 @@ from ._errors import (
     ThrottledError,
     classify_error,
 )
+from ._hedging import Hedging
+from ._hedging_config import HedgingConfig, HedgingMetrics
 from ._hlog import HlogFormatError, run_hlog_writer, write_hlog_once
 from ._metrics import (
     LatencyHistogram,
@@ -76,6 +78,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "AdaptiveLimitConfig",
     "AdaptiveThrottle",
+    "AuthenticationError",
     "Bulkhead",
     "BulkheadConfig",
     "BulkheadError",
@@ -87,6 +90,9 @@ __all__ = [
     "CircuitBreakerMetrics",
     "CircuitState",
     "ConfigurationError",
+    "Hedging",
+    "HedgingConfig",
+    "HedgingMetrics",
     "HlogFormatError",
     "InvalidResponseError",
     "JitterMode",
@@ -147,6 +153,7 @@ __all__ = [
 # an error, not an attribute of type ``object``.
 if TYPE_CHECKING:
     from ._mcp import (
+        AuthenticationError,
         InvalidResponseError,
         NotSentError,
         OperationMetrics,
@@ -166,6 +173,7 @@ if TYPE_CHECKING:
 else:
     _MCP_NAMES = frozenset(
         {
+            "AuthenticationError",
             "InvalidResponseError",
             "NotSentError",
             "OperationMetrics",

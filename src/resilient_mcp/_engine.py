@@ -8,16 +8,18 @@ logic: it enters the policies in order, enters one cancel scope per
 attempt for the earliest time limit, lets the retry policy decide after a
 failed attempt, and hands every policy its outcome, innermost first.
 
-There is no nursery per call: a call has no concurrency of its own to
-supervise, and every policy is a step or a cancel scope in the caller's
-own task, so errors and cancellation propagate exactly as if the
-operation had been awaited directly.  The clock is read once when the
-call arrives and once when its attempt ends, and every policy gets those
-two readings.
+There is no nursery per call (but for a hedged call, whose hedging
+policy owns a task group for its concurrent attempts): a call has no
+concurrency of its own to supervise, and every policy is a step or a
+cancel scope in the caller's own task, so errors and cancellation
+propagate exactly as if the operation had been awaited directly.  The
+clock is read once when the call arrives and once when its attempt ends,
+and every policy gets those two readings.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 from collections.abc import Awaitable, Callable
@@ -98,6 +100,18 @@ class _NoRetry:
 _NO_RETRY: Final[RetryLoop] = _NoRetry()
 
 
+class Hedger(Protocol):
+    """What the engine asks of the hedging policy (:class:`~.Hedging`)."""
+
+    async def run(
+        self,
+        attempt: Callable[[float], Awaitable[T]],
+        now: Callable[[], float],
+        start: float,
+    ) -> T:
+        """Run *attempt* once or more, concurrently; the first answer."""
+
+
 class Ledger(Protocol):
     """Whoever keeps the books of a plan's calls (the pipeline)."""
 
@@ -118,6 +132,9 @@ class Plan:
         retry_if: Decides retries instead of the retry policy's own
             predicate, for calls through this plan.
         ledger: Told of every call that ends.
+        hedging: Runs each attempt as one or more concurrent hedged
+            attempts, each through the attempt policies on its own; the
+            retry loop sees one result.
     """
 
     call_policies: tuple[AnyPolicy, ...] = ()
@@ -125,6 +142,7 @@ class Plan:
     attempt_policies: tuple[AnyPolicy, ...] = ()
     retry_if: Callable[[Exception], bool] | None = None
     ledger: Ledger | None = None
+    hedging: Hedger | None = None
     calls: Stage = attrs.field(init=False)
     attempts: Stage = attrs.field(init=False)
 
@@ -184,7 +202,7 @@ class Plan:
             ledger.settle(end - start, None)
         return result
 
-    async def _attempts(  # noqa: PLR0917 (private, one call site)
+    async def _attempts(  # noqa: C901, PLR0917 (the hot path, inline)
         self,
         now: Callable[[], float],
         fn: Callable[..., Awaitable[T]],
@@ -205,6 +223,7 @@ class Plan:
         """
         retry = self.retry or _NO_RETRY
         stage = self.attempts
+        hedging = self.hedging
         attempt = 1
         delay = 0.0
         try:
@@ -213,18 +232,29 @@ class Plan:
                 admitted = False
                 permit: Any = None
                 try:
-                    if stage.gated:
-                        permit = admit(stage, began)
-                        if type(permit) is Slow:
-                            permit = await admit_slowly(stage, began, permit)
-                        admitted = True
-                    own = began + stage.limit
-                    if own == deadline == math.inf:
-                        result = await fn(*args)
-                    else:
-                        result = await _until(
-                            fn, args, stage, permit, own, deadline
+                    if hedging is not None:
+                        result = await hedging.run(
+                            functools.partial(
+                                _attempt, stage, fn, args, deadline, now
+                            ),
+                            now,
+                            began,
                         )
+                    else:
+                        if stage.gated:
+                            permit = admit(stage, began)
+                            if type(permit) is Slow:
+                                permit = await admit_slowly(
+                                    stage, began, permit
+                                )
+                            admitted = True
+                        own = began + stage.limit
+                        if own == deadline == math.inf:
+                            result = await fn(*args)
+                        else:
+                            result = await _until(
+                                fn, args, stage, permit, own, deadline
+                            )
                 except BaseException as exc:
                     error = exc
                 end = now()
@@ -308,6 +338,44 @@ class Plan:
             await retry.backoff(error, attempt, delay)
             return delay
         raise DeadlineExpired
+
+
+async def _attempt(  # noqa: PLR0917 (private, hedged attempts only)
+    stage: Stage,
+    fn: Callable[..., Awaitable[T]],
+    args: Any,
+    deadline: float,
+    now: Callable[[], float],
+    began: float,
+) -> T:
+    """
+    One hedged attempt, begun at *began*, through the attempt policies.
+
+    What :meth:`Plan._attempts` does inline for an attempt that is not
+    hedged: each hedged attempt is admitted, limited and told its outcome
+    (a cancelled loser's included) on its own.
+    """
+    permit: Any = None
+    admitted = False
+    error: BaseException | None = None
+    try:
+        if stage.gated:
+            permit = admit(stage, began)
+            if type(permit) is Slow:
+                permit = await admit_slowly(stage, began, permit)
+            admitted = True
+        own = began + stage.limit
+        if own == deadline == math.inf:
+            return await fn(*args)
+        return await _until(fn, args, stage, permit, own, deadline)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if admitted:
+            end = now()
+            stage.leave(permit, end, end - began, error)
+        error = None  # no cycle through this frame
 
 
 async def _until(  # noqa: PLR0917 (private, one call site)

@@ -26,6 +26,7 @@ from ._errors import (
 if TYPE_CHECKING:
     from ._breaker import CircuitBreakerMetrics
     from ._bulkhead import BulkheadMetrics
+    from ._hedging_config import HedgingMetrics
     from ._metrics import LatencySnapshot
     from ._rate_limiter import RateLimiterMetrics
     from ._retry import RetryMetrics
@@ -118,6 +119,8 @@ class PipelineMetrics:
     """
     retry_budget: RetryBudgetMetrics | None = None
     """The retry budget's own metrics, if there is one."""
+    hedging: HedgingMetrics | None = None
+    """The hedging policy's own metrics, if there is one."""
 
 
 _REJECTIONS: Final[tuple[tuple[type[BaseException], Outcome], ...]] = (

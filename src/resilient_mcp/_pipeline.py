@@ -4,7 +4,8 @@ The composition of the policies, and the only place that sets their order.
 A call goes through the throttle, the rate limiter, the bulkhead, then
 the retry loop, then the circuit breaker, then the timeout:
 
-    throttling( rate_limit( bulkhead( retry( breaker( timeout( op ) ) ) ) ) )
+    throttling( rate_limit( bulkhead( retry( hedging( breaker(
+        timeout( op ) ) ) ) ) ) )
 
 * The throttle is outermost: a call it drops takes no rate-limit turn and
   no bulkhead slot, and it judges the call by its final outcome, after the
@@ -20,6 +21,11 @@ the retry loop, then the circuit breaker, then the timeout:
 * The retry budget, when there is one, is consulted by the retry loop
   before each retry, so that it sees each retry once, whichever attempt
   policy failed (see ``docs/retry-budget.md``).
+* Hedging is inside the retry loop and outside the attempt policies:
+  each hedged attempt is judged by the breaker and timed on its own, the
+  retry loop sees one result, and the hedges share the call's bulkhead
+  slot, so the hedging budget, not the bulkhead, bounds them (see
+  ``docs/hedging.md``).
 * The timeout is innermost, per attempt, so that a timed-out attempt
   counts as a breaker failure and may be retried.
 
@@ -43,6 +49,8 @@ from ._breaker import CircuitBreaker
 from ._bulkhead import Bulkhead
 from ._config import BulkheadConfig, CircuitBreakerConfig, RetryConfig
 from ._engine import Plan
+from ._hedging import Hedging
+from ._hedging_config import HedgingConfig
 from ._metrics import LatencyRecorder
 from ._outcomes import (
     FAILURE_OUTCOMES,
@@ -148,6 +156,10 @@ class ResiliencePipeline:
         throttling: An :class:`AdaptiveThrottle`, a
             :class:`ThrottlingConfig`, or None: client-side adaptive
             throttling, outermost, once per call (docs/throttling.md).
+        hedging: A :class:`Hedging` policy, a :class:`HedgingConfig`, or
+            None: another attempt for a call slower than the recent tail,
+            the first answer winning (docs/hedging.md).  Hedge only
+            operations that are safe to run twice.
         name: A name for logs and metrics.
         recorder: A :class:`LatencyRecorder` that gets the duration of
             every call (all outcomes) under *record_key*; ``None`` to
@@ -183,6 +195,9 @@ class ResiliencePipeline:
         default=None, converter=_policy, kw_only=True
     )
     throttling: AdaptiveThrottle | None = attrs.field(
+        default=None, converter=_policy, kw_only=True
+    )
+    hedging: Hedging | None = attrs.field(
         default=None, converter=_policy, kw_only=True
     )
     name: str = attrs.field(default="default", kw_only=True)
@@ -233,6 +248,7 @@ class ResiliencePipeline:
             attempt_policies=tuple(attempt_policies),
             retry_if=self.retry_if,
             ledger=self._books,
+            hedging=self.hedging,
         )
 
     def _build_policies(self) -> None:
@@ -263,6 +279,8 @@ class ResiliencePipeline:
         throttling: Any = self.throttling
         if isinstance(throttling, ThrottlingConfig):
             self.throttling = AdaptiveThrottle(throttling, name=name)
+        if isinstance(self.hedging, HedgingConfig):
+            self.hedging = Hedging(self.hedging, name=name)
 
     def _check_timeout(self, timeout: Any) -> float | None:
         if timeout is _UNSET:
@@ -297,6 +315,8 @@ class ResiliencePipeline:
         ]
         if self.retry_budget is not None:
             parts.append(f"retry_budget={self.retry_budget!r}")
+        if self.hedging is not None:
+            parts.append(f"hedging={self.hedging!r}")
         if self.rate_limit is not None:  # outside the bulkhead: first
             parts.insert(0, f"rate_limit={self.rate_limit!r}")
         if self.throttling is not None:  # outermost: before the limiter
@@ -447,4 +467,5 @@ class ResiliencePipeline:
                 if self.retry_budget is not None
                 else None
             ),
+            hedging=self.hedging.metrics() if self.hedging else None,
         )

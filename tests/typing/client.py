@@ -14,12 +14,15 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import assert_type
 
+import httpx2
+
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, ListToolsResult
 
 import resilient_mcp
 
 from resilient_mcp import (
+    AuthenticationError,
     BulkheadMetrics,
     CircuitBreaker,
     CircuitBreakerConfig,
@@ -67,6 +70,13 @@ def config() -> ResilientClientConfig:
     assert_type(custom.retryable_tools, frozenset[str])
     assert_type(ResilientClientConfig.production(), ResilientClientConfig)
     assert_type(ResilientClientConfig.development(), ResilientClientConfig)
+    authenticated = SessionConfig(
+        auth=httpx2.BasicAuth("user", "secret"),
+        login_timeout=timedelta(minutes=5),
+    )
+    assert_type(authenticated.auth, httpx2.Auth | None)
+    assert_type(authenticated.login_timeout, float)
+    SessionConfig(auth="Bearer x")  # type: ignore[arg-type]
     return custom
 
 
@@ -120,6 +130,9 @@ async def main() -> None:
             ToolError,
         ) as exc:
             assert_type(exc.__cause__, BaseException | None)
+        except AuthenticationError as exc:
+            assert_type(exc.status_code, int | None)
+            assert_type(exc.oauth_error, str | None)
         except TemporaryError:
             pass
         else:

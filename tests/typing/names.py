@@ -24,6 +24,9 @@ from resilient_mcp import (
     CallTimeout,
     CircuitBreakerError,
     ConfigurationError,
+    Hedging,
+    HedgingConfig,
+    HedgingMetrics,
     HlogFormatError,
     JitterMode,
     LatencyHistogram,
@@ -181,6 +184,26 @@ async def throttling() -> ThrottlingMetrics:
     metrics = throttle.metrics()
     assert_type(metrics.rejection_probability, float)
     assert_type(metrics.requests, int)
+    return metrics
+
+
+async def hedging() -> HedgingMetrics:
+    policy = Hedging(
+        HedgingConfig(
+            max_hedged_attempts=1,
+            delay=None,
+            percentile=0.95,
+            budget_percent=0.05,
+        ),
+        name="server",
+    )
+    pipeline = ResiliencePipeline(hedging=policy)
+    assert_type(pipeline.hedging, Hedging | None)
+    await pipeline.call(anyio.sleep, 0)
+    metrics = policy.metrics()
+    assert_type(metrics.delay, float | None)
+    assert_type(metrics.hedges, int)
+    assert_type(pipeline.metrics().hedging, HedgingMetrics | None)
     return metrics
 
 

@@ -1,7 +1,8 @@
 """
 The MCP adapter: the only part of resilient_mcp that imports ``mcp``.
 
-``_errors`` maps the SDK's errors to ours at the boundary; ``_http``
+``_errors`` maps the SDK's errors to ours at the boundary (``_auth``
+those of logging in, and keeps a login off our deadlines); ``_http``
 recovers the HTTP status and ``Retry-After`` the SDK drops; ``_transport``
 builds transports from server specs and notices when one ends; and
 ``_session`` supervises one ``mcp.Client`` per server in a task of its own,
@@ -10,6 +11,7 @@ operation through the resilience pipeline.  ``_sdk_private`` holds the
 little that relies on what the SDK does not make public.
 """
 
+from ._auth import AuthenticationError
 from ._client import ResilientMCPClient
 from ._client_config import (
     OPERATION_KINDS,
@@ -61,6 +63,7 @@ from ._transport import ServerSpec, watch_transport
 __all__ = [
     "OPERATION_KINDS",
     "SEED_BULKHEADS",
+    "AuthenticationError",
     "HTTPResponseBox",
     "InvalidResponseError",
     "LiveSession",

@@ -21,6 +21,7 @@ from .._config import (
     ConfigurationError,
     RetryConfig,
 )
+from .._hedging_config import HedgingConfig
 from .._retry_budget import RetryBudgetConfig
 from ._config import SessionConfig
 
@@ -173,6 +174,16 @@ class ResilientClientConfig:
     """
     The server's retry budget, shared by every operation's retries (see
     :class:`~resilient_mcp.RetryBudget`); ``None`` turns it off.
+    """
+
+    hedging: HedgingConfig | None = attrs.field(
+        default=None, validator=_of_type(HedgingConfig, optional=True)
+    )
+    """
+    Hedged requests for operations safe to repeat (reads, and tools
+    annotated read-only or idempotent: the rule of retries), one
+    :class:`~resilient_mcp.Hedging` per MCP method; ``None`` (the
+    default) turns hedging off.  See ``docs/hedging.md``.
     """
 
     bulkheads: Mapping[str, BulkheadConfig | None] = attrs.field(

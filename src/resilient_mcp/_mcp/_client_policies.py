@@ -47,6 +47,20 @@ KINDS: Final = {
 }
 """Each MCP method, and the bulkhead (operation kind) it goes through."""
 
+HEDGED: Final = frozenset(
+    {
+        "tools/list",
+        "tools/call",  # only tools safe to retry go through it (unsafe_calls)
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+    }
+)
+"""The methods safe to repeat, hedged when the config asks for it."""
+
 REFRESH: Final = "tools/list:refresh"
 """The pipeline of the client's own tool-list refreshes (not the caller's)."""
 
@@ -149,6 +163,7 @@ class ClientPolicies:
             timeout: float | None,
             retry_if: Callable[[Exception], bool] | None = None,
         ) -> ResiliencePipeline:
+            hedging = config.hedging if method in HEDGED else None
             # The unsafe tools/call pipeline records under "tools/call".
             return ResiliencePipeline(
                 bulkhead=bulkheads.get(kind) if kind else None,
@@ -160,6 +175,7 @@ class ClientPolicies:
                 recorder=recorder,
                 record_key=method.partition(":")[0],
                 retry_if=retry_if,
+                hedging=hedging,
             )
 
         timeout = config.attempt_timeout

@@ -29,6 +29,7 @@ DEFAULT_RECONNECT_DELAY: Final = 0.1  # seconds
 DEFAULT_RECONNECT_MAX_DELAY: Final = 10.0  # seconds
 DEFAULT_RECONNECT_BACKOFF_FACTOR: Final = 2.0  # multiplier per failure
 DEFAULT_CLOSE_TIMEOUT: Final = 5.0  # seconds
+DEFAULT_LOGIN_TIMEOUT: Final = 600.0  # seconds a person may take to log in
 
 
 def _options(value: Any) -> Mapping[str, Any]:
@@ -66,6 +67,17 @@ def _callable_or_none(
 ) -> None:
     if value is not None and not callable(value):
         _fail(attribute, "a callable or None", value)
+
+
+def _auth(
+    inst: object,  # noqa: ARG001 (attrs' validator signature)
+    attribute: attrs.Attribute[Any],
+    value: object,
+) -> None:
+    import httpx2  # noqa: PLC0415 (only to check the type)
+
+    if value is not None and not isinstance(value, httpx2.Auth):
+        _fail(attribute, "an httpx2.Auth or None", value)
 
 
 def _errlog(
@@ -174,7 +186,36 @@ class SessionConfig:
         default=None, validator=_callable_or_none
     )
     """Builds the httpx2 client for URL servers (the SDK's default client
-    when ``None``); the supervisor enters it and adds its status hook."""
+    when ``None``); the supervisor enters it and adds its status hook.
+    Pass authentication as ``auth``, not here: an auth provider built
+    inside the factory is a new one, without tokens, on every reconnect
+    (an auth the factory's client carries is used as ``auth`` is)."""
+
+    auth: httpx2.Auth | None = attrs.field(default=None, validator=_auth)
+    """
+    How URL servers are authenticated: an ``httpx2.Auth`` such as the
+    SDK's ``mcp.client.auth.OAuthClientProvider``, its client credentials
+    providers, or a static bearer token.  One object serves every
+    connection the supervisor makes, so tokens survive reconnects.  See
+    "Authentication" in the client guide for what happens on 401, 403,
+    expiry and revocation.
+
+    .. versionadded:: 0.1.0
+    """
+
+    login_timeout: float = attrs.field(
+        default=DEFAULT_LOGIN_TIMEOUT,
+        converter=to_seconds,
+        validator=_seconds(),
+    )
+    """
+    Seconds ``auth`` may spend on its own between two of its requests (a
+    person logging in, in a browser).  That time does not count against
+    ``connect_timeout`` nor against any call's timeout; past this limit
+    the login fails with an ``AuthenticationError``.
+
+    .. versionadded:: 0.1.0
+    """
 
     @reconnect_max_delay.validator
     def _check_max_delay(

@@ -15,7 +15,9 @@ SDK error                              resilient_mcp error
 code ``0`` (a plain handler crash)     status and ``Retry-After`` when the
                                        transport saw them)
 the same with HTTP 4xx other than      :class:`~resilient_mcp.PermanentError`
-408/425/429                            with code ``"http-<status>"``
+408/425/429                            with code ``"http-<status>"`` (401 and
+                                       403: ``AuthenticationError``, by
+                                       :mod:`._auth`)
 ``-32600`` "Session not found" /       :class:`NotSentError` (the server
 "Session terminated"                   refused it before any handler ran)
 ``-32700``, ``-32600``, ``-32601``,    :class:`~resilient_mcp.PermanentError`
@@ -114,8 +116,9 @@ class NotSentError(TemporaryError):
         reason: A short machine-readable reason: ``"connect-failed"``
             (the attempt this call waited for failed), ``"backoff"`` (the
             reconnect delay is running), ``"no-session"`` (none right now,
-            from ``acquire_nowait``) or ``"session-expired"`` (the server
-            no longer knows the session).
+            from ``acquire_nowait``), ``"session-expired"`` (the server
+            no longer knows the session) or ``"auth-unavailable"`` (the
+            authorization server is down: logging in failed for now).
         never_sent: Always ``True``; lets a caller test the property
             without importing this class.
 

@@ -20,11 +20,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Final, final
+from typing import TYPE_CHECKING, Final, final
 
 import attrs
 import httpx2
 
+
+if TYPE_CHECKING:
+    from ._auth import AuthFailure, OffClock
 
 HTTP_ERROR: Final = 400  # the smallest status worth recording
 
@@ -37,21 +40,38 @@ MCP_HTTP_TIMEOUT: Final = 30.0  # seconds: connect, write, pool
 MCP_HTTP_READ_TIMEOUT: Final = 300.0  # seconds: reading a response
 
 
+AUTH_REQUEST: Final = "resilient_mcp.auth_request"
+"""The request extension marking the requests an auth flow makes of its
+own (metadata, registration, token): their statuses are not the MCP
+server's answers."""
+
+
 @final
 @attrs.define(eq=False)
 class HTTPResponseBox:
     """
-    What the HTTP transport saw of one call's failed POSTs.
+    What the HTTP transport saw of one call's POSTs.
 
-    Filled by :func:`record_http_error`; the last failed POST wins.
+    Filled by :func:`record_http_error`: the last POST's answer wins, and
+    a success clears an earlier failure (a 401 that the auth provider then
+    recovered from says nothing about a later error).  The auth adapter
+    (:mod:`._auth`) notes its own findings here too.
 
     .. versionadded:: 0.1.0
     """
 
     status_code: int | None = None
-    """The HTTP status of the last POST that failed, or ``None``."""
+    """The HTTP status of the last POST, if it failed, or ``None``."""
     retry_after: float | None = None
     """Its ``Retry-After`` in seconds, or ``None``."""
+    auth_failure: AuthFailure | None = None
+    """Why logging in failed during this call (an ``AuthFailure``)."""
+    authorizations: int = 0
+    """Authorization attempts the auth provider made during this call."""
+    auth_pending: bool = False
+    """An auth flow's own request is in flight (no answer yet)."""
+    clock: OffClock | None = None
+    """The ``OffClock`` whose deadlines stop while a person logs in."""
 
 
 _BOX: Final[contextvars.ContextVar[HTTPResponseBox | None]] = (
@@ -110,12 +130,19 @@ async def record_http_error(response: httpx2.Response) -> None:
     An httpx2 ``response`` event hook feeding :func:`capture_http_errors`.
 
     Records the status and ``Retry-After`` of a failed POST into the box
-    of the context it runs in, if any; does nothing otherwise.
+    of the context it runs in, if any, and clears them on a successful
+    one; does nothing otherwise.  The requests an auth flow makes of its
+    own (marked ``AUTH_REQUEST``) are not the MCP server's answers and are
+    skipped.
     """
-    if response.status_code < HTTP_ERROR or response.request.method != "POST":
+    request = response.request
+    if request.method != "POST":
         return
     box = _BOX.get()
-    if box is None:
+    if box is None or AUTH_REQUEST in request.extensions:
+        return
+    if response.status_code < HTTP_ERROR:
+        box.status_code = box.retry_after = None
         return
     headers = response.headers
     box.status_code = response.status_code
@@ -170,6 +197,11 @@ def create_http_client(
     """
     client = (factory or default_http_client)()
     return install_status_hook(client)
+
+
+def current_box() -> HTTPResponseBox | None:
+    """The box of the call this code serves, if any."""
+    return _BOX.get()
 
 
 def open_box() -> tuple[

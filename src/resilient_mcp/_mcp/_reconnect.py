@@ -96,7 +96,11 @@ class ReconnectSchedule:
         self.retry_at = -math.inf
 
     def connect_failed(
-        self, cause: BaseException, retry_after: float | None
+        self,
+        cause: BaseException,
+        retry_after: float | None,
+        *,
+        permanent: bool = False,
     ) -> float:
         """
         An attempt failed with *cause*: start the backoff.
@@ -105,6 +109,8 @@ class ReconnectSchedule:
             cause: Why it failed.
             retry_after: The server's ``Retry-After`` in seconds, if any:
                 the backoff lasts at least that long.
+            permanent: No retry can fix *cause* (a refused login): no
+                backoff, and the streak does not grow.
 
         Returns:
             The backoff, in seconds.
@@ -112,6 +118,10 @@ class ReconnectSchedule:
         self.failures += 1
         self.failure = cause
         self.last_error = cause
+        if permanent:
+            self.failure_delay = 0.0
+            self.retry_at = -math.inf
+            return 0.0
         self.streak += 1
         delay = self._next_delay()
         if retry_after is not None:

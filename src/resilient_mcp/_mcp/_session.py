@@ -161,7 +161,8 @@ class SessionSupervisor(SessionOwner):
             InvalidResponseError: The server's answer did not match the
                 request's result type, or the tool's output schema.
             PermanentError: The request itself was wrong (``-32602``,
-                ``-32601``, ...), or an HTTP 4xx.
+                ``-32601``, ...), or an HTTP 4xx.  Its subclass
+                AuthenticationError: the server refused our credentials.
             SessionClosedError: The supervisor is closed.
             Exception: Anything else *operation* raised, unchanged.
         """
@@ -197,17 +198,18 @@ class SessionSupervisor(SessionOwner):
                 session = await self._obtain(patient=False)
             else:
                 obtained: SessionHandle | None = None
-                with deadline_scope(deadline):
-                    obtained = await self._obtain(patient=False)
+                with deadline_scope(deadline) as scope:
+                    obtained = await self._obtain(patient=False, scope=scope)
                 if obtained is None:
                     raise DeadlinePassed
                 session = obtained
+                deadline = scope.deadline  # moved by a login meanwhile
         # No checkpoint of our own on the fast path: every SDK call is one.
         if not session.in_process:
             if deadline == math.inf:
                 return await session.call(operation)
-            with deadline_scope(deadline):
-                return await session.call(operation)
+            with deadline_scope(deadline) as scope:
+                return await session.call(operation, scope)
             raise DeadlinePassed
         # The in-process client runs the server's handler in our task and
         # does not fail it when the session ends; the supervisor cancels it
@@ -276,6 +278,7 @@ class SessionSupervisor(SessionOwner):
         if session is not None:
             return cast("LiveSession", session.public)
         self._connect_requested = True
+        self._refused = False
         self._notify()
         now = current_time()
         schedule = self._schedule
@@ -315,6 +318,7 @@ class SessionSupervisor(SessionOwner):
             self._unpublish(session)
         self._schedule.connect_now()
         self._connect_requested = True
+        self._refused = False
         self._notify()
 
     async def reconnect(self) -> LiveSession:
@@ -406,11 +410,14 @@ class SessionSupervisor(SessionOwner):
             last_error=schedule.last_error,
         )
 
-    async def _obtain(self, *, patient: bool) -> SessionHandle:
+    async def _obtain(
+        self, *, patient: bool, scope: object = None
+    ) -> SessionHandle:
         await checkpoint()  # a checkpoint even on the fast path
         schedule = self._schedule
         failures = schedule.failures
         registered = False
+        clock = None
         try:
             while True:
                 self._check_open()
@@ -418,26 +425,24 @@ class SessionSupervisor(SessionOwner):
                 if session is not None:
                     return session
                 if schedule.failures != failures:
-                    cause = schedule.failure
-                    raise NotSentError(
-                        f"{self.name}: could not connect to the MCP server: "
-                        f"{cause!r}",
-                        cause,
-                        reason="connect-failed",
-                        retry_after=schedule.failure_delay,
-                    )
+                    raise self._attempt_failed()
                 now = current_time()
                 if not patient and schedule.waiting(now):
                     raise schedule.backoff_error(self.name, now)
                 if not registered:
                     registered = True
                     self._demand += 1
+                    self._refused = False
                     self._notify()
+                if scope is not None:
+                    clock = self._follow_clock(scope, clock)
                 changed = self._changed
                 await changed.wait()
         finally:
             if registered:
                 self._demand -= 1
+            if clock is not None:
+                clock.discard(scope)
 
 
 @asynccontextmanager

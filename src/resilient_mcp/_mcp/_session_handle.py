@@ -21,6 +21,7 @@ from mcp.client import Client
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from ._auth import OffClock, auth_error
 from ._errors import (
     SessionLostError,
     is_session_fatal,
@@ -28,7 +29,7 @@ from ._errors import (
     translate_runtime_error,
     translate_validation_error,
 )
-from ._http import close_box, open_box
+from ._http import HTTPResponseBox, close_box, open_box
 from ._session_types import LiveSession
 
 
@@ -85,9 +86,19 @@ class SessionHandle:
         for scope in self.calls:
             scope.cancel()
 
-    async def call(self, operation: Callable[[Client], Awaitable[T]]) -> T:
+    async def call(
+        self,
+        operation: Callable[[Client], Awaitable[T]],
+        scope: object = None,
+    ) -> T:
         """
         ``await operation(client)``, the SDK's errors translated.
+
+        Args:
+            operation: As :meth:`SessionSupervisor.call`.
+            scope: The cancel scope of the call's deadline, if any: a
+                person logging in during the call stops it (see
+                :mod:`._auth`).
 
         Raises:
             Exception: As :meth:`SessionSupervisor.call`.
@@ -96,19 +107,17 @@ class SessionHandle:
         # Only HTTP answers have statuses to collect (no contextvar and no
         # box on the other transports' per-call path).
         box, token = open_box() if self.http_statuses else (None, None)
+        if box is not None and scope is not None:
+            box.clock = OffClock(scope)
         try:
             return await operation(client)
         except MCPError as exc:
             if is_session_fatal(exc):
                 self.report(exc)
-            error = translate_mcp_error(
-                exc,
-                status_code=None if box is None else box.status_code,
-                retry_after=None if box is None else box.retry_after,
-            )
+            error = _translated(exc, box)
             if error is exc:
                 raise
-            raise error from exc
+            raise error from error.__cause__
         except ValidationError as exc:
             # A result of the wrong shape, or parameters the SDK could
             # not build: the pydantic text quotes the values, ours not.
@@ -126,3 +135,19 @@ class SessionHandle:
         finally:
             if token is not None:
                 close_box(token)
+
+
+def _translated(exc: MCPError, box: HTTPResponseBox | None) -> Exception:
+    """The error replacing *exc*, its ``__cause__`` set; or *exc*."""
+    refused = None if box is None else auth_error(exc, box)
+    if refused is not None:  # about logging in (see _auth)
+        refused.__cause__ = refused.__cause__ or exc
+        return refused
+    error = translate_mcp_error(
+        exc,
+        status_code=None if box is None else box.status_code,
+        retry_after=None if box is None else box.retry_after,
+    )
+    if error is not exc:
+        error.__cause__ = exc
+    return error

@@ -21,6 +21,7 @@ side; :class:`~._session.SessionSupervisor` adds the callers' side.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
@@ -40,9 +41,11 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 
+from .._errors import PermanentError
 from .._timeouts import current_time
+from ._auth import OffClock, auth_error
 from ._config import SessionConfig
-from ._errors import SessionClosedError, root_cause
+from ._errors import NotSentError, SessionClosedError, root_cause
 from ._http import HTTPResponseBox, capture_http_errors
 from ._reconnect import ReconnectSchedule
 from ._session_handle import SessionHandle
@@ -103,6 +106,11 @@ class SessionOwner:
     _demand: int = attrs.field(init=False, default=0)
     _connect_requested: bool = attrs.field(init=False, default=False)
     _generation: int = attrs.field(init=False, default=0)
+    _clock: OffClock | None = attrs.field(init=False, default=None)
+    """The deadlines a login during the current attempt stops."""
+    _refused: bool = attrs.field(init=False, default=False)
+    """The last attempt failed to authenticate: no attempt until a new
+    caller (or request) asks for one."""
 
     def __attrs_post_init__(self) -> None:
         self._schedule = ReconnectSchedule(self.config, self.rng)
@@ -121,7 +129,8 @@ class SessionOwner:
                 await changed.wait()
 
     def _wants_session(self) -> bool:
-        return (
+        # After a refused login, only a new caller (or request) tries.
+        return not self._refused and (
             self.config.eager_reconnect
             or self._demand > 0
             or self._connect_requested
@@ -129,6 +138,7 @@ class SessionOwner:
 
     async def _connect_and_serve(self) -> None:
         self._connect_requested = False
+        self._refused = False
         self._generation += 1
         session = SessionHandle(self._generation, unpublish=self._unpublish)
         self._attempt = session
@@ -141,6 +151,9 @@ class SessionOwner:
                     deadline=current_time() + config.connect_timeout
                 )
                 self._connect_scope = connect_scope
+                # A person logging in stops the attempt's deadline, and
+                # those of the callers waiting for it (see _auth).
+                box.clock = self._clock = OffClock(connect_scope)
                 with connect_scope:
                     spec = await self._resolve_spec()
                     session.in_process = isinstance(spec, MCPServer | Server)
@@ -157,13 +170,15 @@ class SessionOwner:
                             on_close=partial(self._transport_closed, session),
                             errlog=config.stdio_errlog,
                             http_client_factory=config.http_client_factory,
+                            auth=config.auth,
+                            login_timeout=config.login_timeout,
                         )
                         client = Client(target, **config.client_options)
                         await stack.enter_async_context(client)
                         if config.on_connect is not None:
                             await config.on_connect(client)
                         connect_scope.deadline = math.inf
-                        self._connect_scope = None
+                        self._connect_scope = self._clock = None
                         self._publish(session, client)
                         try:
                             await session.lost.wait()
@@ -177,7 +192,7 @@ class SessionOwner:
                 return
             finally:
                 self._attempt = None
-                self._connect_scope = None
+                self._connect_scope = self._clock = None
                 session.cancel_calls()
         if session.public is not None:
             self._session_lost(session, None)
@@ -194,6 +209,38 @@ class SessionOwner:
         if inspect.isawaitable(spec):
             spec = await spec
         return cast("ServerSpec", spec)
+
+    def _follow_clock(
+        self, scope: object, clock: OffClock | None
+    ) -> OffClock | None:
+        # A caller waiting for the attempt: a login during it stops the
+        # caller's deadline too.  Returns the clock *scope* is now on.
+        if self._clock is not clock:
+            if clock is not None:
+                clock.discard(scope)
+            clock = self._clock
+            if clock is not None:
+                clock.add(scope)
+        return clock
+
+    def _attempt_failed(self) -> Exception:
+        """What the callers waiting for the attempt that just failed get."""
+        schedule = self._schedule
+        cause = schedule.failure
+        if isinstance(cause, PermanentError | NotSentError):
+            # Told apart by _auth (a refused login, an authorization
+            # server that is down): each caller gets a copy of its own.
+            error = copy.copy(cause)
+            error.__cause__ = cause.__cause__
+            if isinstance(error, NotSentError):
+                error.retry_after = schedule.failure_delay
+            return error
+        return NotSentError(
+            f"{self.name}: could not connect to the MCP server: {cause!r}",
+            cause,
+            reason="connect-failed",
+            retry_after=schedule.failure_delay,
+        )
 
     def _transport_closed(self, session: SessionHandle) -> None:
         # Runs in the dispatcher's task, just before it fails the pending
@@ -226,7 +273,18 @@ class SessionOwner:
         self, session: SessionHandle, exc: BaseException, box: HTTPResponseBox
     ) -> None:
         cause = root_cause(exc)
-        delay = self._schedule.connect_failed(cause, box.retry_after)
+        refused = auth_error(cause, box)
+        if refused is not None:
+            if refused.__cause__ is None:
+                refused.__cause__ = cause
+            cause = refused
+        # A refused login is the caller's to fix: no backoff, no eager
+        # reconnect; the next call that needs the session tries once.
+        permanent = isinstance(cause, PermanentError)
+        self._refused = permanent
+        delay = self._schedule.connect_failed(
+            cause, box.retry_after, permanent=permanent
+        )
         if not self._closing:
             logger.warning(
                 "%s: MCP connection attempt %d failed (%s: %s); "

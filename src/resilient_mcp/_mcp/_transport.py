@@ -10,6 +10,7 @@ once, before the dispatcher even wakes the waiting callers.
 
 from __future__ import annotations
 
+import math
 import sys
 
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 
+from ._auth import wrap_auth
 from ._http import create_http_client
 
 
@@ -150,6 +152,8 @@ async def enter_transport(
     on_close: Callable[[], None],
     errlog: TextIO | None,
     http_client_factory: Callable[[], httpx2.AsyncClient] | None,
+    auth: httpx2.Auth | None = None,
+    login_timeout: float = math.inf,
 ) -> ServerSpec:
     """
     Turn *spec* into what the ``Client`` should connect to, watched.
@@ -166,6 +170,10 @@ async def enter_transport(
         errlog: Where a stdio server's stderr goes (``sys.stderr`` when
             ``None``); it must have a ``fileno()``.
         http_client_factory: Builds the httpx2 client for URLs.
+        auth: Authenticates the requests to URLs (else the auth of the
+            factory's client, if any); wrapped in
+            :class:`~._auth.ResilientAuth` either way.
+        login_timeout: See ``SessionConfig.login_timeout``.
 
     Returns:
         The argument for ``mcp.Client``.
@@ -181,6 +189,8 @@ async def enter_transport(
         http = await stack.enter_async_context(
             create_http_client(http_client_factory)
         )
+        if auth is not None or http.auth is not None:
+            http.auth = wrap_auth(auth or http.auth, login_timeout)
         transport = streamable_http_client(spec, http_client=http)
     else:
         transport = spec

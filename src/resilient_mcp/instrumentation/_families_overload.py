@@ -1,8 +1,8 @@
 """
 The metric families of the overload policies.
 
-Retry budgets, rate limiters and adaptive throttles; ``_families.py``
-holds the rest and the exposition order.
+Retry budgets, rate limiters, adaptive throttles and hedging policies;
+``_families.py`` holds the rest and the exposition order.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from ._spec import Kind, Spec
 
 
 if TYPE_CHECKING:
+    from .._hedging_config import HedgingMetrics
     from .._rate_limiter import RateLimiterMetrics
     from .._retry_budget import RetryBudgetMetrics
     from .._throttling import ThrottlingMetrics
@@ -150,6 +151,61 @@ THROTTLING_PROBABILITY: Final = _throttling(
 )
 
 
+def _hedging(suffix: str, kind: Kind, unit: str, documentation: str) -> Spec:
+    """A family of the hedging policies (label ``hedging``)."""
+    return Spec(
+        name=f"resilient_mcp_hedging_{suffix}",
+        kind=kind,
+        documentation=documentation,
+        labels=("hedging", "reason") if suffix == "refused" else ("hedging",),
+        otel_name=f"resilient_mcp.hedging.{suffix}",
+        otel_unit=unit,
+    )
+
+
+HEDGING_CALLS: Final = _hedging(
+    "calls", Kind.COUNTER, "{call}", "Calls through the hedging policy."
+)
+HEDGING_HEDGED_CALLS: Final = _hedging(
+    "hedged_calls",
+    Kind.COUNTER,
+    "{call}",
+    "Calls that started at least one hedged attempt.",
+)
+HEDGING_HEDGES: Final = _hedging(
+    "hedges",
+    Kind.COUNTER,
+    "{request}",
+    "Hedged attempts started: the extra requests.",
+)
+HEDGING_WINS: Final = _hedging(
+    "hedge_wins",
+    Kind.COUNTER,
+    "{call}",
+    "Calls whose answer came from a hedged attempt.",
+)
+HEDGING_REFUSED: Final = _hedging(
+    "refused",
+    Kind.COUNTER,
+    "{request}",
+    "Hedges not made, by reason: budget (the hedging budget was spent) or "
+    "slowdown (most recent calls were slow).",
+)
+HEDGING_DELAY: Final = _hedging(
+    "delay_seconds",
+    Kind.GAUGE,
+    "s",
+    "Seconds without an answer before a call is hedged (absent: no hedge "
+    "until enough latencies are known).",
+)
+HEDGING_SLOW_FRACTION: Final = _hedging(
+    "slow_fraction",
+    Kind.GAUGE,
+    "1",
+    "The fraction (0 to 1) of recent calls that outlived their delay.",
+)
+
+
 OVERLOAD_SPECS: Final[tuple[Spec, ...]] = (
     RETRY_BUDGET_CALLS,
     RETRY_BUDGET_RETRIES,
@@ -165,6 +221,13 @@ OVERLOAD_SPECS: Final[tuple[Spec, ...]] = (
     THROTTLING_THROTTLED,
     THROTTLING_CANCELLED,
     THROTTLING_PROBABILITY,
+    HEDGING_CALLS,
+    HEDGING_HEDGED_CALLS,
+    HEDGING_HEDGES,
+    HEDGING_WINS,
+    HEDGING_REFUSED,
+    HEDGING_DELAY,
+    HEDGING_SLOW_FRACTION,
 )
 """The overload policies' families, in exposition order."""
 
@@ -179,6 +242,8 @@ def add_overload_samples(
         _rate_limiter(out, limiter)
     for _, throttle in reading.throttles:
         _throttle(out, throttle)
+    for _, hedging in reading.hedgings:
+        _hedging_samples(out, hedging)
 
 
 def _retry_budget(
@@ -211,3 +276,17 @@ def _throttle(out: dict[Spec, list[Sample]], m: ThrottlingMetrics) -> None:
     out[THROTTLING_THROTTLED].append((name, m.throttled))
     out[THROTTLING_CANCELLED].append((name, m.cancelled))
     out[THROTTLING_PROBABILITY].append((name, m.rejection_probability))
+
+
+def _hedging_samples(out: dict[Spec, list[Sample]], m: HedgingMetrics) -> None:
+    name = (m.name,)
+    out[HEDGING_CALLS].append((name, m.calls))
+    out[HEDGING_HEDGED_CALLS].append((name, m.hedged_calls))
+    out[HEDGING_HEDGES].append((name, m.hedges))
+    out[HEDGING_WINS].append((name, m.hedge_wins))
+    refused = out[HEDGING_REFUSED]
+    refused.append(((m.name, "budget"), m.budget_rejections))
+    refused.append(((m.name, "slowdown"), m.suppressed_by_slowdown))
+    if m.delay is not None:
+        out[HEDGING_DELAY].append((name, m.delay))
+    out[HEDGING_SLOW_FRACTION].append((name, m.slow_fraction))

@@ -6,15 +6,11 @@ retry manager only bumps its own counters; the Prometheus collector, the
 OpenTelemetry callbacks and the health monitor read :meth:`metrics`
 snapshots when *they* run, through a :class:`Watchlist`.
 
-The objects are not thread-safe, and some exporters run in threads of their
-own (OpenTelemetry's periodic reader, ``prometheus_client``'s HTTP
-server).  So :meth:`Watchlist.read` always takes its snapshot in the event
-loop's thread: it reads directly when called there, and otherwise hands
-the read to the loop and waits for the answer.  As little as possible
-happens in the loop: the snapshots, plus a copy of each latency histogram
-(a pipeline's, a bulkhead's waits, each tracked tool's, and those watched
-with :meth:`Watchlist.watch_latency`), whose buckets and percentiles the
-exporter computes off the loop.
+The objects are not thread-safe, and some exporters run in threads of
+their own, so :meth:`Watchlist.read` takes its snapshot in the event
+loop's thread (handing the read to the loop when called elsewhere): the
+snapshots, plus a copy of each latency histogram, whose buckets and
+percentiles the exporter computes off the loop.
 """
 
 from __future__ import annotations
@@ -40,6 +36,8 @@ from ._loop import (
 if TYPE_CHECKING:
     from .._breaker import CircuitBreaker, CircuitBreakerMetrics
     from .._bulkhead import Bulkhead, BulkheadMetrics
+    from .._hedging import Hedging
+    from .._hedging_config import HedgingMetrics
     from .._outcomes import PipelineMetrics
     from .._pipeline import ResiliencePipeline
     from .._rate_limiter import RateLimiter, RateLimiterMetrics
@@ -71,8 +69,7 @@ class Reading:
     retries: tuple[tuple[RetryManager, RetryMetrics], ...]
     """Retry managers, watched directly or through a pipeline."""
     latencies: tuple[tuple[str, LatencyHistogram], ...]
-    """(operation, a private copy of its latency histogram), one per
-    operation."""
+    """(operation, a private copy of its latency histogram), each once."""
     bulkhead_waits: tuple[tuple[str, LatencyHistogram], ...] = ()
     """(bulkhead name, a private copy of its wait histogram)."""
     rate_limiters: tuple[tuple[RateLimiter, RateLimiterMetrics], ...] = ()
@@ -82,10 +79,11 @@ class Reading:
     tools of watched clients that have a histogram now (the client's
     ``max_tracked_tools``, least recently used evicted)."""
     retry_budgets: tuple[tuple[RetryBudget, RetryBudgetMetrics], ...] = ()
-    """Retry budgets of watched pipelines, each once however many
-    pipelines share it."""
+    """Retry budgets of watched pipelines, each once."""
     throttles: tuple[tuple[AdaptiveThrottle, ThrottlingMetrics], ...] = ()
     """Adaptive throttles, watched directly or through a pipeline."""
+    hedgings: tuple[tuple[Hedging, HedgingMetrics], ...] = ()
+    """Hedging policies of watched pipelines, each once."""
 
 
 LatencySource = LatencyHistogram | LatencyRecorder
@@ -165,12 +163,11 @@ class Watchlist:
         """
         Watch a pipeline, and through it its policies.
 
-        Its breaker, bulkhead, retry manager and retry budget are
-        watched too (each once, however many pipelines share it).
+        Its breaker, bulkhead, retry manager, retry budget and hedging
+        policy are watched too (each once, however many pipelines share it).
 
-        The pipeline's name is the ``operation`` label of its series.  A
-        pipeline that records its latency (``recorder=``) also reports it,
-        under its ``record_key``.
+        The pipeline's name is its series' ``operation`` label; its
+        latency (with ``recorder=``) is reported under its ``record_key``.
 
         Raises:
             ValueError: Another watched pipeline has the same name, or one
@@ -183,6 +180,7 @@ class Watchlist:
             ("bulkhead", pipeline.bulkhead, self._all_bulkheads),
             ("retry manager", pipeline.retry, self._all_retries),
             ("retry budget", pipeline.retry_budget, self._all_budgets),
+            ("hedging policy", pipeline.hedging, self._all_hedgings),
             ("rate limiter", pipeline.rate_limit, self._all_limiters),
             ("throttle", pipeline.throttling, self._all_throttles),
         ):
@@ -376,6 +374,7 @@ class Watchlist:
         budgets: dict[int, tuple[Any, Any]] = {}
         limiters: dict[int, tuple[Any, Any]] = {}
         throttles: dict[int, tuple[Any, Any]] = {}
+        hedgings: dict[int, tuple[Any, Any]] = {}
         # A pipeline's snapshot already holds its policies' snapshots.
         for pipeline, metrics in pipelines:
             _add(budgets, pipeline.retry_budget, metrics.retry_budget)
@@ -384,6 +383,7 @@ class Watchlist:
             _add(retries, pipeline.retry, metrics.retry)
             _add(limiters, pipeline.rate_limit, metrics.rate_limiter)
             _add(throttles, pipeline.throttling, metrics.throttling)
+            _add(hedgings, pipeline.hedging, metrics.hedging)
         for table, watched in (
             (breakers, list(self._breakers)),
             (bulkheads, list(self._bulkheads)),
@@ -412,6 +412,7 @@ class Watchlist:
             tools=tuple(sorted(tools.items())),
             retry_budgets=_by_name(budgets),
             throttles=_by_name(throttles),
+            hedgings=_by_name(hedgings),
         )
 
     def _latencies_of(
@@ -453,6 +454,9 @@ class Watchlist:
 
     def _all_budgets(self) -> list[Any]:
         return [p.retry_budget for p in list(self._pipelines)]
+
+    def _all_hedgings(self) -> list[Any]:
+        return [p.hedging for p in list(self._pipelines)]
 
     def _all_limiters(self) -> list[Any]:
         found: list[Any] = list(self._limiters)
