@@ -446,3 +446,32 @@ def test_a_hold_seen_by_one_process_holds_the_fleet(redis_server, backend):
     anyio.run(main, backend=backend)
 
     assert 29 < waits[0] <= 30
+
+
+def test_a_call_waiting_for_a_fleet_turn_is_counted_and_cancellable(
+    redis_server, backend
+):
+    """A call sleeping until its reserved turn is waiting; cancelled, not."""
+    config = RateLimiterConfig(rate=1, period=10, max_wait=30)
+    seen: list[tuple[int, int, int, int]] = []
+
+    def counts(limiter: RateLimiter) -> tuple[int, int, int, int]:
+        m = limiter.metrics()
+        return m.admitted, m.waiting, m.cancelled, m.delayed
+
+    async def main() -> None:
+        async with RedisStore(redis_server.url, timeout=TIMEOUT) as store:
+            limiter = RateLimiter(config, name="api", store=store)
+            await limiter.call(anyio.sleep, 0)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(limiter.call, anyio.sleep, 0)
+                with anyio.fail_after(5):
+                    while limiter.metrics().waiting == 0:
+                        await anyio.sleep(0.001)
+                seen.append(counts(limiter))
+                tasks.cancel_scope.cancel()
+            seen.append(counts(limiter))
+
+    anyio.run(main, backend=backend)
+
+    assert [(1, 1, 0, 0), (1, 0, 1, 0)] == seen

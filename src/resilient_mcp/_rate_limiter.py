@@ -162,7 +162,7 @@ class RateLimiterMetrics:
     """Calls cancelled while waiting (or at their rejection's
     checkpoint): they took no turn."""
     waiting: int
-    """Calls waiting for their turn now."""
+    """Calls waiting for their turn now (a fleet's turn too)."""
     held_until: float
     """The event-loop time before which :meth:`RateLimiter.hold` keeps
     every call out (``-inf``: never held)."""
@@ -239,6 +239,7 @@ class RateLimiter(PolicyBase):
     _rejected: int = attrs.field(init=False, default=0)
     _cancelled: int = attrs.field(init=False, default=0)
     _store_errors: int = attrs.field(init=False, default=0)
+    _sleeping: int = attrs.field(init=False, default=0)  # for shared turns
 
     def __repr__(self) -> str:
         c = self.config
@@ -423,7 +424,11 @@ class RateLimiter(PolicyBase):
                 self.name, interval, interval * (c.burst - 1), c.max_wait
             )
             if reply is not None and reply[0] and reply[1] > 0:
-                await anyio.sleep(reply[1])
+                self._sleeping += 1
+                try:
+                    await anyio.sleep(reply[1])
+                finally:
+                    self._sleeping -= 1
                 self._delayed += 1
         except BaseException:
             self._cancelled += 1
@@ -487,7 +492,7 @@ class RateLimiter(PolicyBase):
             delayed=self._delayed,
             rejected=self._rejected,
             cancelled=self._cancelled,
-            waiting=len(self._waiters),
+            waiting=len(self._waiters) + self._sleeping,
             held_until=self._held_until,
             store_errors=self._store_errors,
         )
