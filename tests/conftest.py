@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from _redis_server import redis_server  # noqa: F401 (a fixture: fleet tests)
 from resilient_mcp.testing import run_virtual, set_testing
 
 

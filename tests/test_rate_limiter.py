@@ -481,6 +481,11 @@ def test_prometheus_scrape_shows_the_rate_limiter(real_backend):
             (("rate_limiter", "server"),),
             0.0,
         ),
+        (
+            "resilient_mcp_rate_limiter_store_errors_total",
+            (("rate_limiter", "server"),),
+            0.0,
+        ),
     ] == limiter
     assert (
         "resilient_mcp_requests_total",

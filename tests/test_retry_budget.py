@@ -437,6 +437,7 @@ def test_prometheus_exports_a_shared_budget_once(run):
             ("resilient_mcp_retry_budget_retries_total", server, 0.0),
             ("resilient_mcp_retry_budget_rejected_retries_total", server, 2.0),
             ("resilient_mcp_retry_budget_balance", server, 0.0),
+            ("resilient_mcp_retry_budget_store_errors_total", server, 0.0),
             (
                 "resilient_mcp_requests_total",
                 {"operation": "reads", "outcome": "retry_budget_exhausted"},

@@ -8,7 +8,8 @@ event loop's clock, cancel-scope deadlines and the timeout policy);
 ``_policy`` (the interface every policy offers) and ``_engine`` (a call
 through an ordered plan of policies); the policies ``_breaker``,
 ``_retry``, ``_retry_budget``, ``_bulkhead``, ``_rate_limiter``,
-``_throttling`` and ``_hedging``; ``_pipeline``, the only
+``_throttling`` and ``_hedging``; ``_store``, the state a fleet of
+processes shares (Redis); ``_pipeline``, the only
 place that sets their order; ``instrumentation``, which attaches through
 ``_hooks``; and ``_mcp``, the MCP client.  :mod:`resilient_mcp.testing`
 is imported separately.
@@ -60,6 +61,8 @@ from ._policy import Policy, PolicyBase
 from ._rate_limiter import RateLimiter, RateLimiterConfig, RateLimiterMetrics
 from ._retry import RetryManager, RetryMetrics
 from ._retry_budget import RetryBudget, RetryBudgetConfig, RetryBudgetMetrics
+from ._store._protocol import StateStore
+from ._store._redis import RedisStore
 from ._throttling import AdaptiveThrottle, ThrottlingConfig, ThrottlingMetrics
 from ._timeouts import Timeout
 from ._util import fixup_module_metadata
@@ -109,6 +112,7 @@ __all__ = [
     "RateLimiterConfig",
     "RateLimiterMetrics",
     "RecoveryAction",
+    "RedisStore",
     "RequestTimeoutError",
     "ResilienceError",
     "ResiliencePipeline",
@@ -128,6 +132,7 @@ __all__ = [
     "SessionMetrics",
     "SessionState",
     "StateListener",
+    "StateStore",
     "TemporaryError",
     "ThrottledError",
     "ThrottlingConfig",

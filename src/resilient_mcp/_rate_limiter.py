@@ -22,6 +22,9 @@ head sleeps, until its own turn, and a call arriving meanwhile queues
 behind it (it never takes a turn the queue is waiting for).  A waiter
 reserves nothing: one that is cancelled just leaves the queue, and the
 next one takes the turn it would have had.
+
+With a ``store``, the fleet's limiters of one name share one ``tat`` in
+it, and reserve their turns there (docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from ._config import ConfigurationError, to_seconds
 from ._engine import Plan
 from ._errors import RateLimitedError
 from ._policy import PolicyBase
+from ._store._protocol import StateStore
 from ._timeouts import checkpoint, current_time, deadline_scope, on_trio
 
 
@@ -158,10 +162,13 @@ class RateLimiterMetrics:
     """Calls cancelled while waiting (or at their rejection's
     checkpoint): they took no turn."""
     waiting: int
-    """Calls waiting for their turn now."""
+    """Calls waiting for their turn now (a fleet's turn too)."""
     held_until: float
     """The event-loop time before which :meth:`RateLimiter.hold` keeps
     every call out (``-inf``: never held)."""
+    store_errors: int = 0
+    """Calls for which the shared store failed or was too slow: they were
+    judged by the local state instead (``0`` without a store)."""
 
 
 @final
@@ -202,7 +209,10 @@ class RateLimiter(PolicyBase):
 
     Args:
         config: The configuration; ``None`` for the defaults.
-        name: A name for errors and metrics.
+        name: A name for errors and metrics, and the shared key's name.
+        store: Where the fleet shares the limit; ``None`` (the default)
+            keeps it in this process.  With a store, :meth:`hold` holds
+            the fleet too; :meth:`retry_after` reads the local state.
 
     .. versionadded:: 0.1.0
     """
@@ -211,6 +221,7 @@ class RateLimiter(PolicyBase):
         default=None, converter=_config_or_default
     )
     name: str = attrs.field(default="default", kw_only=True)
+    store: StateStore | None = attrs.field(default=None, kw_only=True)
 
     _anchor: float = attrs.field(init=False, default=-math.inf)
     _cells: int = attrs.field(init=False, default=0)
@@ -227,6 +238,8 @@ class RateLimiter(PolicyBase):
     _delayed: int = attrs.field(init=False, default=0)
     _rejected: int = attrs.field(init=False, default=0)
     _cancelled: int = attrs.field(init=False, default=0)
+    _store_errors: int = attrs.field(init=False, default=0)
+    _sleeping: int = attrs.field(init=False, default=0)  # for shared turns
 
     def __repr__(self) -> str:
         c = self.config
@@ -303,6 +316,11 @@ class RateLimiter(PolicyBase):
             raise ValueError(msg)
         if now is None:
             now = current_time()
+        if self.store is not None:  # the fleet too, without waiting
+            c = self.config
+            self.store.hold(
+                self.name, seconds, c.period / c.rate * (c.burst - 1)
+            )
         until = now + seconds
         if until <= self._turn(0):
             return
@@ -323,6 +341,9 @@ class RateLimiter(PolicyBase):
                 :meth:`enter` waits for it.
             RateLimitedError: Its turn is further away (counted).
         """
+        store = self.store
+        if store is not None and store.available():
+            raise trio.WouldBlock  # the shared turn is one await away
         waiters = self._waiters
         turn = self._turn(len(waiters))
         if turn <= now and not waiters:
@@ -340,8 +361,14 @@ class RateLimiter(PolicyBase):
 
         Raises:
             RateLimitedError: A :meth:`hold` moved the turn beyond
-                ``max_wait`` from *now* (after a checkpoint).
+                ``max_wait`` from *now* (after a checkpoint), or the
+                fleet's turn is beyond it (with a store).
         """
+        if not await self._enter_shared(now):
+            await self._wait_in_line(now)
+
+    async def _wait_in_line(self, now: float) -> None:
+        """The local waiting path: in the FIFO queue, for the local turn."""
         waiter = _Waiter()
         waiters = self._waiters
         waiters.append(waiter)
@@ -384,6 +411,41 @@ class RateLimiter(PolicyBase):
                 nxt = waiters[0].turn
                 if nxt is not None:
                     nxt.set()
+
+    async def _enter_shared(self, now: float) -> bool:
+        """The fleet's turn (or RateLimitedError); ``False``: go local."""
+        store = self.store
+        if store is None or not store.available():
+            return False
+        c = self.config
+        interval = c.period / c.rate
+        try:
+            reply = await store.gcra(
+                self.name, interval, interval * (c.burst - 1), c.max_wait
+            )
+            if reply is not None and reply[0] and reply[1] > 0:
+                self._sleeping += 1
+                try:
+                    await anyio.sleep(reply[1])
+                finally:
+                    self._sleeping -= 1
+                self._delayed += 1
+        except BaseException:
+            self._cancelled += 1
+            raise
+        if reply is None:
+            self._store_errors += 1
+            try:
+                self.enter_nowait(now)  # the store failed: decide alone
+            except trio.WouldBlock:
+                return False
+            return True
+        admitted, wait = reply
+        if not admitted:
+            self._rejected += 1
+            raise RateLimitedError(self.name, retry_after=wait)
+        self._admitted += 1
+        return True
 
     def leave(
         self,
@@ -430,6 +492,7 @@ class RateLimiter(PolicyBase):
             delayed=self._delayed,
             rejected=self._rejected,
             cancelled=self._cancelled,
-            waiting=len(self._waiters),
+            waiting=len(self._waiters) + self._sleeping,
             held_until=self._held_until,
+            store_errors=self._store_errors,
         )

@@ -20,6 +20,17 @@ The budget is consulted by the retry loop (:class:`BudgetedRetry`, the
 :class:`~._engine.RetryLoop` the pipeline gives its plan when it has a
 budget): the retry policy decides whether a retry is wanted, then the
 budget whether it may be made.  The success path costs one deposit.
+
+Given a ``store`` (:class:`~resilient_mcp.RedisStore`), the budgets of
+every process that share its prefix and their name count the fleet's
+tokens together, in buckets of the store's clock.  Nothing waits for the
+store on the call's path: each deposit and withdrawal is added to a
+local tally that a task in the store's task group sends (one request in
+flight at a time, the tally of everything that came meanwhile in the
+next), and each answer brings back the fleet's sum.  A retry is decided
+on that sum plus the tally not yet answered, as long as the sum is
+younger than a bucket; otherwise, and whenever the store fails, on the
+local buckets, which are kept in every mode (see docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import attrs
 
 from ._config import _fail, _is_number, _seconds, to_seconds
 from ._retry import RetryManager
+from ._store._protocol import StateStore
 from ._timeouts import current_time
 
 
@@ -116,6 +128,9 @@ class RetryBudgetMetrics:
     Retries the budget would allow at once, as of the last deposit or
     withdrawal (deposits that expired since still count).
     """
+    store_errors: int = 0
+    """Requests to the shared store that failed or were too slow (each
+    sends the tally of many calls); ``0`` without a store."""
 
 
 def _config_or_default(config: RetryBudgetConfig | None) -> RetryBudgetConfig:
@@ -148,7 +163,10 @@ class RetryBudget:
 
     Args:
         config: The configuration; ``None`` for the defaults.
-        name: A name for metrics (the ``budget`` label).
+        name: A name for metrics (the ``budget`` label), and the shared
+            key's name.
+        store: Where the fleet shares the budget; ``None`` (the default)
+            keeps it in this process.
 
     .. versionadded:: 0.1.0
     """
@@ -157,6 +175,7 @@ class RetryBudget:
         default=None, converter=_config_or_default
     )
     name: str = attrs.field(default="default", kw_only=True)
+    store: StateStore | None = attrs.field(default=None, kw_only=True)
 
     _deposit: int = attrs.field(init=False)
     _withdrawal: int = attrs.field(init=False)
@@ -177,6 +196,15 @@ class RetryBudget:
     _calls: int = attrs.field(init=False, default=0)
     _retries: int = attrs.field(init=False, default=0)
     _rejected: int = attrs.field(init=False, default=0)
+    # With a store: the fleet's tokens as of its last answer, and when
+    # (None: no fresh answer); the tally not sent yet, and the one sent
+    # and not answered yet.
+    _fleet: int | None = attrs.field(init=False, default=None)
+    _fleet_at: float = attrs.field(init=False, default=-math.inf)
+    _pending: int = attrs.field(init=False, default=0)
+    _sending: int = attrs.field(init=False, default=0)
+    _flushing: bool = attrs.field(init=False, default=False)
+    _store_errors: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         config = self.config
@@ -202,6 +230,8 @@ class RetryBudget:
         self._tokens[self._slide(now)] += self._deposit
         self._sum += self._deposit
         self._calls += 1
+        if self.store is not None:
+            self._share(self._deposit)
 
     def try_withdraw(self, now: float) -> bool:
         """
@@ -214,12 +244,16 @@ class RetryBudget:
         """
         index = self._slide(now)
         cost = self._withdrawal
-        if self._sum + self._reserve < cost:
+        store = self.store
+        tokens = self._sum if store is None else self._fleet_tokens(now)
+        if tokens + self._reserve < cost:
             self._rejected += 1
             return False
         self._tokens[index] -= cost
         self._sum -= cost
         self._retries += 1
+        if store is not None:
+            self._share(-cost)
         return True
 
     def refund(self, now: float) -> None:
@@ -232,6 +266,8 @@ class RetryBudget:
         self._tokens[self._slide(now)] += cost
         self._sum += cost
         self._retries -= 1
+        if self.store is not None:
+            self._share(cost)
 
     def metrics(self) -> RetryBudgetMetrics:
         """
@@ -246,7 +282,59 @@ class RetryBudget:
             retries=self._retries,
             rejected_retries=self._rejected,
             balance=self._balance(),
+            store_errors=self._store_errors,
         )
+
+    # -- sharing through a store ------------------------------------------
+
+    def _fleet_tokens(self, now: float) -> int:
+        """The fleet's tokens if a fresh answer has them, else the local."""
+        fleet = self._fleet
+        if fleet is None or now - self._fleet_at > self._width:
+            self._share(0)  # ask for the fleet's sum, for the next retry
+            return self._sum
+        return fleet + self._sending + self._pending
+
+    def _share(self, delta: int) -> None:
+        """Add *delta* tokens to the tally the store is sent."""
+        self._pending += delta
+        if self._flushing:
+            return
+        store = self.store
+        if (
+            store is not None
+            and store.available()
+            and store.start_soon(self._flush)
+        ):
+            self._flushing = True
+        else:
+            # Nowhere to send it: the local buckets decide meanwhile.
+            self._pending = 0
+            self._fleet = None
+
+    async def _flush(self) -> None:
+        """Send the tally, one request at a time, until none is left."""
+        store = self.store
+        try:
+            first = True
+            while store is not None and (first or self._pending):
+                first = False
+                delta = self._sending = self._pending
+                self._pending = 0
+                fleet = await store.budget(
+                    self.name, delta, self._width, BUCKETS
+                )
+                self._sending = 0
+                if fleet is None:
+                    self._store_errors += 1
+                    self._fleet = None
+                    self._pending = 0
+                    return
+                self._fleet = fleet
+                self._fleet_at = current_time()
+        finally:
+            self._sending = 0
+            self._flushing = False
 
     def _balance(self) -> int:
         return max(0, (self._sum + self._reserve) // self._withdrawal)

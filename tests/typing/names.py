@@ -41,6 +41,7 @@ from resilient_mcp import (
     RateLimiterConfig,
     RateLimiterMetrics,
     RecoveryAction,
+    RedisStore,
     ResilienceError,
     ResiliencePipeline,
     RetryBudget,
@@ -50,6 +51,7 @@ from resilient_mcp import (
     RetryManager,
     RetryMetrics,
     StateListener,
+    StateStore,
     TemporaryError,
     ThrottledError,
     ThrottlingConfig,
@@ -136,6 +138,17 @@ async def rate_limits() -> RateLimiterMetrics:
     except RateLimitedError as exc:
         assert_type(exc.retry_after, float)
     return limiter.metrics()
+
+
+async def fleet(url: str) -> RateLimiterMetrics:
+    async with RedisStore(url, prefix="app", timeout=0.01) as store:
+        shared: StateStore = store
+        assert_type(shared.available(), bool)
+        budget = RetryBudget(name="s", store=shared)
+        assert_type(budget.metrics().store_errors, int)
+        limiter = RateLimiter(RateLimiterConfig(rate=10.0), store=shared)
+        await limiter.call(anyio.sleep, 0)
+        return limiter.metrics()
 
 
 def errors(listener: StateListener) -> None:

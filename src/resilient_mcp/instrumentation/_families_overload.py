@@ -62,6 +62,17 @@ RETRY_BUDGET_BALANCE: Final = Spec(
     otel_name="resilient_mcp.retry_budget.balance",
     otel_unit="{attempt}",
 )
+RETRY_BUDGET_STORE_ERRORS: Final = Spec(
+    name="resilient_mcp_retry_budget_store_errors",
+    kind=Kind.COUNTER,
+    documentation=(
+        "Requests of the retry budget to its shared state store that "
+        "failed or timed out (the budget then decided alone)."
+    ),
+    labels=_RB,
+    otel_name="resilient_mcp.retry_budget.store_errors",
+    otel_unit="{request}",
+)
 RATE_LIMITER_CALLS: Final = Spec(
     name="resilient_mcp_rate_limiter_calls",
     kind=Kind.COUNTER,
@@ -89,6 +100,18 @@ RATE_LIMITER_WAITING: Final = Spec(
     otel_name="resilient_mcp.rate_limiter.waiting",
     otel_unit="{call}",
     additive=True,
+)
+
+RATE_LIMITER_STORE_ERRORS: Final = Spec(
+    name="resilient_mcp_rate_limiter_store_errors",
+    kind=Kind.COUNTER,
+    documentation=(
+        "Calls for which the rate limiter's shared state store failed or "
+        "timed out (the limiter then decided alone)."
+    ),
+    labels=_L,
+    otel_name="resilient_mcp.rate_limiter.store_errors",
+    otel_unit="{call}",
 )
 
 
@@ -188,9 +211,11 @@ OVERLOAD_SPECS: Final[tuple[Spec, ...]] = (
     RETRY_BUDGET_RETRIES,
     RETRY_BUDGET_REJECTED,
     RETRY_BUDGET_BALANCE,
+    RETRY_BUDGET_STORE_ERRORS,
     RATE_LIMITER_CALLS,
     RATE_LIMITER_DELAYED,
     RATE_LIMITER_WAITING,
+    RATE_LIMITER_STORE_ERRORS,
     THROTTLING_REQUESTS,
     THROTTLING_ACCEPTS,
     THROTTLING_THROTTLED,
@@ -229,6 +254,7 @@ def _retry_budget(
     out[RETRY_BUDGET_RETRIES].append((name, m.retries))
     out[RETRY_BUDGET_REJECTED].append((name, m.rejected_retries))
     out[RETRY_BUDGET_BALANCE].append((name, m.balance))
+    out[RETRY_BUDGET_STORE_ERRORS].append((name, m.store_errors))
 
 
 def _rate_limiter(
@@ -240,6 +266,7 @@ def _rate_limiter(
     calls.append(((m.name, "cancelled"), m.cancelled))
     out[RATE_LIMITER_DELAYED].append(((m.name,), m.delayed))
     out[RATE_LIMITER_WAITING].append(((m.name,), m.waiting))
+    out[RATE_LIMITER_STORE_ERRORS].append(((m.name,), m.store_errors))
 
 
 def _throttle(out: dict[Spec, list[Sample]], m: ThrottlingMetrics) -> None:

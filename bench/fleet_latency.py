@@ -1,0 +1,148 @@
+"""
+Added latency per call of a RedisStore, against a loopback round trip.
+
+``python -m bench.fleet_latency`` starts a redis-server on a free port of
+127.0.0.1, then times, on trio and in one run: a bare Redis ``PING``
+through coredis (the loopback round trip), a call through a rate limiter
+with no store, the same with a RedisStore, and the same while Redis is
+stopped (SIGSTOP: a Redis that hangs, the worst outage).  Not yet part of
+``nox -s bench``: a first measurement for issue 14.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+
+import anyio
+import coredis
+
+from resilient_mcp import RateLimiter, RateLimiterConfig, RedisStore
+from resilient_mcp._store import _lua
+
+
+CALLS = 3000
+CONFIG = RateLimiterConfig(rate=1e9, burst=1_000_000)  # never limits
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _noop() -> None:
+    pass
+
+
+async def _times(fn) -> list[float]:
+    out = []
+    for _ in range(CALLS):
+        start = time.perf_counter()
+        await fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def _summary(name: str, times: list[float]) -> str:
+    q = statistics.quantiles(times, n=100)
+    return (
+        f"{name:<36} p50 {statistics.median(times) * 1e6:8.1f} us"
+        f"   p99 {q[98] * 1e6:8.1f} us   max {max(times) * 1e6:8.1f} us"
+    )
+
+
+async def main(url: str, server: subprocess.Popen[bytes]) -> None:
+    client = coredis.Redis.from_url(url)
+    async with client:
+        await client.ping()
+        await _times(client.ping)  # warm-up
+        ping = await _times(client.ping)
+        gcra = client.register_script(_lua.GCRA)
+
+        async def script() -> None:
+            await gcra(keys=["bench:gcra"], args=["0.001", "1000", "0"])
+
+        await _times(script)
+        raw = await _times(script)
+    local = RateLimiter(CONFIG, name="local")
+    await _times(lambda: local.call(_noop))
+    bare = await _times(lambda: local.call(_noop))
+    # The added latency, with a timeout no loaded machine reaches.
+    async with RedisStore(url, timeout=0.5) as store:
+        shared = RateLimiter(CONFIG, name="shared", store=store)
+        await _times(lambda: shared.call(_noop))
+        with_store = await _times(lambda: shared.call(_noop))
+        errors = shared.metrics().store_errors
+    # The outage, with the default timeout.
+    async with RedisStore(url, timeout=0.005) as store:
+        hung = RateLimiter(CONFIG, name="hung", store=store)
+        await _times(lambda: hung.call(_noop))
+        errors_before = hung.metrics().store_errors
+        os.kill(server.pid, signal.SIGSTOP)
+        outage = []
+        try:
+            # Two seconds of calls 1 ms apart: with reconnect_interval
+            # 1 s, about three of them ask the hung Redis and wait.
+            until = time.perf_counter() + 2
+            while time.perf_counter() < until:
+                start = time.perf_counter()
+                await hung.call(_noop)
+                outage.append(time.perf_counter() - start)
+                await anyio.sleep(0.001)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        hung_errors = hung.metrics().store_errors - errors_before
+    print(_summary("redis PING (loopback round trip)", ping))
+    print(_summary("EVALSHA of the GCRA script (coredis)", raw))
+    print(_summary("rate limiter, no store", bare))
+    print(_summary("rate limiter, RedisStore", with_store))
+    print(_summary("rate limiter, Redis hung (SIGSTOP)", outage))
+    added = statistics.median(with_store) - statistics.median(bare)
+    print(
+        f"added median per call: {added * 1e6:.1f} us, "
+        f"{added / statistics.median(ping):.2f} round trips; "
+        f"store_errors: {errors} shared, {hung_errors} with the hang"
+    )
+    slow = sorted(t for t in outage if t >= 0.005)
+    print(
+        f"in the hang: {len(outage)} calls, {len(slow)} waited the 5 ms "
+        f"timeout, taking {', '.join(f'{t * 1e3:.2f}' for t in slow)} ms"
+    )
+
+
+if __name__ == "__main__":
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not on the PATH"
+    port = _port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(  # noqa: S603 (our own redis-server)
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tmp,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.3)
+            anyio.run(
+                main, f"redis://127.0.0.1:{port}/0", server, backend="trio"
+            )
+        finally:
+            server.kill()
+            server.wait()

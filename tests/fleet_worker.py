@@ -1,0 +1,115 @@
+"""
+One process of a fleet, for tests/test_fleet.py (run as a script).
+
+``python fleet_worker.py rate URL - SECONDS`` prints ``ready`` once
+connected, reads the Unix time START from its standard input (the test
+sends it once every worker is ready), waits until then, calls through a
+shared rate limiter for SECONDS and prints the wall-clock time of each
+admission, one per line.  ``FLEET_BACKEND=asyncio`` runs it on asyncio.
+
+``python fleet_worker.py budget URL START DEPOSITS [keep]`` deposits
+DEPOSITS calls into a shared retry budget, waits until START, deposits
+one more call, then (unless ``keep``) withdraws retries one at a time,
+each after the store has answered the last, until the budget refuses
+one, and prints how many it made.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import anyio
+
+from resilient_mcp import (
+    RateLimitedError,
+    RateLimiter,
+    RateLimiterConfig,
+    RedisStore,
+    RetryBudget,
+    RetryBudgetConfig,
+)
+
+
+BACKEND = os.environ.get("FLEET_BACKEND", "trio")  # or asyncio
+RATE = 200.0  # the fleet's calls per second
+TASKS = 8  # concurrent callers per process
+TIMEOUT = 0.25  # a loaded 2-core CI machine: sharing, not speed, is tested
+
+
+async def _rate(url: str, seconds: float) -> None:
+    admitted: list[float] = []
+    async with RedisStore(url, timeout=TIMEOUT) as store:
+        limiter = RateLimiter(
+            RateLimiterConfig(rate=RATE, max_wait=1.0),
+            name="fleet",
+            store=store,
+        )
+
+        async def record() -> None:
+            admitted.append(time.time())
+
+        async def caller() -> None:
+            while time.time() < start + seconds:
+                try:
+                    await limiter.call(record)
+                except RateLimitedError as exc:
+                    await anyio.sleep(min(exc.retry_after, 0.05))
+
+        print("ready", flush=True)  # noqa: T201
+        start = float(await anyio.to_thread.run_sync(sys.stdin.readline))
+        await anyio.sleep(max(0.0, start - time.time()))
+        async with anyio.create_task_group() as tasks:
+            for _ in range(TASKS):
+                tasks.start_soon(caller)
+        errors = limiter.metrics().store_errors
+    print(f"store_errors {errors}")  # noqa: T201
+    for t in admitted:
+        print(repr(t))  # noqa: T201
+
+
+async def _settled(budget: RetryBudget) -> None:
+    while budget._flushing:  # the test waits for the store's answer
+        await anyio.sleep(0.001)
+
+
+async def _budget(
+    url: str, start: float, deposits: int, withdraw: bool
+) -> None:
+    async with RedisStore(url, timeout=TIMEOUT) as store:
+        budget = RetryBudget(
+            RetryBudgetConfig(
+                percent_can_retry=0.2, min_retries_per_second=0, ttl=60
+            ),
+            name="fleet",
+            store=store,
+        )
+        for _ in range(deposits):
+            budget.deposit(anyio.current_time())
+            await _settled(budget)
+        await anyio.sleep(max(0.0, start - time.time()))
+        budget.deposit(anyio.current_time())
+        made = 0
+        while withdraw:
+            await _settled(budget)
+            if not budget.try_withdraw(anyio.current_time()):
+                break
+            made += 1
+        errors = budget.metrics().store_errors
+    print(f"store_errors {errors}")  # noqa: T201
+    print(made)  # noqa: T201
+
+
+def main() -> None:
+    mode, url, start, amount, *keep = sys.argv[1:]
+    if mode == "rate":
+        anyio.run(_rate, url, float(amount), backend=BACKEND)
+    else:
+        anyio.run(
+            _budget, url, float(start), int(amount), not keep, backend=BACKEND
+        )
+
+
+if __name__ == "__main__":
+    main()
