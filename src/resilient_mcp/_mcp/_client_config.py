@@ -21,7 +21,9 @@ from .._config import (
     ConfigurationError,
     RetryConfig,
 )
+from .._rate_limiter import RateLimiterConfig
 from .._retry_budget import RetryBudgetConfig
+from .._throttling import ThrottlingConfig
 from ._config import SessionConfig
 
 
@@ -173,6 +175,31 @@ class ResilientClientConfig:
     """
     The server's retry budget, shared by every operation's retries (see
     :class:`~resilient_mcp.RetryBudget`); ``None`` turns it off.
+    """
+
+    throttling: ThrottlingConfig | None = attrs.field(
+        default=None,
+        validator=_of_type(ThrottlingConfig, optional=True),
+    )
+    """
+    Client-side adaptive throttling of the server (see
+    :class:`~resilient_mcp.AdaptiveThrottle`): one throttle per server,
+    shared by every operation; ``None`` (the default) for none.
+
+    .. versionadded:: 0.1.0
+    """
+
+    rate_limit: RateLimiterConfig | None = attrs.field(
+        default=None,
+        validator=_of_type(RateLimiterConfig, optional=True),
+    )
+    """
+    A rate limit on the calls to the server (see
+    :class:`~resilient_mcp.RateLimiter`): one limiter per server, shared
+    by every operation and held back by the server's ``Retry-After``;
+    ``None`` (the default) for none.
+
+    .. versionadded:: 0.1.0
     """
 
     bulkheads: Mapping[str, BulkheadConfig | None] = attrs.field(
