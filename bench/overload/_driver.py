@@ -27,10 +27,16 @@ from resilient_mcp import (
     ResilientMCPClient,
     RetryConfig,
 )
-from resilient_mcp._load import LATENCY, LoadPlan, SeriesLog, run_open_loop
+from resilient_mcp._load import LATENCY, LoadPlan, run_open_loop
 from resilient_mcp._timeouts import current_time
 
-from ._scenarios import BASE_LATENCY, CAPACITY, Scenario, client_config
+from ._scenarios import (
+    ALGORITHM,
+    BASE_LATENCY,
+    CAPACITY,
+    Scenario,
+    client_config,
+)
 
 
 SAMPLE_INTERVAL: Final = 0.25  # seconds between samples of the limit
@@ -151,26 +157,87 @@ def _retry_counts(client: ResilientMCPClient) -> tuple[int, int]:
     return 0, 0
 
 
+def _plans(
+    scenario: Scenario, max_in_flight: int
+) -> list[tuple[LoadPlan, float]]:
+    """The timetables of *scenario*, each with its delay."""
+    plans = [
+        (
+            LoadPlan(
+                rate=scenario.rate,
+                duration=scenario.duration,
+                max_in_flight=max_in_flight,
+                drain=DRAIN,
+            ),
+            0.0,
+        )
+    ]
+    spike = scenario.spike
+    if spike is not None:
+        extra = LoadPlan(
+            rate=spike.rate,
+            duration=spike.duration,
+            max_in_flight=max_in_flight,
+            drain=DRAIN,
+        )
+        plans.append((extra, spike.start))
+    return plans
+
+
+async def _counts(
+    scenario: Scenario,
+    client: ResilientMCPClient,
+    control: ResilientMCPClient,
+) -> tuple[int, int, int]:
+    """The client's calls and attempts, and the server's executions."""
+    calls, attempts = _retry_counts(client)
+    runs = (await _stats(control))["executions"].get(scenario.tool, 0)
+    return calls, attempts, int(runs)
+
+
+async def _finish(
+    run: Run,
+    scenario: Scenario,
+    client: ResilientMCPClient,
+    control: ResilientMCPClient,
+    before: tuple[int, int, int],
+) -> None:
+    """Add the differences of the counts over the run to *run*."""
+    after = await _counts(scenario, client, control)
+    run.calls = after[0] - before[0]
+    run.attempts = after[1] - before[1]
+    run.server_executions = after[2] - before[2]
+    operation = client.metrics().operations.get("tools/call")
+    if operation is not None:
+        run.failures = {
+            outcome.value: count
+            for outcome, count in operation.failures.items()
+            if count
+        }
+
+
 async def run_scenario(
-    scenario: Scenario, config_name: str, *, max_in_flight: int = 1000
+    scenario: Scenario,
+    config_name: str,
+    *,
+    max_in_flight: int = 1000,
+    algorithm: str = ALGORITHM,
 ) -> Run:
     """Run *scenario* with configuration *config_name* against a new server."""
-    config = client_config(scenario, config_name)
+    config = client_config(scenario, config_name, algorithm)
     run = Run(
         scenario=scenario.name, config=config_name, duration=scenario.duration
     )
     async with (
         flaky_server(scenario) as url,
-        ResilientMCPClient(url, config=_control_config(), name="control")
-        as control,
+        ResilientMCPClient(
+            url, config=_control_config(), name="control"
+        ) as control,
         ResilientMCPClient(url, config=config, name=config_name) as client,
     ):
         await client.list_tools()
-        tools = next(
-            p for p in client.pipelines() if p.name == "tools/call"
-        )
-        calls_before, attempts_before = _retry_counts(client)
-        before = (await _stats(control))["executions"].get(scenario.tool, 0)
+        tools = next(p for p in client.pipelines() if p.name == "tools/call")
+        before = await _counts(scenario, client, control)
         arguments = dict(scenario.arguments)
         recorder = _Recorder(run, current_time())
         series: Any = recorder  # the scheduler only calls record()
@@ -178,7 +245,7 @@ async def run_scenario(
         async def call() -> bool:
             try:
                 result = await client.call_tool(scenario.tool, arguments)
-            except Exception:  # noqa: BLE001 (counted, by outcome, below)
+            except Exception:
                 ok = False
             else:
                 ok = not result.is_error
@@ -209,33 +276,8 @@ async def run_scenario(
             outer.start_soon(sample)
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(events)
-                plan = LoadPlan(
-                    rate=scenario.rate,
-                    duration=scenario.duration,
-                    max_in_flight=max_in_flight,
-                    drain=DRAIN,
-                )
-                tasks.start_soon(load, plan, 0.0)
-                spike = scenario.spike
-                if spike is not None:
-                    extra = LoadPlan(
-                        rate=spike.rate,
-                        duration=spike.duration,
-                        max_in_flight=max_in_flight,
-                        drain=DRAIN,
-                    )
-                    tasks.start_soon(load, extra, spike.start)
+                for plan, delay in _plans(scenario, max_in_flight):
+                    tasks.start_soon(load, plan, delay)
             outer.cancel_scope.cancel()
-        calls_after, attempts_after = _retry_counts(client)
-        after = (await _stats(control))["executions"].get(scenario.tool, 0)
-        run.calls = calls_after - calls_before
-        run.attempts = attempts_after - attempts_before
-        run.server_executions = after - before
-        operation = client.metrics().operations.get("tools/call")
-        if operation is not None:
-            run.failures = {
-                outcome.value: count
-                for outcome, count in operation.failures.items()
-                if count
-            }
+        await _finish(run, scenario, client, control, before)
     return run

@@ -16,9 +16,9 @@ import matplotlib as mpl
 
 mpl.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402 (after choosing the backend)
+import matplotlib.pyplot as plt
 
-from ._scenarios import CAPACITY_RATE, Scenario  # noqa: E402
+from ._scenarios import CAPACITY_RATE, Scenario
 
 
 COLOURS = {"static": "tab:red", "budget": "tab:orange", "adaptive": "tab:blue"}
@@ -33,7 +33,7 @@ def plot(
     fig, axes = plt.subplots(rows, 1, figsize=(9, 2.6 * rows), sharex=True)
     goodput, p99 = axes[0], axes[1]
     for r in runs:
-        colour = COLOURS.get(r["config"], None)
+        colour = COLOURS.get(r["config"])
         points = r["series"]
         t = [p["t"] + 0.5 for p in points]
         goodput.plot(
@@ -66,7 +66,8 @@ def plot(
     goodput.legend(loc="upper right", fontsize="small")
     goodput.set_title(scenario.title, fontsize="medium")
     p99.set_ylabel("p99 of successes (ms)")
-    p99.set_yscale("log")
+    if any(p["p99"] for r in runs for p in r["series"]):
+        p99.set_yscale("log")  # not without a single success
     if with_limit:
         axes[2].set_ylabel("tools bulkhead")
         axes[2].set_yscale("symlog", linthresh=10)
@@ -74,8 +75,10 @@ def plot(
     for ax in axes:
         if scenario.spike is not None:
             s = scenario.spike
-            ax.axvspan(s.start, s.start + s.duration, color="orange", alpha=0.15)
-        if len(scenario.events) >= 2:  # noqa: PLR2004 (start and end)
+            ax.axvspan(
+                s.start, s.start + s.duration, color="orange", alpha=0.15
+            )
+        if len(scenario.events) >= 2:
             ax.axvspan(
                 scenario.events[0].at,
                 scenario.events[-1].at,

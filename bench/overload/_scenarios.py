@@ -34,6 +34,7 @@ CAPACITY_RATE: Final = CAPACITY / BASE_LATENCY  # requests per second
 STATIC_LIMIT: Final = 100  # the static bulkhead's running calls
 QUEUE_SIZE: Final = 20  # both bulkheads' waiting calls (the tools default)
 NEVER_OPENS: Final = 2**31 - 1  # a breaker threshold never reached
+ALGORITHM: Final = "vegas"  # the adaptive limit's (see docs/overload.md)
 
 
 @attrs.frozen(kw_only=True)
@@ -88,7 +89,9 @@ class Scenario:
         spike = self.spike
         if spike is not None:
             spike = attrs.evolve(
-                spike, start=spike.start * scale, duration=spike.duration * scale
+                spike,
+                start=spike.start * scale,
+                duration=spike.duration * scale,
             )
         events = tuple(
             attrs.evolve(event, at=event.at * scale) for event in self.events
@@ -119,23 +122,33 @@ def static() -> ResilientClientConfig:
 
 def budget_only() -> ResilientClientConfig:
     """The static settings plus the default retry budget."""
-    return attrs.evolve(static(), retry_budget=ResilientClientConfig().retry_budget)
+    return attrs.evolve(
+        static(), retry_budget=ResilientClientConfig().retry_budget
+    )
 
 
-def adaptive() -> ResilientClientConfig:
+def adaptive(algorithm: str = ALGORITHM) -> ResilientClientConfig:
     """
     Retry budget + adaptive concurrency limit + adaptive throttling.
 
     The defaults of each: a retry budget of 20 % plus 10 retries a
-    second, a gradient2 limit starting at 20 (at most 100), and a
-    throttle with ``k=2`` over 120 s.
+    second, an adaptive limit (*algorithm*, default parameters) starting
+    at 20 (at most 100), and a throttle with ``k=2`` over 120 s.
     """
     return ResilientClientConfig(
         bulkheads={
             "tools": BulkheadConfig(
                 queue_size=QUEUE_SIZE,
                 request_timeout=15.0,
-                adaptive=AdaptiveLimitConfig(max_limit=STATIC_LIMIT),
+                adaptive=AdaptiveLimitConfig(
+                    algorithm=algorithm,  # type: ignore[arg-type]
+                    max_limit=STATIC_LIMIT,
+                    # Every call is a sample: a window of at least 10
+                    # samples (the default) never fills while a browned-
+                    # out server answers 5 calls a second, and the limit
+                    # would freeze (docs/overload.md).
+                    window_size=None,
+                ),
             )
         },
         throttling=ThrottlingConfig(seed=13),
@@ -150,9 +163,11 @@ CONFIGS: Final[Mapping[str, Callable[[], ResilientClientConfig]]] = {
 """The client configurations, by name."""
 
 
-def client_config(scenario: Scenario, name: str) -> ResilientClientConfig:
+def client_config(
+    scenario: Scenario, name: str, algorithm: str = ALGORITHM
+) -> ResilientClientConfig:
     """Configuration *name*, with the scenario's timeout and breaker."""
-    config = CONFIGS[name]()
+    config = adaptive(algorithm) if name == "adaptive" else CONFIGS[name]()
     changes: dict[str, Any] = {}
     if scenario.timeout is not None:
         changes["timeout"] = scenario.timeout
@@ -187,7 +202,9 @@ SCENARIOS: Final[Mapping[str, Scenario]] = {
             rate=0.6 * CAPACITY_RATE,
             duration=60.0,
             events=(
-                ServerEvent(at=10.0, knobs={"base_latency": BASE_LATENCY * 10}),
+                ServerEvent(
+                    at=10.0, knobs={"base_latency": BASE_LATENCY * 10}
+                ),
                 ServerEvent(at=40.0, knobs={"base_latency": BASE_LATENCY}),
             ),
         ),
@@ -208,8 +225,11 @@ SCENARIOS: Final[Mapping[str, Scenario]] = {
             title="Load spike: 70 % load, 5 s at 4x, then 70 % again",
             rate=0.7 * CAPACITY_RATE,
             duration=60.0,
-            spike=Spike(start=10.0, duration=5.0, rate=3 * CAPACITY_RATE),
+            spike=Spike(
+                start=10.0, duration=5.0, rate=(4 - 0.7) * CAPACITY_RATE
+            ),
             timeout=5 * BASE_LATENCY,
+            breaker=False,
         ),
     )
 }

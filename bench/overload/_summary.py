@@ -81,7 +81,7 @@ def recovery(run: Run, after: float, rate: float) -> float | None:
     points = [p for p in series(run) if p["t"] >= after]
     for i, point in enumerate(points):
         if all(p["goodput"] >= RECOVERED * rate for p in points[i:]):
-            return max(0.0, point["t"] - after)
+            return max(0.0, float(point["t"]) - after)
     return None
 
 
@@ -167,16 +167,19 @@ def markdown(
     lines = [
         header,
         "",
-        "| scenario | config | goodput/s | steady goodput/s (share of "
-        "capacity) | steady p99 (x uncontended) | attempts/call | server "
-        "runs/request | recovery after spike | limit settles after "
-        "changes | client failures |",
+        (
+            "| scenario | config | goodput/s | steady goodput/s (share of "
+            "capacity) | steady p99 (x uncontended) | attempts/call | server "
+            "runs/request | recovery after spike | limit settles after "
+            "changes | client failures |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         for r in runs:
             steady = r["steady"]
             ratio = r.get("steady_p99_over_uncontended")
+            share = r["steady_goodput_share_of_capacity"] * 100
             rec = "-"
             if "recovery_after_spike" in r:
                 value = r["recovery_after_spike"]
@@ -193,7 +196,7 @@ def markdown(
             lines.append(
                 f"| {name} | {r['config']} | {_fmt(r['goodput'], '', 1)} | "
                 f"{_fmt(steady['goodput'], '', 1)} "
-                f"({_fmt(r['steady_goodput_share_of_capacity'] * 100, ' %', 0)})"
+                f"({_fmt(share, ' %', 0)})"
                 f" | {_ms(steady['p99'])} ({_fmt(ratio, 'x', 1)}) | "
                 f"{_fmt(r['attempts_per_call'])} | "
                 f"{_fmt(r['server_executions_per_request'])} | {rec} | "
