@@ -58,17 +58,17 @@ def test_series_buckets_successes_by_end_time():
 
 
 def test_recovery_is_the_start_of_the_last_good_stretch():
-    """Recovery: from the first bucket after which goodput stays up."""
-    good = [(t + 0.5, 0.1, True) for t in (0, 1, 3, 4, 5)]
-    run = made_up_run(good, duration=6.0)
+    """Recovery: from the first 3-s window after which goodput stays up."""
+    good = [(t + 0.5, 0.1, True) for t in (0, 1, 3, 4, 5, 6, 7)]
+    run = made_up_run(good, duration=8.0)
 
     assert 1.0 == summary.recovery(run, after=2.0, rate=1.0)
-    assert summary.recovery(made_up_run([], duration=6.0), 2.0, 1.0) is None
+    assert summary.recovery(made_up_run([], duration=8.0), 2.0, 1.0) is None
 
 
-def test_convergence_is_when_the_limit_stays_near_its_level():
-    """The limit settles when it stays within 25 % of its final level."""
-    limits = [(t, limit, 0) for t, limit in enumerate([20, 14, 9, 5, 4, 4, 4])]
+def test_convergence_is_when_the_limit_first_nears_its_level():
+    """The limit converges when it first comes within 25 % of its level."""
+    limits = [(t, limit, 0) for t, limit in enumerate([20, 14, 9, 5, 9, 4, 4])]
     run = made_up_run([], limits=limits, duration=7.0)
 
     assert 3.0 == summary.convergence(run, change=0.0, until=7.0)

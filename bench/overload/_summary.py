@@ -20,6 +20,7 @@ from ._scenarios import CAPACITY_RATE, Scenario
 
 BUCKET: Final = 1.0  # seconds per point of the time series
 RECOVERED: Final = 0.9  # share of the offered base rate that is recovered
+SMOOTHING: Final = 3  # buckets per sliding window of recovery
 SETTLED: Final = 0.25  # the limit is settled within this share of its level
 
 
@@ -75,22 +76,31 @@ def recovery(run: Run, after: float, rate: float) -> float | None:
     """
     Seconds after *after* until goodput stays at 90 % of *rate*.
 
-    The first bucket from which every bucket to the end of the run has
-    goodput >= 90 % of the base rate; None if the run never gets there.
+    Goodput is averaged over sliding windows of :data:`SMOOTHING`
+    buckets (one-second buckets jitter with the end times); recovery is
+    the first window from which every window to the end of the run
+    averages >= 90 % of the base rate.  None if the run never gets there,
+    or gets there only in its last :data:`SMOOTHING` seconds.
     """
-    points = [p for p in series(run) if p["t"] >= after]
-    for i, point in enumerate(points):
-        if all(p["goodput"] >= RECOVERED * rate for p in points[i:]):
-            return max(0.0, float(point["t"]) - after)
+    goodput = [p["goodput"] for p in series(run) if p["t"] >= after]
+    windows = [
+        sum(goodput[i : i + SMOOTHING]) / SMOOTHING
+        for i in range(len(goodput) - SMOOTHING + 1)
+    ]
+    for i in range(len(windows) - 1):
+        if all(w >= RECOVERED * rate for w in windows[i:]):
+            return i * BUCKET
     return None
 
 
 def convergence(run: Run, change: float, until: float) -> float | None:
     """
-    Seconds after *change* until the limit settles for good.
+    Seconds after *change* until the limit first reaches its new level.
 
-    Settled: within 25 % of its median over the last quarter of
-    [change, until], from then to *until*.
+    The level: the median limit over the last quarter of [change,
+    until]; reached: within 25 % of it (at least 1).  Vegas probes (it
+    forgets its lowest RTT now and then, and the limit jumps for a
+    while), so "first reaches" is asked, not "stays".
     """
     samples = [(t, limit) for t, limit, _ in run.limits if change <= t < until]
     if not samples:
@@ -98,8 +108,8 @@ def convergence(run: Run, change: float, until: float) -> float | None:
     tail = [limit for t, limit in samples if t >= until - (until - change) / 4]
     level = percentile([float(x) for x in tail], 0.5) or 0.0
     band = max(1.0, SETTLED * level)
-    for i, (t, _) in enumerate(samples):
-        if all(abs(limit - level) <= band for _, limit in samples[i:]):
+    for t, limit in samples:
+        if abs(limit - level) <= band:
             return t - change
     return None
 
