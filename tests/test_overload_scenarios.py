@@ -116,7 +116,7 @@ def test_main_writes_the_summaries(tmp_path):
             "--scale",
             "0.02",
             "--only",
-            "total-failure",
+            "overload-3x",
             "--no-plot",
             "--out",
             str(tmp_path),
@@ -125,10 +125,8 @@ def test_main_writes_the_summaries(tmp_path):
     data = json.loads((tmp_path / "summary.json").read_text())
 
     assert 0 == status
-    assert ["uncontended", "total-failure"] == list(data["results"])
-    assert ["static", "budget", "adaptive"] == [
-        r["config"] for r in data["results"]["total-failure"]
+    assert ["uncontended", "overload-3x"] == list(data["results"])
+    assert ["static", "adaptive"] == [
+        r["config"] for r in data["results"]["overload-3x"]
     ]
-    assert (
-        "| total-failure | static |" in (tmp_path / "summary.md").read_text()
-    )
+    assert "| overload-3x | static |" in (tmp_path / "summary.md").read_text()
