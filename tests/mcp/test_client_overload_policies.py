@@ -147,3 +147,24 @@ async def test_retry_after_holds_the_rate_limiter(
 
     assert 429 == pushed_back.value.status_code
     assert held.value.retry_after > 29  # the server's 30 s, not 1 ms
+
+
+async def test_a_watched_client_reports_its_throttle_and_limiter_once(
+    autojump_clock,
+):
+    """Shared by every pipeline, each is one object in the metrics."""
+    from resilient_mcp.instrumentation import Watchlist  # noqa: PLC0415
+
+    server, _ = make_server()
+    config = ResilientClientConfig(
+        throttling=ThrottlingConfig(), rate_limit=RateLimiterConfig()
+    )
+    async with ResilientMCPClient(server, config=config) as client:
+        await client.call_tool("echo", {"text": "x"})
+        watchlist = Watchlist()
+        watchlist.watch_client(client)
+        reading = watchlist.read()
+
+    assert 1 == len(reading.throttles)
+    assert 1 == len(reading.rate_limiters)
+    assert 1 == reading.rate_limiters[0][1].admitted
