@@ -205,6 +205,20 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def overload(session: nox.Session) -> None:
+    """
+    Run the overload scenarios for real; plots and a summary (docs/overload).
+
+    Into bench/results/overload: one PNG per scenario, summary.md and
+    summary.json.  ``-- --quick`` halves every duration (about 5 minutes
+    instead of 9); ``-- --only spike`` runs one scenario.  matplotlib is
+    installed here only: it is no dependency of the package.
+    """
+    session.install(".", "matplotlib>=3.8")
+    session.run("python", "-m", "bench.overload", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def bench_smoke(session: nox.Session) -> None:
     """Check that every benchmark runs (quick mode, under a minute)."""
     session.install(".", *_group("bench"), *_group("tests"))

@@ -411,10 +411,12 @@ def test_prometheus_exports_a_shared_budget_once(run):
     async def scenario():
         budget = RetryBudget(no_reserve(), name="server")
         watchlist = Watchlist()
+        pipelines = []  # the watchlist holds them weakly: keep them alive
         for name in ("reads", "writes"):
             pipeline = ResiliencePipeline(
                 retry=quick_retry(), retry_budget=budget, name=name
             )
+            pipelines.append(pipeline)
             watchlist.watch_pipeline(pipeline)
             with pytest.raises(ConnectionLost):
                 await pipeline.call(Script(ConnectionLost("down")))

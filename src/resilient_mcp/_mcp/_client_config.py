@@ -22,7 +22,9 @@ from .._config import (
     RetryConfig,
 )
 from .._hedging_config import HedgingConfig
+from .._rate_limiter import RateLimiterConfig
 from .._retry_budget import RetryBudgetConfig
+from .._throttling import ThrottlingConfig
 from ._config import SessionConfig
 
 
@@ -184,6 +186,33 @@ class ResilientClientConfig:
     annotated read-only or idempotent: the rule of retries), one
     :class:`~resilient_mcp.Hedging` per MCP method; ``None`` (the
     default) turns hedging off.  See ``docs/hedging.md``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    throttling: ThrottlingConfig | None = attrs.field(
+        default=None,
+        validator=_of_type(ThrottlingConfig, optional=True),
+    )
+    """
+    Client-side adaptive throttling of the server (see
+    :class:`~resilient_mcp.AdaptiveThrottle`): one throttle per server,
+    shared by every operation; ``None`` (the default) for none.
+
+    .. versionadded:: 0.1.0
+    """
+
+    rate_limit: RateLimiterConfig | None = attrs.field(
+        default=None,
+        validator=_of_type(RateLimiterConfig, optional=True),
+    )
+    """
+    A rate limit on the calls to the server (see
+    :class:`~resilient_mcp.RateLimiter`): one limiter per server, shared
+    by every operation and held back by the server's ``Retry-After``;
+    ``None`` (the default) for none.
+
+    .. versionadded:: 0.1.0
     """
 
     bulkheads: Mapping[str, BulkheadConfig | None] = attrs.field(

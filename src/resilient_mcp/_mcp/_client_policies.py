@@ -1,9 +1,11 @@
 """
 The resilience policies of one client: one pipeline per MCP method.
 
-Every operation goes through a bulkhead for its kind, the retry policy
-(asking the server's retry budget before each retry), the server's
-circuit breaker and a timeout (``_pipeline.py`` stacks them).
+Every operation goes through the server's adaptive throttle and rate
+limiter (when configured: one each per server), a bulkhead for its kind,
+the retry policy (asking the server's retry budget before each retry),
+the server's circuit breaker and a timeout (``_pipeline.py`` stacks
+them).
 The server's breaker counts what says the *server* is unwell; bad requests,
 a tool's own open breaker and the supervisor's fail-fast during its
 reconnect backoff do not count against it.
@@ -21,8 +23,10 @@ from .._bulkhead import Bulkhead
 from .._errors import CircuitBreakerError, PermanentError
 from .._metrics import LatencyRecorder
 from .._pipeline import ResiliencePipeline
+from .._rate_limiter import RateLimiter
 from .._retry import RetryManager
 from .._retry_budget import RetryBudget
+from .._throttling import AdaptiveThrottle
 from ._client_config import ResilientClientConfig
 from ._errors import NotSentError
 from ._pushback import Pushback
@@ -104,6 +108,10 @@ class ClientPolicies:
     retry: RetryManager
     retry_budget: RetryBudget | None
     """The server's retry budget, shared by every pipeline that retries."""
+    throttle: AdaptiveThrottle | None
+    """The server's adaptive throttle, shared by the caller's pipelines."""
+    rate_limiter: RateLimiter | None
+    """The server's rate limiter, shared by the caller's pipelines."""
     bulkheads: dict[str, Bulkhead]
     """Per operation kind."""
     recorder: LatencyRecorder
@@ -117,8 +125,8 @@ class ClientPolicies:
     refresh: ResiliencePipeline
     """The client's own ``tools/list`` after ``list_changed``: through the
     ``tools`` bulkhead, the server's breaker and the timeout, but never
-    retried (the next call tries again), never timed, and counted apart
-    from the caller's requests."""
+    retried (the next call tries again), never timed, never throttled nor
+    rate-limited, and counted apart from the caller's requests."""
 
     @classmethod
     def from_config(
@@ -143,6 +151,19 @@ class ClientPolicies:
             if config.retry_budget is None
             else RetryBudget(config.retry_budget, name=name)
         )
+        # One throttle and one limiter per server, as the budget: every
+        # operation calls the same server (issue 13).
+        throttle = (
+            None
+            if config.throttling is None
+            else AdaptiveThrottle(config.throttling, name=name)
+        )
+        limiter = (
+            None
+            if config.rate_limit is None
+            else RateLimiter(config.rate_limit, name=name)
+        )
+        pushback.limiter = limiter
         bulkheads = {
             kind: Bulkhead(bulkhead)
             for kind, bulkhead in config.bulkheads.items()
@@ -171,6 +192,8 @@ class ClientPolicies:
                 circuit_breaker=breaker,
                 timeout=timeout,
                 retry_budget=budget,
+                rate_limit=limiter,
+                throttling=throttle,
                 name=method,
                 recorder=recorder,
                 record_key=method.partition(":")[0],
@@ -192,6 +215,8 @@ class ClientPolicies:
             pushback=pushback,
             retry=retry,
             retry_budget=budget,
+            throttle=throttle,
+            rate_limiter=limiter,
             bulkheads=bulkheads,
             recorder=recorder,
             tool_recorder=tool_recorder,

@@ -4,7 +4,9 @@ A server's ``Retry-After``, held against the server's circuit breaker.
 A server that said "come back in 30 s" is not probed after 5: the
 ``Retry-After`` of the failure that opened the circuit becomes the
 breaker's minimum open time, and one that arrives while the circuit is
-open extends it.
+open extends it.  When the client has a rate limiter, every
+``Retry-After`` also holds it (:meth:`RateLimiter.hold`), so that no call
+starts before the server said it could take one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Final, final
 import attrs
 
 from .._breaker import CircuitBreaker, CircuitState
+from .._rate_limiter import RateLimiter
 from .._timeouts import current_time
 
 
@@ -34,6 +37,8 @@ class Pushback:
 
     breaker: CircuitBreaker | None = None
     """The server's breaker; set once it exists (it takes the listener)."""
+    limiter: RateLimiter | None = None
+    """The server's rate limiter, held by every ``Retry-After``, if any."""
     _last: tuple[float, float] | None = attrs.field(init=False, default=None)
 
     def note(self, exc: BaseException) -> None:
@@ -42,6 +47,9 @@ class Pushback:
         if isinstance(retry_after, int | float) and math.isfinite(retry_after):
             now = current_time()
             self._last = (now, float(retry_after))
+            limiter = self.limiter
+            if limiter is not None:
+                limiter.hold(float(retry_after), now)
             breaker = self.breaker
             if breaker is not None and breaker.state is CircuitState.OPEN:
                 breaker.trip(now, float(retry_after))

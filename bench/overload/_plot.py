@@ -1,0 +1,92 @@
+"""
+The PNG plots: goodput and p99 over time, one line per configuration.
+
+The only module of the scenarios that imports matplotlib (installed by
+``nox -s overload`` only, never a dependency of the package).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+
+
+mpl.use("Agg")
+
+import matplotlib.pyplot as plt
+
+from ._scenarios import CAPACITY_RATE, Scenario
+
+
+COLOURS = {"static": "tab:red", "budget": "tab:orange", "adaptive": "tab:blue"}
+
+
+def plot(
+    scenario: Scenario, runs: Sequence[Mapping[str, Any]], path: Path
+) -> None:
+    """Write *scenario*'s plot of *runs* (summaries) to *path*."""
+    with_limit = any(r["limits"] for r in runs)
+    rows = 3 if with_limit else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(9, 2.6 * rows), sharex=True)
+    goodput, p99 = axes[0], axes[1]
+    for r in runs:
+        colour = COLOURS.get(r["config"])
+        points = r["series"]
+        t = [p["t"] + 0.5 for p in points]
+        goodput.plot(
+            t, [p["goodput"] for p in points], color=colour, label=r["config"]
+        )
+        p99.plot(
+            t,
+            [None if p["p99"] is None else p["p99"] * 1000 for p in points],
+            color=colour,
+            label=r["config"],
+        )
+        if with_limit and r["limits"]:
+            axes[2].plot(
+                [s[0] for s in r["limits"]],
+                [s[1] for s in r["limits"]],
+                color=colour,
+                label=f"{r['config']} limit",
+            )
+            axes[2].plot(
+                [s[0] for s in r["limits"]],
+                [s[2] for s in r["limits"]],
+                color=colour,
+                alpha=0.35,
+                linestyle=":",
+                label=f"{r['config']} running",
+            )
+    goodput.axhline(CAPACITY_RATE, color="grey", linestyle="--", linewidth=1)
+    goodput.axhline(scenario.rate, color="grey", linestyle=":", linewidth=1)
+    goodput.set_ylabel("goodput (/s)")
+    goodput.legend(loc="upper right", fontsize="small")
+    goodput.set_title(scenario.title, fontsize="medium")
+    p99.set_ylabel("p99 of successes (ms)")
+    if any(p["p99"] for r in runs for p in r["series"]):
+        p99.set_yscale("log")  # not without a single success
+    if with_limit:
+        axes[2].set_ylabel("tools bulkhead")
+        axes[2].set_yscale("symlog", linthresh=10)
+        axes[2].legend(loc="upper right", fontsize="x-small", ncol=2)
+    for ax in axes:
+        if scenario.spike is not None:
+            s = scenario.spike
+            ax.axvspan(
+                s.start, s.start + s.duration, color="orange", alpha=0.15
+            )
+        if len(scenario.events) >= 2:
+            ax.axvspan(
+                scenario.events[0].at,
+                scenario.events[-1].at,
+                color="purple",
+                alpha=0.1,
+            )
+        ax.grid(visible=True, alpha=0.3)
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,248 @@
+"""
+The overload scenarios, and the client configurations they compare.
+
+A scenario is a flaky server (its capacity model), an open-loop load
+(a base rate, and optionally a spike on top of it), and events that
+change the server while the load runs (a brownout), all in seconds from
+the start of the load.  ``scale`` shortens every duration for
+``--quick`` runs (rates and the server stay the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import attrs
+
+from resilient_mcp import (
+    AdaptiveLimitConfig,
+    BulkheadConfig,
+    CircuitBreakerConfig,
+    ResilientClientConfig,
+    ThrottlingConfig,
+)
+
+
+# The server of every scenario: 5 requests at full speed, 100 ms each,
+# so at most 50 requests a second (its capacity); slower in proportion
+# beyond 5 in flight.  Small enough that one Python process on a shared
+# two-core machine can offer three times that.
+CAPACITY: Final = 5  # requests at full speed at once
+BASE_LATENCY: Final = 0.1  # seconds per request within capacity
+CAPACITY_RATE: Final = CAPACITY / BASE_LATENCY  # requests per second
+STATIC_LIMIT: Final = 100  # the static bulkhead's running calls
+QUEUE_SIZE: Final = 20  # both bulkheads' waiting calls (the tools default)
+NEVER_OPENS: Final = 2**31 - 1  # a breaker threshold never reached
+ALGORITHM: Final = "vegas"  # the adaptive limit's (see docs/overload.md)
+
+
+@attrs.frozen(kw_only=True)
+class Spike:
+    """Extra load on top of the base rate, for a while."""
+
+    start: float
+    """Seconds from the start of the load."""
+    duration: float
+    """Seconds the extra load lasts."""
+    rate: float
+    """Extra requests per second."""
+
+
+@attrs.frozen(kw_only=True)
+class ServerEvent:
+    """A ``configure`` call on the server at a given time."""
+
+    at: float
+    """Seconds from the start of the load."""
+    knobs: Mapping[str, Any]
+    """The ``configure`` tool's arguments (``base_latency=1.0`` ...)."""
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """One overload scenario, run once per client configuration."""
+
+    name: str
+    title: str
+    rate: float
+    """Base requests per second, for the whole duration."""
+    duration: float
+    """Seconds during which requests start."""
+    tool: str = "echo"
+    arguments: Mapping[str, Any] = attrs.field(factory=lambda: {"text": "x"})
+    server: Mapping[str, Any] = attrs.field(factory=dict)
+    """Extra flaky-server options (``failure_rate`` ...)."""
+    spike: Spike | None = None
+    events: tuple[ServerEvent, ...] = ()
+    configs: tuple[str, ...] = ("static", "adaptive")
+    """The client configurations to compare (names in :data:`CONFIGS`)."""
+    timeout: float | None = None
+    """Seconds per attempt in every configuration (``None``: defaults)."""
+    breaker: bool = True
+    """False: breakers that never open, to see the retries alone."""
+    steady_from: float = 0.0
+    """Fraction of the run after which the load counts as steady."""
+
+    def scaled(self, scale: float) -> Scenario:
+        """The scenario with every duration and time times *scale*."""
+        spike = self.spike
+        if spike is not None:
+            spike = attrs.evolve(
+                spike,
+                start=spike.start * scale,
+                duration=spike.duration * scale,
+            )
+        events = tuple(
+            attrs.evolve(event, at=event.at * scale) for event in self.events
+        )
+        return attrs.evolve(
+            self, duration=self.duration * scale, spike=spike, events=events
+        )
+
+
+def static() -> ResilientClientConfig:
+    """
+    The design document's settings: the seed client, no retry budget.
+
+    3 attempts from 1 s, a breaker of 5 failures / 60 s, and a static
+    ``tools`` bulkhead of 100 running calls (20 waiting, 15 s).
+    """
+    return ResilientClientConfig(
+        retry_budget=None,
+        bulkheads={
+            "tools": BulkheadConfig(
+                max_concurrent_requests=STATIC_LIMIT,
+                queue_size=QUEUE_SIZE,
+                request_timeout=15.0,
+            )
+        },
+    )
+
+
+def budget_only() -> ResilientClientConfig:
+    """The static settings plus the default retry budget."""
+    return attrs.evolve(
+        static(), retry_budget=ResilientClientConfig().retry_budget
+    )
+
+
+def adaptive(algorithm: str = ALGORITHM) -> ResilientClientConfig:
+    """
+    Retry budget + adaptive concurrency limit + adaptive throttling.
+
+    The defaults of each: a retry budget of 20 % plus 10 retries a
+    second, an adaptive limit (*algorithm*, default parameters) starting
+    at 20 (at most 100), and a throttle with ``k=2`` over 120 s.
+    """
+    return ResilientClientConfig(
+        bulkheads={
+            "tools": BulkheadConfig(
+                queue_size=QUEUE_SIZE,
+                request_timeout=15.0,
+                adaptive=AdaptiveLimitConfig(
+                    algorithm=algorithm,  # type: ignore[arg-type]
+                    max_limit=STATIC_LIMIT,
+                    # Every call is a sample: a window of at least 10
+                    # samples (the default) never fills while a browned-
+                    # out server answers 5 calls a second, and the limit
+                    # would freeze (docs/overload.md).
+                    window_size=None,
+                ),
+            )
+        },
+        throttling=ThrottlingConfig(seed=13),
+    )
+
+
+CONFIGS: Final[Mapping[str, Callable[[], ResilientClientConfig]]] = {
+    "static": static,
+    "budget": budget_only,
+    "adaptive": adaptive,
+}
+"""The client configurations, by name."""
+
+
+def client_config(
+    scenario: Scenario, name: str, algorithm: str = ALGORITHM
+) -> ResilientClientConfig:
+    """Configuration *name*, with the scenario's timeout and breaker."""
+    config = adaptive(algorithm) if name == "adaptive" else CONFIGS[name]()
+    changes: dict[str, Any] = {}
+    if scenario.timeout is not None:
+        changes["timeout"] = scenario.timeout
+    if not scenario.breaker:
+        changes["circuit_breaker"] = CircuitBreakerConfig(
+            failure_threshold=NEVER_OPENS
+        )
+        changes["tool_circuit_breaker"] = None
+    return attrs.evolve(config, **changes) if changes else config
+
+
+SCENARIOS: Final[Mapping[str, Scenario]] = {
+    s.name: s
+    for s in (
+        Scenario(
+            name="uncontended",
+            title="Uncontended: half the capacity (the reference latency)",
+            rate=CAPACITY_RATE / 2,
+            duration=10.0,
+            configs=("static",),
+        ),
+        Scenario(
+            name="overload-3x",
+            title="3x overload: 150 requests/s offered to a 50/s server",
+            rate=3 * CAPACITY_RATE,
+            duration=40.0,
+            steady_from=0.5,
+        ),
+        Scenario(
+            name="brownout",
+            title="Brownout: the server slows 10x for 30 s",
+            rate=0.6 * CAPACITY_RATE,
+            duration=60.0,
+            events=(
+                ServerEvent(
+                    at=10.0, knobs={"base_latency": BASE_LATENCY * 10}
+                ),
+                ServerEvent(at=40.0, knobs={"base_latency": BASE_LATENCY}),
+            ),
+        ),
+        Scenario(
+            name="total-failure",
+            title="100 % failure: retry amplification",
+            rate=CAPACITY_RATE,
+            duration=20.0,
+            tool="flaky",
+            arguments={},
+            server={"failure_rate": 1.0},
+            configs=("static", "budget", "adaptive"),
+            breaker=False,
+            steady_from=0.5,
+        ),
+        Scenario(
+            name="spike",
+            title="Load spike: 70 % load, 5 s at 4x, then 70 % again",
+            rate=0.7 * CAPACITY_RATE,
+            duration=60.0,
+            spike=Spike(
+                start=10.0, duration=5.0, rate=(4 - 0.7) * CAPACITY_RATE
+            ),
+            timeout=5 * BASE_LATENCY,
+            breaker=False,
+        ),
+    )
+}
+"""Every scenario, in the order they run."""
+
+SLOW_TAIL_HOOK: Final = "slow_tail"
+"""
+The extension point for the slow-tail scenario (issue 13: 1 % of calls
+10x slower, hedging off and on).  Hedging is not wired into the client
+yet; when it is, add a scenario here named ``slow-tail`` with a server
+option for the slow share (the flaky server has none yet: a
+``slow_rate``/``slow_factor`` pair is needed) and two configurations
+(``adaptive`` and ``adaptive`` plus ``hedging=HedgingConfig()``) in
+:data:`CONFIGS`, and compare p99.9 in ``_summary``.  Nothing here fakes
+it: ``python -m bench.overload --only slow-tail`` says it is missing.
+"""

@@ -1,0 +1,132 @@
+"""
+The overload scenarios' machinery (``bench/overload``), in a tiny size.
+
+The summaries are checked on made-up records; the runs go for real,
+scaled down to a second or two of load, against the flaky server on
+127.0.0.1, only to show that they work and stop by themselves (no timing
+is asserted: ``nox -s overload`` measures, this only runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+from pathlib import Path
+
+import pytest
+import trio
+
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # bench/ is not installed: it sits beside
+    sys.path.insert(0, str(ROOT))
+
+scenarios = importlib.import_module("bench.overload._scenarios")
+driver = importlib.import_module("bench.overload._driver")
+summary = importlib.import_module("bench.overload._summary")
+cli = importlib.import_module("bench.overload.__main__")
+
+HANG_GUARD = 120  # seconds; never a timing assertion
+TINY = 0.03  # scale: a 60 s scenario runs 1.8 s
+
+
+def made_up_run(ends, limits=(), duration=4.0):
+    """A run with the given request ends and limit samples."""
+    return driver.Run(
+        scenario="made-up",
+        config="static",
+        duration=duration,
+        ends=list(ends),
+        limits=list(limits),
+        offered=len(ends),
+    )
+
+
+def test_series_buckets_successes_by_end_time():
+    """Goodput and p99 per second count only successes, by end time."""
+    run = made_up_run(
+        [(0.1, 0.2, True), (0.5, 0.4, True), (1.2, 9.0, False), (4.5, 1, True)]
+    )
+
+    points = summary.series(run)
+
+    assert [2.0, 0.0, 0.0, 0.0] == [p["goodput"] for p in points]
+    assert [0.4, None, None, None] == [p["p99"] for p in points]
+    assert [0.0, 1.0, 0.0, 0.0] == [p["failed"] for p in points]
+
+
+def test_recovery_is_the_start_of_the_last_good_stretch():
+    """Recovery: from the first 3-s window after which goodput stays up."""
+    good = [(t + 0.5, 0.1, True) for t in (0, 1, 3, 4, 5, 6, 7)]
+    run = made_up_run(good, duration=8.0)
+
+    assert 1.0 == summary.recovery(run, after=2.0, rate=1.0)
+    assert summary.recovery(made_up_run([], duration=8.0), 2.0, 1.0) is None
+
+
+def test_convergence_is_when_the_limit_first_nears_its_level():
+    """The limit converges when it first comes within 25 % of its level."""
+    limits = [(t, limit, 0) for t, limit in enumerate([20, 14, 9, 5, 9, 4, 4])]
+    run = made_up_run([], limits=limits, duration=7.0)
+
+    assert 3.0 == summary.convergence(run, change=0.0, until=7.0)
+
+
+def test_scaling_keeps_rates_and_shortens_times():
+    """A scaled scenario keeps its rates; its times shrink."""
+    spike = scenarios.SCENARIOS["spike"].scaled(0.5)
+    brownout = scenarios.SCENARIOS["brownout"].scaled(0.5)
+
+    assert (30.0, 5.0, 2.5) == (
+        spike.duration,
+        spike.spike.start,
+        spike.spike.duration,
+    )
+    assert scenarios.SCENARIOS["spike"].rate == spike.rate
+    assert [5.0, 20.0] == [event.at for event in brownout.events]
+
+
+def test_the_slow_tail_scenario_is_not_faked():
+    """Until hedging is wired in, asking for slow-tail fails plainly."""
+    assert "slow-tail" not in scenarios.SCENARIOS
+    assert 2 == cli.main(["--only", "slow-tail", "--no-plot"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["spike", "brownout"])
+async def test_a_tiny_run_accounts_for_every_request(name):
+    """Every request offered ends, is shed or unfinished; the run ends."""
+    scenario = scenarios.SCENARIOS[name].scaled(TINY)
+    with trio.fail_after(HANG_GUARD):
+        run = await driver.run_scenario(scenario, "adaptive")
+
+    assert run.offered == len(run.ends) + run.shed + run.unfinished
+    assert run.offered > 0
+    assert run.limits  # the adaptive limit was sampled
+    assert run.calls >= sum(ok for _, _, ok in run.ends)
+
+
+@pytest.mark.slow
+def test_main_writes_the_summaries(tmp_path):
+    """The command runs the reference and a scenario, and writes both."""
+    status = cli.main(
+        [
+            "--scale",
+            "0.02",
+            "--only",
+            "overload-3x",
+            "--no-plot",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    data = json.loads((tmp_path / "summary.json").read_text())
+
+    assert 0 == status
+    assert ["uncontended", "overload-3x"] == list(data["results"])
+    assert ["static", "adaptive"] == [
+        r["config"] for r in data["results"]["overload-3x"]
+    ]
+    assert "| overload-3x | static |" in (tmp_path / "summary.md").read_text()
