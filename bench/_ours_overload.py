@@ -136,9 +136,7 @@ def hedge_arms() -> tuple[Arm, ...]:
     return (
         Arm(
             label=HEDGE,
-            factory=_pipeline(
-                hedging=HedgingConfig(delay=floors.HEDGE_DELAY)
-            ),
+            factory=_pipeline(hedging=HedgingConfig(delay=floors.HEDGE_DELAY)),
             baseline=floors.HEDGE,
         ),
     )
