@@ -3,7 +3,8 @@ The flaky server's capacity model, in virtual time.
 
 A request takes ``base_latency * max(1, in_flight / capacity)`` seconds,
 *in_flight* counted on its arrival (itself included), and fails at once
-beyond ``overload_factor * capacity`` in flight.
+beyond ``overload_factor * capacity`` in flight; with probability
+``slow_rate`` a request is ``slow_factor`` times slower (a slow tail).
 """
 
 from __future__ import annotations
@@ -48,10 +49,18 @@ def test_overloaded_beyond_the_factor_times_capacity():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("capacity", -1), ("base_latency", -0.5), ("overload_factor", 0.5)],
+    [
+        ("capacity", -1),
+        ("base_latency", -0.5),
+        ("overload_factor", 0.5),
+        ("slow_rate", 1.5),
+        ("slow_rate", -0.1),
+        ("slow_factor", 0.5),
+        ("slow_factor", float("inf")),
+    ],
 )
 def test_bad_capacity_settings_are_refused(field, value):
-    """The capacity knobs are checked, naming the field."""
+    """The capacity knobs and the slow share are checked, naming the field."""
     with pytest.raises(ValueError, match=field):
         FlakyServerConfig(**{field: value})
     with pytest.raises(ValueError, match=field):
@@ -141,3 +150,67 @@ def test_the_command_line_checks_the_capacity_options(capsys):
 
     assert 2 == status
     assert "overload_factor" in capsys.readouterr().err
+
+
+def test_the_slow_share_is_seeded_and_close_to_the_rate():
+    """
+    slowdown() is slow_factor with probability slow_rate, else 1.
+
+    Over 20,000 draws the share is within 0.1 point of 1 %, and the same
+    seed draws the same requests slow.
+    """
+    draws = 20_000
+    first = make_state(slow_rate=0.01, seed=7)
+    again = make_state(slow_rate=0.01, seed=7)
+    factors = [first.slowdown() for _ in range(draws)]
+
+    assert {1.0, 10.0} == set(factors)
+    assert factors == [again.slowdown() for _ in range(draws)]
+    assert first.slow_requests == factors.count(10.0)
+    assert abs(first.slow_requests / draws - 0.01) < 0.001
+
+
+def test_no_slow_share_draws_nothing():
+    """Without a slow share the random source is untouched (seeds agree)."""
+    state = make_state(seed=7)
+    before = state.rng.getstate()
+
+    assert [1.0] * 100 == [state.slowdown() for _ in range(100)]
+    assert before == state.rng.getstate()
+    assert 0 == state.slow_requests
+
+
+async def test_slow_requests_take_slow_factor_times_longer(autojump_clock):
+    """
+    Over MCP, a slow request's service time is slow_factor times longer.
+
+    400 echo calls one after the other on a server of 0.1 s with a slow
+    share of 5 % (factor 3, set by the configure tool): each takes 0.1 or
+    0.3 s, the slow ones are the ones the server counted, about 5 %.
+    """
+    state = make_state(capacity=4, base_latency=0.1, seed=11)
+    async with Client(create_flaky_server(state=state)) as client:
+        await client.list_tools()
+        await client.call_tool(
+            "configure", {"slow_rate": 0.05, "slow_factor": 3}
+        )
+        durations = []
+        for i in range(400):
+            start = trio.current_time()
+            await client.call_tool("echo", {"text": str(i)})
+            durations.append(round(trio.current_time() - start, 9))
+        stats = (await client.call_tool("stats")).structured_content
+
+    slow = durations.count(0.3)
+    assert 400 == slow + durations.count(0.1)
+    assert (slow, slow) == (state.slow_requests, stats["slow_requests"])
+    assert 10 <= slow <= 30
+    assert (0.05, 3.0) == (stats["slow_rate"], stats["slow_factor"])
+
+
+def test_the_command_line_checks_the_slow_share(capsys):
+    """A bad --slow-factor is a usage error naming the field."""
+    status = main(["stdio", "--slow-rate", "0.01", "--slow-factor", "0"])
+
+    assert 2 == status
+    assert "slow_factor" in capsys.readouterr().err

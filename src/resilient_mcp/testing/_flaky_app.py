@@ -111,7 +111,8 @@ def create_flaky_server(
     max(1, in_flight / capacity)`` seconds, *in_flight* counted on its
     arrival, itself included, and fails at once with a JSON-RPC
     ``-32603`` error ("flaky: overloaded") when more than
-    ``overload_factor * capacity`` would be in flight.
+    ``overload_factor * capacity`` would be in flight.  With probability
+    ``slow_rate`` (seeded) a request is slow: ``slow_factor`` times that.
 
     Resources: ``flaky://static``, ``flaky://stats`` (JSON counters) and
     the template ``flaky://item/{item_id}``.  Prompt: ``greet(name)``.
@@ -180,7 +181,8 @@ async def _within_capacity(
 
     The request counts as in flight from its arrival to its answer; its
     delay is :meth:`FlakyState.service_time` of the count on arrival
-    (itself included), and it fails at once, without running, when
+    (itself included), times :meth:`FlakyState.slowdown` (the slow
+    share), and it fails at once, without running, when
     :meth:`FlakyState.overloaded` says so.
     """
     in_flight = state.in_flight + 1
@@ -193,7 +195,7 @@ async def _within_capacity(
         )
     state.in_flight = in_flight
     try:
-        delay = state.service_time(in_flight)
+        delay = state.service_time(in_flight) * state.slowdown()
         if delay > 0:
             await anyio.sleep(delay)
         return await call_next(ctx)
@@ -310,6 +312,8 @@ def _add_control_tools(server: MCPServer, state: FlakyState) -> None:
         capacity: int | None = None,
         base_latency: float | None = None,
         overload_factor: float | None = None,
+        slow_rate: float | None = None,
+        slow_factor: float | None = None,
         reset_counters: bool = False,
     ) -> dict[str, Any]:
         """
@@ -317,7 +321,8 @@ def _add_control_tools(server: MCPServer, state: FlakyState) -> None:
 
         ``retry_after=""`` removes the Retry-After header.  The HTTP knobs
         only matter on the HTTP transport.  ``capacity=0`` removes the
-        capacity limit, ``overload_factor=0`` the overload failures.
+        capacity limit, ``overload_factor=0`` the overload failures,
+        ``slow_rate=0`` the slow share.
         """
         state.configure(
             failure_rate=failure_rate,
@@ -332,6 +337,8 @@ def _add_control_tools(server: MCPServer, state: FlakyState) -> None:
             capacity=capacity,
             base_latency=base_latency,
             overload_factor=overload_factor,
+            slow_rate=slow_rate,
+            slow_factor=slow_factor,
         )
         if reset_counters:
             state.reset_counters()

@@ -81,6 +81,18 @@ def _overload_factor(
         )
 
 
+def _slow_factor(
+    inst: object, attribute: attrs.Attribute[float], value: object
+) -> None:
+    if not (
+        isinstance(value, int | float) and math.isfinite(value) and value >= 1
+    ):
+        raise ValueError(
+            f"{type(inst).__name__}.{attribute.name} must be a finite "
+            f"number >= 1, got {value!r}"
+        )
+
+
 def _http_status(
     inst: object, attribute: attrs.Attribute[int], value: object
 ) -> None:
@@ -136,6 +148,13 @@ class FlakyServerConfig:
     )
     """With more than ``overload_factor * capacity`` requests in flight, a
     new one fails at once (a JSON-RPC ``-32603`` error); 0 never fails."""
+    slow_rate: float = attrs.field(default=0.0, validator=_rate)
+    """Probability that a request under the capacity model is slow: its
+    service time is ``slow_factor`` times longer (a slow tail)."""
+    slow_factor: float = attrs.field(
+        default=10.0, converter=float, validator=_slow_factor
+    )
+    """How many times slower a slow request is (at least 1)."""
     seed: int | None = None
     """Seed of the server's random source (``None``: unpredictable)."""
     allow_crash: bool = True
@@ -201,6 +220,12 @@ class FlakyState:
     """Current seconds per request within capacity."""
     overload_factor: float = attrs.field(init=False)
     """Current overload threshold, in multiples of ``capacity``."""
+    slow_rate: float = attrs.field(init=False)
+    """Current probability that a request is slow."""
+    slow_factor: float = attrs.field(init=False)
+    """Current slowdown of a slow request."""
+    slow_requests: int = attrs.field(init=False, default=0)
+    """Requests that were drawn slow (see :meth:`slowdown`)."""
     in_flight: int = attrs.field(init=False, default=0)
     """Requests under the capacity model now (admitted, not yet answered)."""
     overload_rejections: int = attrs.field(init=False, default=0)
@@ -233,6 +258,8 @@ class FlakyState:
         self.capacity = config.capacity
         self.base_latency = config.base_latency
         self.overload_factor = config.overload_factor
+        self.slow_rate = config.slow_rate
+        self.slow_factor = config.slow_factor
         self.http_status = config.http_status
         self.http_reject_count = config.http_reject_count
         self.http_reject_rate = config.http_reject_rate
@@ -261,6 +288,8 @@ class FlakyState:
         capacity: int | None = None,
         base_latency: float | None = None,
         overload_factor: float | None = None,
+        slow_rate: float | None = None,
+        slow_factor: float | None = None,
     ) -> None:
         """
         Change some knobs; ``None`` leaves one as it is.
@@ -282,6 +311,8 @@ class FlakyState:
             "capacity": capacity,
             "base_latency": base_latency,
             "overload_factor": overload_factor,
+            "slow_rate": slow_rate,
+            "slow_factor": slow_factor,
         }
         changes: dict[str, Any] = {
             k: v for k, v in knobs.items() if v is not None
@@ -308,6 +339,7 @@ class FlakyState:
         self.executions.clear()
         self.http_rejections = 0
         self.overload_rejections = 0
+        self.slow_requests = 0
 
     def service_time(self, in_flight: int) -> float:
         """
@@ -323,6 +355,24 @@ class FlakyState:
         if capacity <= 0:
             return self.base_latency
         return self.base_latency * max(1.0, in_flight / capacity)
+
+    def slowdown(self) -> float:
+        """
+        Decide whether this request is slow, and count it.
+
+        Called once per request under the capacity model; its service
+        time is multiplied by the result.  Draws from :attr:`rng` only
+        while ``slow_rate`` is positive, so a server without a slow share
+        makes the same draws as before it had one.
+
+        Returns:
+            ``slow_factor`` with probability ``slow_rate`` (counted in
+            :attr:`slow_requests`), else 1.
+        """
+        if self.slow_rate > 0.0 and self.rng.random() < self.slow_rate:
+            self.slow_requests += 1
+            return self.slow_factor
+        return 1.0
 
     def overloaded(self, in_flight: int) -> bool:
         """
@@ -419,6 +469,9 @@ class FlakyState:
             "overload_factor": self.overload_factor,
             "in_flight": self.in_flight,
             "overload_rejections": self.overload_rejections,
+            "slow_rate": self.slow_rate,
+            "slow_factor": self.slow_factor,
+            "slow_requests": self.slow_requests,
             "http_status": self.http_status,
             "http_reject_count": self.http_reject_count,
             "http_reject_rate": self.http_reject_rate,

@@ -17,7 +17,9 @@ or as a subprocess, over stdio or streamable HTTP::
 A capacity model makes it a target for load tests: ``--capacity 10
 --base-latency 0.05 --overload-factor 4`` serves 10 requests at once in
 50 ms each, slows down in proportion beyond that, and fails requests at
-once beyond 40 in flight (see :func:`create_flaky_server`).
+once beyond 40 in flight (see :func:`create_flaky_server`);
+``--slow-rate 0.01`` makes 1 % of requests ``--slow-factor`` (10) times
+slower, a slow tail.
 
 In HTTP mode the server prints one JSON line to stdout once it accepts
 connections, ``{"event": "listening", "host": ..., "port": ..., "url":
@@ -122,6 +124,19 @@ def _parser() -> argparse.ArgumentParser:
             help="fail requests at once beyond this many times capacity "
             "in flight (default 0: never)",
         )
+        p.add_argument(
+            "--slow-rate",
+            type=float,
+            default=0.0,
+            help="probability that a request is --slow-factor times "
+            "slower (default 0)",
+        )
+        p.add_argument(
+            "--slow-factor",
+            type=float,
+            default=10.0,
+            help="how many times slower a slow request is (default 10)",
+        )
         p.add_argument("--seed", type=int, default=None, help="random seed")
         p.add_argument(
             "--no-crash",
@@ -192,6 +207,8 @@ def _config(args: argparse.Namespace) -> FlakyServerConfig:
         capacity=args.capacity,
         base_latency=args.base_latency,
         overload_factor=args.overload_factor,
+        slow_rate=args.slow_rate,
+        slow_factor=args.slow_factor,
         seed=args.seed,
         allow_crash=not args.no_crash,
         list_cache_ttl_ms=args.list_cache_ttl_ms,
