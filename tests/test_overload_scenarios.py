@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from resilient_mcp import HedgingConfig
+
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # bench/ is not installed: it sits beside
@@ -88,10 +90,41 @@ def test_scaling_keeps_rates_and_shortens_times():
     assert [5.0, 20.0] == [event.at for event in brownout.events]
 
 
-def test_the_slow_tail_scenario_is_not_faked():
-    """Until hedging is wired in, asking for slow-tail fails plainly."""
-    assert "slow-tail" not in scenarios.SCENARIOS
-    assert 2 == cli.main(["--only", "slow-tail", "--no-plot"])
+def test_the_tail_counts_every_success_and_the_hedges():
+    """The tail summary: quantiles of all successes, hedges per call."""
+    ends = [(i / 100, 0.1, True) for i in range(998)]
+    ends += [(9.0, 1.0, True), (9.5, 1.0, True), (9.9, 5.0, False)]
+    run = made_up_run(ends, duration=10.0)
+    run.calls, run.server_requests = 1001, 2002
+    run.hedging = {"calls": 1000, "hedges": 50, "hedge_wins": 7}
+
+    tail = summary.tail(run)
+
+    assert (0.1, 0.1, 1.0, 1.0) == (
+        tail["p50"],
+        tail["p99"],
+        tail["p999"],
+        tail["max"],
+    )
+    assert (0.05, 2.0, 7) == (
+        tail["hedges_per_call"],
+        tail["server_requests_per_request"],
+        tail["hedge_wins"],
+    )
+
+
+def test_the_slow_tail_compares_hedging_off_and_on():
+    """The slow-tail scenario: a 1 % 10x slow share, hedging off then on."""
+    scenario = scenarios.SCENARIOS["slow-tail"]
+    hedged = scenarios.client_config(scenario, "hedged")
+    tuned = scenarios.client_config(scenario, "hedged-p97")
+
+    assert {"slow_rate": 0.01, "slow_factor": 10} == dict(scenario.server)
+    assert scenario.rate * scenario.duration >= 2000
+    assert scenario.rate <= scenarios.CAPACITY_RATE / 2
+    assert scenarios.client_config(scenario, "adaptive").hedging is None
+    assert HedgingConfig() == hedged.hedging
+    assert HedgingConfig(percentile=0.97) == tuned.hedging
 
 
 @pytest.mark.slow
@@ -106,6 +139,27 @@ async def test_a_tiny_run_accounts_for_every_request(name):
     assert run.offered > 0
     assert run.limits  # the adaptive limit was sampled
     assert run.calls >= sum(ok for _, _, ok in run.ends)
+
+
+@pytest.mark.slow
+async def test_a_tiny_slow_tail_run_accounts_for_the_hedges():
+    """
+    A tiny hedged slow-tail run accounts for every request and hedge.
+
+    The server sees each attempt the client made, and at most the hedges
+    on top; its slow requests are among them.
+    """
+    scenario = scenarios.SCENARIOS["slow-tail"].scaled(0.02)  # 50 calls
+    with trio.fail_after(HANG_GUARD):
+        run = await driver.run_scenario(scenario, "hedged")
+    hedges = run.hedging["hedges"]
+
+    assert run.offered == len(run.ends) + run.shed + run.unfinished
+    assert run.offered > 0
+    assert run.calls >= sum(ok for _, _, ok in run.ends)
+    assert run.attempts <= run.server_requests <= run.attempts + hedges
+    assert run.slow_requests <= run.server_requests
+    assert hedges <= run.hedging["calls"]
 
 
 @pytest.mark.slow

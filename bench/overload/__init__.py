@@ -10,8 +10,8 @@ writes PNG plots and a markdown/JSON summary.
 
 The modules:
 
-- ``_scenarios``: the scenarios, the client configurations, and the
-  extension point for the slow-tail (hedging) scenario;
+- ``_scenarios``: the scenarios and the client configurations (hedging
+  off and on for the slow tail);
 - ``_driver``: one run of one scenario with one configuration;
 - ``_summary``: the time series and the numbers against the targets;
 - ``_plot``: the PNG plots (the only module that imports matplotlib).

@@ -66,6 +66,13 @@ class Run:
     """Times the server ran the scenario's tool."""
     failures: dict[str, int] = attrs.Factory(dict)
     """The client's failures of ``tools/call``, by outcome."""
+    server_requests: int = 0
+    """``tools/call`` requests that reached the server (hedges and
+    retries included; the control client's excluded)."""
+    slow_requests: int = 0
+    """Requests the server drew slow (its slow share)."""
+    hedging: dict[str, int] = attrs.Factory(dict)
+    """The client's hedging metrics over the run (empty without)."""
 
 
 @attrs.define
@@ -184,15 +191,42 @@ def _plans(
     return plans
 
 
+HEDGING_COUNTS: Final = (
+    "calls",
+    "hedged_calls",
+    "hedges",
+    "hedge_wins",
+    "budget_rejections",
+    "suppressed_by_slowdown",
+)
+
+
+def _hedging_counts(client: ResilientMCPClient) -> dict[str, int]:
+    """The ``tools/call`` pipeline's hedging counters (empty without)."""
+    for pipeline in client.pipelines():
+        hedging = pipeline.metrics().hedging
+        if pipeline.name == "tools/call" and hedging is not None:
+            return {k: int(getattr(hedging, k)) for k in HEDGING_COUNTS}
+    return {}
+
+
 async def _counts(
     scenario: Scenario,
     client: ResilientMCPClient,
     control: ResilientMCPClient,
-) -> tuple[int, int, int]:
-    """The client's calls and attempts, and the server's executions."""
+) -> dict[str, Any]:
+    """The client's calls, attempts and hedges; the server's counters."""
     calls, attempts = _retry_counts(client)
-    runs = (await _stats(control))["executions"].get(scenario.tool, 0)
-    return calls, attempts, int(runs)
+    stats = await _stats(control)
+    return {
+        "calls": calls,
+        "attempts": attempts,
+        "executions": int(stats["executions"].get(scenario.tool, 0)),
+        # Counted on arrival, the stats call that reads it included.
+        "requests": int(stats["requests"].get("tools/call", 0)),
+        "slow": int(stats.get("slow_requests", 0)),
+        "hedging": _hedging_counts(client),
+    }
 
 
 async def _finish(
@@ -200,13 +234,20 @@ async def _finish(
     scenario: Scenario,
     client: ResilientMCPClient,
     control: ResilientMCPClient,
-    before: tuple[int, int, int],
+    before: dict[str, Any],
 ) -> None:
     """Add the differences of the counts over the run to *run*."""
     after = await _counts(scenario, client, control)
-    run.calls = after[0] - before[0]
-    run.attempts = after[1] - before[1]
-    run.server_executions = after[2] - before[2]
+    run.calls = after["calls"] - before["calls"]
+    run.attempts = after["attempts"] - before["attempts"]
+    run.server_executions = after["executions"] - before["executions"]
+    # Less the one stats call after the run (the one before counted
+    # itself in *before*).
+    run.server_requests = after["requests"] - before["requests"] - 1
+    run.slow_requests = after["slow"] - before["slow"]
+    run.hedging = {
+        k: v - before["hedging"].get(k, 0) for k, v in after["hedging"].items()
+    }
     operation = client.metrics().operations.get("tools/call")
     if operation is not None:
         run.failures = {

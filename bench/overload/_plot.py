@@ -21,7 +21,13 @@ import matplotlib.pyplot as plt
 from ._scenarios import CAPACITY_RATE, Scenario
 
 
-COLOURS = {"static": "tab:red", "budget": "tab:orange", "adaptive": "tab:blue"}
+COLOURS = {
+    "static": "tab:red",
+    "budget": "tab:orange",
+    "adaptive": "tab:blue",
+    "hedged": "tab:green",
+    "hedged-p97": "tab:purple",
+}
 
 
 def plot(
@@ -30,7 +36,7 @@ def plot(
     """Write *scenario*'s plot of *runs* (summaries) to *path*."""
     with_limit = any(r["limits"] for r in runs)
     rows = 3 if with_limit else 2
-    fig, axes = plt.subplots(rows, 1, figsize=(9, 2.6 * rows), sharex=True)
+    fig, axes = _figure(scenario, runs, rows)
     goodput, p99 = axes[0], axes[1]
     for r in runs:
         colour = COLOURS.get(r["config"])
@@ -90,3 +96,40 @@ def plot(
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _figure(
+    scenario: Scenario, runs: Sequence[Mapping[str, Any]], rows: int
+) -> tuple[Any, Any]:
+    """The figure and its time axes; a tail scenario adds its tail plot."""
+    if not scenario.tail:
+        return plt.subplots(rows, 1, figsize=(9, 2.6 * rows), sharex=True)
+    fig, axes = plt.subplots(rows + 1, 1, figsize=(9, 2.6 * rows + 3))
+    for ax in axes[1:-1]:
+        ax.sharex(axes[0])
+    _tail(axes[-1], runs)
+    return fig, axes[:-1]
+
+
+def _tail(ax: Any, runs: Sequence[Mapping[str, Any]]) -> None:
+    """Latency by quantile (whole run), one line per configuration."""
+    for r in runs:
+        tail = r["tail"]
+        points = [(q, v) for q, v in tail["quantiles"] if v is not None]
+        hedges = tail["hedges_per_call"] or 0.0
+        ax.plot(
+            [1 / (1 - q) for q, _ in points],
+            [v * 1000 for _, v in points],
+            marker="o",
+            color=COLOURS.get(r["config"]),
+            label=f"{r['config']} ({hedges * 100:.1f} % hedges)",
+        )
+    ticks = [0.5, 0.9, 0.99, 0.999]
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks([1 / (1 - q) for q in ticks])
+    ax.set_xticklabels([f"p{q * 100:g}" for q in ticks])
+    ax.set_xlabel("quantile of the whole run's successes")
+    ax.set_ylabel("latency (ms)")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(visible=True, alpha=0.3, which="both")

@@ -69,6 +69,8 @@ def window(run: Run, start: float, end: float) -> dict[str, Any]:
         "goodput": len(latencies) / span,
         "p50": percentile(latencies, 0.5),
         "p99": percentile(latencies, 0.99),
+        "p999": percentile(latencies, 0.999),
+        "count": len(latencies),
     }
 
 
@@ -114,6 +116,44 @@ def convergence(run: Run, change: float, until: float) -> float | None:
     return None
 
 
+TAIL_QUANTILES: Final = (0.5, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
+
+
+def tail(run: Run) -> dict[str, Any]:
+    """
+    The tail of a run: its latencies at high quantiles, and the hedges.
+
+    Every successful request that started in the run counts, wherever it
+    ended (the drain included); extra requests are the hedges per call
+    (the client's count) and the server's ``tools/call`` requests per
+    request offered (hedges, retries and all).
+    """
+    latencies = [latency for _, latency, ok in run.ends if ok]
+    hedging = run.hedging
+    calls = hedging.get("calls") or run.calls
+    return {
+        "successes": len(latencies),
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "p999": percentile(latencies, 0.999),
+        "max": max(latencies, default=None),
+        "quantiles": [[q, percentile(latencies, q)] for q in TAIL_QUANTILES],
+        "hedges": hedging.get("hedges", 0),
+        "hedge_wins": hedging.get("hedge_wins", 0),
+        "hedge_budget_rejections": hedging.get("budget_rejections", 0),
+        "hedges_suppressed_by_slowdown": hedging.get(
+            "suppressed_by_slowdown", 0
+        ),
+        "hedges_per_call": (
+            hedging.get("hedges", 0) / calls if calls else None
+        ),
+        "server_requests_per_request": (
+            run.server_requests / run.offered if run.offered else None
+        ),
+        "slow_on_server": run.slow_requests,
+    }
+
+
 def summarize(
     scenario: Scenario, run: Run, reference_p99: float | None
 ) -> dict[str, Any]:
@@ -140,6 +180,8 @@ def summarize(
         "series": series(run),
         "limits": run.limits,
     }
+    if scenario.tail:
+        result["tail"] = tail(run)
     if reference_p99 and steady["p99"] is not None:
         result["steady_p99_over_uncontended"] = steady["p99"] / reference_p99
     spike = scenario.spike
@@ -212,4 +254,38 @@ def markdown(
                 f"{_fmt(r['server_executions_per_request'])} | {rec} | "
                 f"{conv} | {failures or '-'} |"
             )
+    for name, runs in results.items():
+        if runs and "tail" in runs[0]:
+            lines += [
+                "",
+                *tail_markdown(
+                    name, [r["tail"] | {"config": r["config"]} for r in runs]
+                ),
+            ]
     return "\n".join(lines) + "\n"
+
+
+def tail_markdown(name: str, runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The tail table of a slow-tail scenario (the first run: no hedges)."""
+    base = runs[0]["p999"]
+    lines = [
+        (
+            f"| {name} | requests | p50 | p99 | p99.9 | max | p99.9 "
+            "improvement | hedges/call | server requests/request | hedges "
+            "won | refused by budget | slow on server |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        gain = base / r["p999"] if base and r["p999"] else None
+        hedges = r["hedges_per_call"]
+        lines.append(
+            f"| {r['config']} | {r['successes']} | {_ms(r['p50'])} | "
+            f"{_ms(r['p99'])} | {_ms(r['p999'])} | {_ms(r['max'])} | "
+            f"{_fmt(gain, 'x', 1)} | "
+            f"{_fmt(None if hedges is None else hedges * 100, ' %', 2)} | "
+            f"{_fmt(r['server_requests_per_request'], '', 3)} | "
+            f"{r['hedge_wins']} | {r['hedge_budget_rejections']} | "
+            f"{r['slow_on_server']} |"
+        )
+    return lines
