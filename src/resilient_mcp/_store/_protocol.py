@@ -19,7 +19,33 @@ the policies pass durations, never instants.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+import attrs
+
+
+REPORT: Final = 0  # a breaker's counts, or a read (no counts)
+LEASE: Final = 1  # ask for the fleet's half-open probe lease
+PROBE_CLOSED: Final = 2  # the lease holder's probes closed the circuit
+PROBE_FAILED: Final = 3  # a lease holder's probe failed: open anew
+
+
+@attrs.frozen
+class BreakerShape:
+    """What the fleet's breaker script needs of a breaker's config."""
+
+    width: float
+    """Seconds per bucket of the fleet's window."""
+    buckets: int
+    """Buckets in the window."""
+    threshold: int
+    """Failures in the window that open the circuit (count mode)."""
+    rate: float
+    """Failure ratio that opens it (rate mode); ``0.0``: count mode."""
+    minimum: int
+    """Calls in the window before the ratio counts (rate mode)."""
+    recovery: float
+    """Seconds the circuit stays open, and a probe lease lasts."""
 
 
 class StateStore(Protocol):
@@ -76,6 +102,35 @@ class StateStore(Protocol):
         Returns:
             The fleet's tokens in the window after the addition, or
             ``None``: the store failed.
+        """
+
+    async def breaker(
+        self,
+        name: str,
+        shape: BreakerShape,
+        generation: int,
+        counts: tuple[int, int],
+        op: int,
+    ) -> tuple[int, float | None, bool] | None:
+        """
+        Report to the fleet's breaker *name*, and read its state.
+
+        Args:
+            name: The breaker's name (part of the key).
+            shape: Its window, thresholds and recovery timeout.
+            generation: The fleet's generation the report belongs to
+                (``-1``: none known yet); a report of another generation
+                moves nothing.
+            counts: Calls and failures (of those calls) to add while the
+                fleet's circuit is closed.
+            op: :data:`REPORT`, :data:`LEASE`, :data:`PROBE_CLOSED` or
+                :data:`PROBE_FAILED`.
+
+        Returns:
+            ``(generation, wait, granted)``: the fleet's generation;
+            ``None`` when its circuit is closed, else the seconds until a
+            probe may start (``0.0``: half-open); whether the probe lease
+            is now the caller's.  ``None``: the store failed.
         """
 
     def hold(self, name: str, seconds: float, tolerance: float) -> None:

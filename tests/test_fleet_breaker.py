@@ -1,0 +1,258 @@
+"""
+Fleet mode: circuit breakers sharing one circuit through a real Redis.
+
+As tests/test_fleet.py: a redis-server on 127.0.0.1 on a free port
+(tests/_redis_server.py), real time (Redis has its own clock), every
+wait bounded; the multi-process test starts tests/fleet_worker.py.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import anyio
+import pytest
+
+from _scenario import ConnectionLost, Script
+from test_fleet import PROCESSES, TIMEOUT, _finish, _start, outage
+
+from resilient_mcp import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitBreakerError,
+    CircuitState,
+    ConfigurationError,
+    RedisStore,
+)
+from resilient_mcp._store._protocol import (
+    LEASE,
+    PROBE_CLOSED,
+    PROBE_FAILED,
+    REPORT,
+    BreakerShape,
+)
+
+
+pytestmark = pytest.mark.slow
+
+REFRESH = 0.05  # seconds a breaker reuses the fleet's state
+
+
+async def _outcome(breaker: CircuitBreaker, fn: Script) -> str:
+    try:
+        await breaker.call(fn)
+    except CircuitBreakerError:
+        return "rejected"
+    except ConnectionLost:
+        return "failed"
+    return "ok"
+
+
+def test_failures_through_two_breakers_open_both(redis_server, backend):
+    """
+    Two failures each through two breakers open both at a threshold of 4.
+
+    Alone, neither would have opened; the second learns of the fleet's
+    circuit on its next call, at most a refresh interval later.
+    """
+    config = CircuitBreakerConfig(failure_threshold=4, recovery_timeout=60)
+    failing = Script(ConnectionLost("down"))
+    seen: list[object] = []
+
+    async def main() -> None:
+        async with RedisStore(redis_server.url, timeout=TIMEOUT) as store:
+            a, b = (
+                CircuitBreaker(
+                    config, name="srv", store=store, refresh_interval=REFRESH
+                )
+                for _ in range(2)
+            )
+            for breaker in (a, a, b, b):
+                seen.append(await _outcome(breaker, failing))
+            seen.append(await _outcome(b, failing))
+            await anyio.sleep(REFRESH)
+            seen.append(await _outcome(a, failing))
+            seen.extend((a.state, b.state))
+            seen.append(a.metrics().store_errors + b.metrics().store_errors)
+
+    anyio.run(main, backend=backend)
+
+    assert [
+        *["failed"] * 4,
+        "rejected",
+        "rejected",
+        CircuitState.OPEN,
+        CircuitState.OPEN,
+        0,
+    ] == seen
+    assert 4 == failing.calls
+
+
+def test_one_probe_per_half_open_period_reaches_the_server(
+    redis_server, backend
+):
+    """
+    Of three breakers half-open at once, one probes; the fleet follows it.
+
+    The others keep failing fast while the probe runs; its success closes
+    the fleet's circuit, and every breaker admits calls again.
+    """
+    config = CircuitBreakerConfig(
+        failure_threshold=1, recovery_timeout=0.3, success_threshold=1
+    )
+    probes = 0
+    outcomes: list[str] = []
+
+    async def probe() -> str:
+        nonlocal probes
+        probes += 1
+        await anyio.sleep(0.1)
+        return "ok"
+
+    async def main() -> None:
+        async with RedisStore(redis_server.url, timeout=TIMEOUT) as store:
+            breakers = [
+                CircuitBreaker(
+                    config, name="srv", store=store, refresh_interval=REFRESH
+                )
+                for _ in range(3)
+            ]
+            assert "failed" == await _outcome(
+                breakers[0], Script(ConnectionLost("down"))
+            )
+            await anyio.sleep(0.35)  # past recovery_timeout
+
+            async def one(breaker: CircuitBreaker) -> None:
+                try:
+                    await breaker.call(probe)
+                    outcomes.append("ok")
+                except CircuitBreakerError:
+                    outcomes.append("rejected")
+
+            async with anyio.create_task_group() as tasks:
+                for breaker in breakers:
+                    tasks.start_soon(one, breaker)
+            await anyio.sleep(REFRESH)
+            for breaker in breakers:
+                await breaker.call(probe)
+            errors = sum(b.metrics().store_errors for b in breakers)
+            assert 0 == errors
+
+    anyio.run(main, backend=backend)
+
+    assert ["ok", "rejected", "rejected"] == sorted(outcomes)
+    assert 1 + 3 == probes
+
+
+def test_reports_of_a_past_generation_move_nothing(redis_server):
+    """Counts and probe verdicts of an old generation are ignored."""
+    shape = BreakerShape(
+        width=1.0, buckets=10, threshold=2, rate=0.0, minimum=1, recovery=0.01
+    )
+    replies: list[object] = []
+
+    async def main() -> None:
+        async with RedisStore(redis_server.url, timeout=TIMEOUT) as store:
+
+            async def send(gen: int, calls: int, failures: int, op: int):
+                reply = await store.breaker(
+                    "b", shape, gen, (calls, failures), op
+                )
+                assert reply is not None
+                gen, wait, granted = reply
+                replies.append((gen, wait is None, granted))
+
+            await send(-1, 2, 2, REPORT)  # opens: generation 1
+            await anyio.sleep(0.02)  # past recovery
+            await send(1, 0, 0, LEASE)  # the lease: generation 1's
+            await send(0, 9, 9, REPORT)  # stale counts: nothing
+            await send(1, 0, 0, PROBE_CLOSED)  # closes: generation 2
+            await send(1, 0, 0, PROBE_FAILED)  # a stale verdict: nothing
+            await send(1, 5, 5, REPORT)  # stale counts: nothing
+            await send(2, 1, 1, REPORT)  # counted, under the threshold
+
+    anyio.run(main, backend="trio")
+
+    assert [
+        (1, False, False),
+        (1, False, True),
+        (1, False, False),
+        (2, True, False),
+        (2, True, False),
+        (2, True, False),
+        (2, True, False),
+    ] == replies
+
+
+@outage
+def test_a_breaker_opens_alone_while_redis_is_down(redis_server, backend):
+    """With Redis gone, a breaker's own failures still open it, at once."""
+    config = CircuitBreakerConfig(failure_threshold=3, recovery_timeout=60)
+    failing = Script(ConnectionLost("down"))
+    seen: list[object] = []
+
+    async def main() -> None:
+        async with RedisStore(
+            redis_server.url, timeout=TIMEOUT, reconnect_interval=60
+        ) as store:
+            breaker = CircuitBreaker(
+                config, name="srv", store=store, refresh_interval=REFRESH
+            )
+            redis_server.stop()
+            start = anyio.current_time()
+            seen.extend([await _outcome(breaker, failing) for _ in range(4)])
+            seen.append(anyio.current_time() - start < TIMEOUT + 2)
+            seen.append(breaker.metrics().store_errors)
+
+    anyio.run(main, backend=backend)
+    gc.collect()  # coredis's leak, while it is ignored
+
+    # One request failed; the store was then left alone until reconnect.
+    assert [*["failed"] * 3, "rejected", True, 1] == seen
+    assert 3 == failing.calls
+
+
+def test_the_refresh_interval_is_validated():
+    """A refresh interval that is not a positive duration is named."""
+    with pytest.raises(ConfigurationError, match="refresh_interval"):
+        CircuitBreaker(refresh_interval=0)
+
+
+@pytest.mark.timeout(90)
+def test_a_fleet_of_processes_stops_calling_a_dead_server(redis_server):
+    """
+    Eight processes calling a dead server stop after the fleet's threshold.
+
+    The server sees at most failure_threshold calls plus one per process
+    before every process rejects (without a store: the threshold each).
+    """
+    threshold = 5
+    workers = [
+        _start(
+            "breaker",
+            redis_server.url,
+            "-",
+            str(threshold),
+            backend=("trio", "asyncio")[i % 2],
+        )
+        for i in range(PROCESSES)
+    ]
+    for worker in workers:
+        assert worker.stdout is not None
+        assert "ready\n" == worker.stdout.readline()
+    start = time.time() + 0.5
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write(f"{start!r}\n")
+        worker.stdin.flush()
+    outputs = _finish(workers)
+
+    reached = sum(int(out[2]) for out in outputs)
+    print(  # noqa: T201
+        f"fleet breaker: {reached} calls reached the dead server "
+        f"(bound {threshold + PROCESSES}, {threshold * PROCESSES} alone)"
+    )
+
+    assert [["store_errors", "0"]] * PROCESSES == [o[:2] for o in outputs]
+    assert threshold <= reached <= threshold + PROCESSES
