@@ -15,8 +15,6 @@ import anyio
 import pytest
 
 from _scenario import ConnectionLost, Script
-from test_fleet import PROCESSES, TIMEOUT, _finish, _start, outage
-
 from resilient_mcp import (
     CircuitBreaker,
     CircuitBreakerConfig,
@@ -32,6 +30,7 @@ from resilient_mcp._store._protocol import (
     REPORT,
     BreakerShape,
 )
+from test_fleet import PROCESSES, TIMEOUT, _finish, _start, outage
 
 
 pytestmark = pytest.mark.slow
@@ -68,8 +67,7 @@ def test_failures_through_two_breakers_open_both(redis_server, backend):
                 )
                 for _ in range(2)
             )
-            for breaker in (a, a, b, b):
-                seen.append(await _outcome(breaker, failing))
+            seen.extend([await _outcome(x, failing) for x in (a, a, b, b)])
             seen.append(await _outcome(b, failing))
             await anyio.sleep(REFRESH)
             seen.append(await _outcome(a, failing))

@@ -155,7 +155,12 @@ class RedisStore:
         # not pay for it; a Redis that is down or slow is only an outage.
         with anyio.move_on_after(CONNECT_TIMEOUT):
             try:
-                for script in (_lua.GCRA, _lua.BUDGET, _lua.HOLD, _lua.BREAKER):
+                for script in (
+                    _lua.GCRA,
+                    _lua.BUDGET,
+                    _lua.HOLD,
+                    _lua.BREAKER,
+                ):
                     await client.script_load(script)
             except Exception as exc:
                 self._failed(exc)
