@@ -22,6 +22,7 @@ from resilient_mcp import (
     CircuitState,
     ConfigurationError,
     RedisStore,
+    ResiliencePipeline,
 )
 from resilient_mcp._store._protocol import (
     LEASE,
@@ -254,3 +255,48 @@ def test_a_fleet_of_processes_stops_calling_a_dead_server(redis_server):
 
     assert [["store_errors", "0"]] * PROCESSES == [o[:2] for o in outputs]
     assert threshold <= reached <= threshold + PROCESSES
+
+
+def test_pipelines_of_two_processes_share_one_circuit(redis_server, backend):
+    """
+    A pipeline whose server answers is held by the fleet's open circuit.
+
+    Both pipelines stand for processes: each has its own breaker, named
+    alike on one store; the failures of one open the other's circuit.
+    """
+    config = CircuitBreakerConfig(failure_threshold=2, recovery_timeout=60)
+    failing = Script(ConnectionLost("down"))
+    answering = Script("ok")
+    seen: list[str] = []
+
+    async def main() -> None:
+        async with RedisStore(redis_server.url, timeout=TIMEOUT) as store:
+            sick, well = (
+                ResiliencePipeline(
+                    circuit_breaker=CircuitBreaker(
+                        config,
+                        name="srv",
+                        store=store,
+                        refresh_interval=REFRESH,
+                    )
+                )
+                for _ in range(2)
+            )
+            for pipeline, fn in (
+                (well, answering),
+                (sick, failing),
+                (sick, failing),
+                (well, answering),
+            ):
+                await anyio.sleep(REFRESH)
+                try:
+                    seen.append(await pipeline.call(fn))
+                except ConnectionLost:
+                    seen.append("failed")
+                except CircuitBreakerError:
+                    seen.append("rejected")
+
+    anyio.run(main, backend=backend)
+
+    assert ["ok", "failed", "failed", "rejected"] == seen
+    assert 1 == answering.calls
