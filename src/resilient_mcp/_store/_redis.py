@@ -77,8 +77,8 @@ class RedisStore:
 
     Every process that uses the same *prefix* and policy name shares one
     policy: give them the same configuration.  Keys are
-    ``{prefix}:rate:{name}`` and ``{prefix}:budget:{name}``, each with a
-    TTL.
+    ``{prefix}:rate:{name}``, ``{prefix}:budget:{name}`` and
+    ``{prefix}:breaker:{name}``, each with a TTL.
 
     Args:
         url: A Redis URL (``redis://host:port/db``, ``rediss://`` for TLS,
