@@ -212,6 +212,39 @@ def test_a_breaker_opens_alone_while_redis_is_down(redis_server, backend):
     assert 3 == failing.calls
 
 
+@outage
+def test_a_call_cancelled_while_the_fleet_answers_counts_as_cancelled(
+    redis_server, backend
+):
+    """A call cancelled while it waits for a hung Redis is cancelled."""
+    seen: list[object] = []
+
+    async def main() -> None:
+        async with RedisStore(
+            redis_server.url, timeout=TIMEOUT, reconnect_interval=60
+        ) as store:
+            breaker = CircuitBreaker(name="srv", store=store)
+            assert redis_server.process is not None
+            redis_server.process.send_signal(19)  # SIGSTOP: hangs
+            try:
+                with anyio.move_on_after(TIMEOUT / 5):
+                    await breaker.call(anyio.sleep, 0)
+                    seen.append("ran")
+                await anyio.sleep(TIMEOUT)  # the request times out
+            finally:
+                redis_server.process.send_signal(18)  # SIGCONT
+            # Redis is skipped now: the breaker decides alone, at once.
+            await breaker.call(anyio.sleep, 0)
+            m = breaker.metrics()
+            seen.extend((m.cancelled_requests, m.total_requests))
+            seen.append(m.store_errors)
+
+    anyio.run(main, backend=backend)
+    gc.collect()  # coredis's leak, while it is ignored
+
+    assert [1, 2, 1] == seen
+
+
 def test_the_refresh_interval_is_validated():
     """A refresh interval that is not a positive duration is named."""
     with pytest.raises(ConfigurationError, match="refresh_interval"):

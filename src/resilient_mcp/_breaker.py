@@ -386,9 +386,13 @@ class CircuitBreaker(PolicyBase):
         Raises:
             CircuitBreakerError: As :meth:`enter_nowait`.
         """
-        await anyio.lowlevel.checkpoint()
-        if self._fleet is not None:
-            now = await self._fleet.settle()
+        try:
+            await anyio.lowlevel.checkpoint()
+            if self._fleet is not None:
+                now = await self._fleet.settle()
+        except BaseException:
+            self._core.on_cancel(REJECTED)  # cancelled: counted as such
+            raise
         return self._admit(now)
 
     def _admit(self, now: float) -> int:
