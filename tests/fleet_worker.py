@@ -17,7 +17,7 @@ one, and prints how many it made.
 reads START as ``rate`` does, then calls a dead server (a function that
 raises) through a shared circuit breaker of that failure threshold, one
 call at a time, until the breaker rejects one, and prints how many
-calls reached the server.
+calls reached the server and the wall-clock time of that rejection.
 """
 
 from __future__ import annotations
@@ -137,10 +137,11 @@ async def _breaker(url: str, threshold: int) -> None:
                 except ConnectionError:
                     continue
                 except CircuitBreakerError:
+                    rejected = time.time()
                     break
         errors = breaker.metrics().store_errors
     print(f"store_errors {errors}")  # noqa: T201
-    print(reached)  # noqa: T201
+    print(reached, repr(rejected))  # noqa: T201
 
 
 def main() -> None:

@@ -281,9 +281,12 @@ def test_a_fleet_of_processes_stops_calling_a_dead_server(redis_server):
     outputs = _finish(workers)
 
     reached = sum(int(out[2]) for out in outputs)
+    rejected = [float(out[3]) for out in outputs]
     print(  # noqa: T201
         f"fleet breaker: {reached} calls reached the dead server "
-        f"(bound {threshold + PROCESSES}, {threshold * PROCESSES} alone)"
+        f"(bound {threshold + PROCESSES}, {threshold * PROCESSES} alone); "
+        f"first and last process rejected "
+        f"{(max(rejected) - min(rejected)) * 1000:.1f} ms apart"
     )
 
     assert [["store_errors", "0"]] * PROCESSES == [o[:2] for o in outputs]
