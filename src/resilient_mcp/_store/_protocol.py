@@ -5,11 +5,11 @@ A policy with ``store=None`` (the default) keeps its state in its own
 fields, in-process, exactly as before: the in-process store is the
 policy itself, and it costs nothing.  A policy given a store shares what
 the fleet must agree on (a rate limiter's theoretical arrival time, a
-retry budget's buckets) through the operations below, each one atomic on
-the store's side, and keeps its local state warm for when the store
-fails: every operation returns ``None`` instead of raising when the store
-is down or slower than its timeout, and the policy then decides alone
-(it *fails open*).
+retry budget's buckets, a circuit breaker's state and window) through
+the operations below, each one atomic on the store's side, and keeps
+its local state warm for when the store fails: every operation returns
+``None`` instead of raising when the store is down or slower than its
+timeout, and the policy then decides alone (it *fails open*).
 
 Times on the store's side are the store's own clock (Redis ``TIME``), so
 that processes on hosts whose clocks disagree still share one timeline;
@@ -53,7 +53,7 @@ class StateStore(Protocol):
     Shared state for the policies of many processes.
 
     :class:`RedisStore` is the one implementation; the interface is small
-    so that another engine needs only these four methods.
+    so that another engine needs only these six methods.
 
     .. versionadded:: 0.1.0
     """
