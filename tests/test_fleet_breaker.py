@@ -245,6 +245,72 @@ def test_a_call_cancelled_while_the_fleet_answers_counts_as_cancelled(
     assert [1, 2, 1] == seen
 
 
+def test_a_breaker_whose_own_calls_fail_opens_without_the_fleet(
+    redis_server, backend
+):
+    """
+    A process whose own calls fail opens its breaker; the fleet's stays.
+
+    In rate mode, one breaker's 4 failures of 4 calls open it, while the
+    fleet's 4 of 24 do not: the fleet's closed circuit does not close it
+    again, and the other breaker goes on calling.
+    """
+    config = CircuitBreakerConfig(
+        failure_rate_threshold=0.5, minimum_calls=4, recovery_timeout=60
+    )
+    seen: list[object] = []
+
+    async def main() -> None:
+        async with RedisStore(redis_server.url, timeout=TIMEOUT) as store:
+            well, sick = (
+                CircuitBreaker(
+                    config, name="srv", store=store, refresh_interval=REFRESH
+                )
+                for _ in range(2)
+            )
+            for _ in range(20):
+                await well.call(anyio.sleep, 0)
+            failing = Script(ConnectionLost("down"))
+            seen.extend([await _outcome(sick, failing) for _ in range(5)])
+            await anyio.sleep(REFRESH)
+            seen.append(await _outcome(sick, failing))
+            seen.append(await _outcome(well, Script("ok")))
+            seen.extend((sick.state, well.state))
+            seen.append(sick.metrics().store_errors)
+
+    anyio.run(main, backend=backend)
+
+    assert [
+        *["failed"] * 4,
+        "rejected",
+        "rejected",
+        "ok",
+        CircuitState.OPEN,
+        CircuitState.CLOSED,
+        0,
+    ] == seen
+
+
+def test_the_breakers_key_has_a_ttl(redis_server):
+    """The breaker's hash expires: nothing grows forever."""
+    config = CircuitBreakerConfig(monitoring_window=10, recovery_timeout=5)
+
+    async def main() -> int:
+        import coredis  # noqa: PLC0415
+
+        async with RedisStore(redis_server.url, timeout=TIMEOUT) as store:
+            breaker = CircuitBreaker(config, name="b", store=store)
+            await _outcome(breaker, Script(ConnectionLost("down")))
+            await breaker.call(anyio.sleep, 0)  # waits for the verdict
+        async with coredis.Redis.from_url(redis_server.url) as client:
+            return int(await client.pttl("resilient-mcp:breaker:b"))
+
+    ttl = anyio.run(main, backend="trio")
+
+    # The window plus twice the recovery timeout, plus a second.
+    assert 0 < ttl <= 21_000
+
+
 def test_the_refresh_interval_is_validated():
     """A refresh interval that is not a positive duration is named."""
     with pytest.raises(ConfigurationError, match="refresh_interval"):
