@@ -311,6 +311,53 @@ def test_the_breakers_key_has_a_ttl(redis_server):
     assert 0 < ttl <= 21_000
 
 
+@outage
+def test_redis_killed_and_restarted_breakers_share_again(
+    redis_server, backend
+):
+    """
+    Redis killed: calls go on, none failed; back: one circuit again.
+
+    After the restart (an empty Redis), two failures through one breaker
+    and one through the other open both at a threshold of 3.
+    """
+    config = CircuitBreakerConfig(failure_threshold=3, recovery_timeout=60)
+    seen: list[object] = []
+
+    async def main() -> None:
+        async with RedisStore(
+            redis_server.url, timeout=TIMEOUT, reconnect_interval=0.05
+        ) as store:
+            a, b = (
+                CircuitBreaker(
+                    config, name="srv", store=store, refresh_interval=REFRESH
+                )
+                for _ in range(2)
+            )
+            answering = Script("ok")
+            seen.append(await _outcome(a, answering))
+            redis_server.stop()
+            seen.extend([await _outcome(x, answering) for x in (a, b, a, b)])
+            redis_server.start()
+            await anyio.sleep(0.1)  # past the reconnect interval
+            failing = Script(ConnectionLost("down"))
+            seen.extend([await _outcome(x, failing) for x in (a, a, b)])
+            await anyio.sleep(REFRESH)
+            seen.extend([await _outcome(x, answering) for x in (a, b)])
+            seen.append(a.metrics().store_errors > 0)
+
+    anyio.run(main, backend=backend)
+    gc.collect()  # coredis's leak, while it is ignored
+
+    assert [
+        *["ok"] * 5,
+        *["failed"] * 3,
+        "rejected",
+        "rejected",
+        True,
+    ] == seen
+
+
 def test_the_refresh_interval_is_validated():
     """A refresh interval that is not a positive duration is named."""
     with pytest.raises(ConfigurationError, match="refresh_interval"):
