@@ -32,7 +32,14 @@ PROBE_FAILED: Final = 3  # a lease holder's probe failed: open anew
 
 @attrs.frozen
 class BreakerShape:
-    """What the fleet's breaker script needs of a breaker's config."""
+    """
+    What a store needs of a circuit breaker's config to share it.
+
+    :meth:`StateStore.breaker` receives it; only a store implementation
+    needs it.
+
+    .. versionadded:: 0.1.0
+    """
 
     width: float
     """Seconds per bucket of the fleet's window."""
@@ -123,8 +130,10 @@ class StateStore(Protocol):
                 moves nothing.
             counts: Calls and failures (of those calls) to add while the
                 fleet's circuit is closed.
-            op: :data:`REPORT`, :data:`LEASE`, :data:`PROBE_CLOSED` or
-                :data:`PROBE_FAILED`.
+            op: ``0`` a report (counts, or a read without them), ``1``
+                ask for the fleet's half-open probe lease, ``2`` the
+                lease holder's probes closed the circuit, ``3`` a probe
+                failed (open anew).
 
         Returns:
             ``(generation, wait, granted)``: the fleet's generation;
