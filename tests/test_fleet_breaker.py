@@ -245,6 +245,43 @@ def test_a_call_cancelled_while_the_fleet_answers_counts_as_cancelled(
     assert [1, 2, 1] == seen
 
 
+def test_the_fleets_failure_rate_opens_every_breaker(redis_server, backend):
+    """
+    In rate mode, the fleet's window opens both breakers together.
+
+    Each breaker alone has 3 calls, under minimum_calls=6; together 6
+    calls with 4 failures, over the 50 % threshold.
+    """
+    config = CircuitBreakerConfig(
+        failure_rate_threshold=0.5, minimum_calls=6, recovery_timeout=60
+    )
+    seen: list[str] = []
+
+    async def main() -> None:
+        async with RedisStore(redis_server.url, timeout=TIMEOUT) as store:
+            a, b = (
+                CircuitBreaker(
+                    config, name="srv", store=store, refresh_interval=REFRESH
+                )
+                for _ in range(2)
+            )
+            failing = Script(ConnectionLost("down"))
+            for breaker in (a, b):
+                seen.append(await _outcome(breaker, Script("ok")))
+                seen.append(await _outcome(breaker, failing))
+                seen.append(await _outcome(breaker, failing))
+            await anyio.sleep(REFRESH)
+            seen.extend([await _outcome(x, Script("ok")) for x in (a, b)])
+
+    anyio.run(main, backend=backend)
+
+    assert [
+        *["ok", "failed", "failed"] * 2,
+        "rejected",
+        "rejected",
+    ] == seen
+
+
 def test_a_breaker_whose_own_calls_fail_opens_without_the_fleet(
     redis_server, backend
 ):
