@@ -5,7 +5,9 @@ The circuit breaker: the shell around its pure state machine.
 module is the policy the pipeline composes (:class:`~._policy.Policy`) and
 the object users hold: it reads the event loop's clock, raises the
 rejection, logs each change of state and calls the listeners, after the
-core has made the change.
+core has made the change.  With a ``store``, :mod:`._breaker_fleet`
+shares the circuit with the fleet through a few hooks here (none runs
+without a store).
 """
 
 from __future__ import annotations
