@@ -5,7 +5,10 @@ Added latency per call of a RedisStore, against a loopback round trip.
 127.0.0.1, then times, on trio and in one run: a bare Redis ``PING``
 through coredis (the loopback round trip), a call through a rate limiter
 with no store, the same with a RedisStore, and the same while Redis is
-stopped (SIGSTOP: a Redis that hangs, the worst outage).  Not yet part of
+stopped (SIGSTOP: a Redis that hangs, the worst outage); then a
+successful call through a circuit breaker with no store and with a
+RedisStore (its counts go in batches, off the call's path), and through
+the shared breaker while Redis hangs.  Not yet part of
 ``nox -s bench``: a first measurement for issue 14.
 """
 
@@ -23,7 +26,12 @@ import time
 import anyio
 import coredis
 
-from resilient_mcp import RateLimiter, RateLimiterConfig, RedisStore
+from resilient_mcp import (
+    CircuitBreaker,
+    RateLimiter,
+    RateLimiterConfig,
+    RedisStore,
+)
 from resilient_mcp._store import _lua
 
 
@@ -99,6 +107,7 @@ async def main(url: str, server: subprocess.Popen[bytes]) -> None:
         finally:
             os.kill(server.pid, signal.SIGCONT)
         hung_errors = hung.metrics().store_errors - errors_before
+    breakers = await _breakers(url, server)
     print(_summary("redis PING (loopback round trip)", ping))
     print(_summary("EVALSHA of the GCRA script (coredis)", raw))
     print(_summary("rate limiter, no store", bare))
@@ -115,6 +124,40 @@ async def main(url: str, server: subprocess.Popen[bytes]) -> None:
         f"in the hang: {len(outage)} calls, {len(slow)} waited the 5 ms "
         f"timeout, taking {', '.join(f'{t * 1e3:.2f}' for t in slow)} ms"
     )
+    for name, times in breakers:
+        print(_summary(name, times))
+
+
+async def _breakers(
+    url: str, server: subprocess.Popen[bytes]
+) -> list[tuple[str, list[float]]]:
+    """A successful call through a breaker: no store, shared, hung."""
+    local = CircuitBreaker(name="local")
+    await _times(lambda: local.call(_noop))
+    bare = await _times(lambda: local.call(_noop))
+    async with RedisStore(url, timeout=0.5) as store:
+        shared = CircuitBreaker(name="shared", store=store)
+        await _times(lambda: shared.call(_noop))
+        with_store = await _times(lambda: shared.call(_noop))
+    async with RedisStore(url, timeout=0.005) as store:
+        hung = CircuitBreaker(name="hung", store=store)
+        await _times(lambda: hung.call(_noop))
+        os.kill(server.pid, signal.SIGSTOP)
+        outage = []
+        try:
+            until = time.perf_counter() + 2
+            while time.perf_counter() < until:
+                start = time.perf_counter()
+                await hung.call(_noop)
+                outage.append(time.perf_counter() - start)
+                await anyio.sleep(0.001)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    return [
+        ("circuit breaker, no store", bare),
+        ("circuit breaker, RedisStore", with_store),
+        ("circuit breaker, Redis hung (SIGSTOP)", outage),
+    ]
 
 
 if __name__ == "__main__":

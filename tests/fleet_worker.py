@@ -12,6 +12,12 @@ DEPOSITS calls into a shared retry budget, waits until START, deposits
 one more call, then (unless ``keep``) withdraws retries one at a time,
 each after the store has answered the last, until the budget refuses
 one, and prints how many it made.
+
+``python fleet_worker.py breaker URL - THRESHOLD`` prints ``ready``,
+reads START as ``rate`` does, then calls a dead server (a function that
+raises) through a shared circuit breaker of that failure threshold, one
+call at a time, until the breaker rejects one, and prints how many
+calls reached the server and the wall-clock time of that rejection.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import time
 import anyio
 
 from resilient_mcp import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitBreakerError,
     RateLimitedError,
     RateLimiter,
     RateLimiterConfig,
@@ -101,9 +110,45 @@ async def _budget(
     print(made)  # noqa: T201
 
 
+async def _breaker(url: str, threshold: int) -> None:
+    reached = 0
+
+    async def dead() -> None:
+        nonlocal reached
+        reached += 1
+        await anyio.sleep(0.001)
+        raise ConnectionError("the server is down")
+
+    async with RedisStore(url, timeout=TIMEOUT) as store:
+        breaker = CircuitBreaker(
+            CircuitBreakerConfig(
+                failure_threshold=threshold, recovery_timeout=60
+            ),
+            name="fleet",
+            store=store,
+        )
+        print("ready", flush=True)  # noqa: T201
+        start = float(await anyio.to_thread.run_sync(sys.stdin.readline))
+        await anyio.sleep(max(0.0, start - time.time()))
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    await breaker.call(dead)
+                except ConnectionError:
+                    continue
+                except CircuitBreakerError:
+                    rejected = time.time()
+                    break
+        errors = breaker.metrics().store_errors
+    print(f"store_errors {errors}")  # noqa: T201
+    print(reached, repr(rejected))  # noqa: T201
+
+
 def main() -> None:
     mode, url, start, amount, *keep = sys.argv[1:]
-    if mode == "rate":
+    if mode == "breaker":
+        anyio.run(_breaker, url, int(amount), backend=BACKEND)
+    elif mode == "rate":
         anyio.run(_rate, url, float(amount), backend=BACKEND)
     else:
         anyio.run(

@@ -443,7 +443,7 @@ def test_instrument_kinds_follow_the_families(run):
         assert not hasattr(wait.data, "is_monotonic")  # a gauge
         limit = metrics["resilient_mcp.bulkhead.limit"]
         assert ("{request}", False) == (limit.unit, limit.data.is_monotonic)
-        assert 21 == len(metrics)  # no failure rate, no request latency
+        assert 22 == len(metrics)  # no failure rate, no request latency
         provider.shutdown()
 
     run(scenario)

@@ -504,10 +504,10 @@ def test_counters_end_in_total_and_describe_names_every_family(run):
         }
         assert all(f.name.startswith("resilient_mcp_") for f in families)
         counters = [f for f in families if f.type == "counter"]
-        # 13 of the core policies, four of the budget, three of the rate
-        # limiter (store errors included), four of the throttle, five of
-        # the hedging policy
-        assert 29 == len(counters)
+        # 14 of the core policies (the breaker's store errors included),
+        # four of the budget, three of the rate limiter (store errors
+        # included), four of the throttle, five of the hedging policy
+        assert 30 == len(counters)
         for family in counters:
             assert all(s.name.endswith("_total") for s in family.samples)
         assert {"gauge", "counter", "histogram"} == {f.type for f in families}

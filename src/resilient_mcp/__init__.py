@@ -61,7 +61,7 @@ from ._policy import Policy, PolicyBase
 from ._rate_limiter import RateLimiter, RateLimiterConfig, RateLimiterMetrics
 from ._retry import RetryManager, RetryMetrics
 from ._retry_budget import RetryBudget, RetryBudgetConfig, RetryBudgetMetrics
-from ._store._protocol import StateStore
+from ._store._protocol import BreakerShape, StateStore
 from ._store._redis import RedisStore
 from ._throttling import AdaptiveThrottle, ThrottlingConfig, ThrottlingMetrics
 from ._timeouts import Timeout
@@ -79,6 +79,7 @@ __all__ = [
     "AdaptiveLimitConfig",
     "AdaptiveThrottle",
     "AuthenticationError",
+    "BreakerShape",
     "Bulkhead",
     "BulkheadConfig",
     "BulkheadError",

@@ -5,7 +5,9 @@ The circuit breaker: the shell around its pure state machine.
 module is the policy the pipeline composes (:class:`~._policy.Policy`) and
 the object users hold: it reads the event loop's clock, raises the
 rejection, logs each change of state and calls the listeners, after the
-core has made the change.
+core has made the change.  With a ``store``, :mod:`._breaker_fleet`
+shares the circuit with the fleet through a few hooks here (none runs
+without a store).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar, final
 
+import anyio
 import attrs
+import trio
 
 from ._breaker_core import (
     CLOSED,
@@ -26,10 +30,12 @@ from ._breaker_core import (
     CircuitState,
     Transition,
 )
-from ._config import CircuitBreakerConfig
+from ._breaker_fleet import DEFAULT_REFRESH_INTERVAL, FleetBreaker
+from ._config import CircuitBreakerConfig, _seconds, to_seconds
 from ._engine import Plan
 from ._errors import CircuitBreakerError
 from ._policy import PolicyBase
+from ._store._protocol import StateStore
 from ._timeouts import Timeout, current_time
 
 
@@ -98,6 +104,9 @@ class CircuitBreakerMetrics:
     """Event-loop time of the last success, or ``None``."""
     opened_at: float | None
     """Event-loop time the circuit last opened, or ``None``."""
+    store_errors: int = 0
+    """Requests to the shared store that failed or were too slow (each
+    sends the tally of many calls); ``0`` without a store."""
 
 
 def _config_or_default(
@@ -143,6 +152,11 @@ class CircuitBreaker(PolicyBase):
             every state change.  An exception in a listener does not
             disturb the call; a listener's first failure is logged (with
             its name and traceback), its later ones are not.
+        store: Where the fleet shares the circuit
+            (:class:`~resilient_mcp.RedisStore`); ``None`` (the default)
+            keeps it in this process.  See docs/fleet.md.
+        refresh_interval: With a store, seconds a process reuses the
+            fleet's state before a call waits for a fresh one.
 
     .. versionadded:: 0.1.0
     """
@@ -160,13 +174,30 @@ class CircuitBreaker(PolicyBase):
     _failed_listeners: tuple[StateListener, ...] = attrs.field(
         init=False, default=()
     )
+    store: StateStore | None = attrs.field(default=None, kw_only=True)
+    refresh_interval: float = attrs.field(
+        default=DEFAULT_REFRESH_INTERVAL,
+        converter=to_seconds,
+        validator=_seconds(),
+        kw_only=True,
+    )
     _core: BreakerCore = attrs.field(init=False)
+    # With a store, the link to the fleet's circuit (None: no store).
+    _fleet: FleetBreaker | None = attrs.field(init=False, default=None)
     # The plan of call(), made on first use: a breaker per tool is used
     # through enter_nowait() and leave() only, and stays small.
     _plan: Plan | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._core = BreakerCore.new(self.config)
+        if self.store is not None:
+            self._fleet = FleetBreaker(
+                self.store,
+                self.name,
+                self._core,
+                self._announce,
+                self.refresh_interval,
+            )
 
     def __repr__(self) -> str:
         core = self._core
@@ -267,6 +298,7 @@ class CircuitBreaker(PolicyBase):
             last_failure=core.last_failure,
             last_success=core.last_success,
             opened_at=core.opened_at,
+            store_errors=0 if self._fleet is None else self._fleet.errors,
         )
 
     def reset(self) -> None:
@@ -330,11 +362,43 @@ class CircuitBreaker(PolicyBase):
         Raises:
             CircuitBreakerError: The circuit is open, or half-open with
                 every probe slot taken.
+            trio.WouldBlock: With a store, the fleet's state is to be
+                read first (:meth:`enter`).
         """
         core = self._core
+        fleet = self._fleet
         if core.state is CLOSED:
+            if fleet is None or now < fleet.fresh_until:
+                return core.generation
+            if fleet.store.available():
+                raise trio.WouldBlock
             return core.generation
         self._announce(core.tick(now))
+        if fleet is not None and fleet.must_ask(now):
+            raise trio.WouldBlock
+        return self._admit(now)
+
+    async def enter(self, now: float) -> int:
+        """
+        With a store: read the fleet's state, then admit or reject.
+
+        Waits for one answer of the store (``timeout`` at most), and for
+        the fleet's probe lease when the circuit is half-open.
+
+        Raises:
+            CircuitBreakerError: As :meth:`enter_nowait`.
+        """
+        try:
+            await anyio.lowlevel.checkpoint()
+            if self._fleet is not None:
+                now = await self._fleet.settle()
+        except BaseException:
+            self._core.on_cancel(REJECTED)  # cancelled: counted as such
+            raise
+        return self._admit(now)
+
+    def _admit(self, now: float) -> int:
+        core = self._core
         permit = core.admit(now)
         if permit == REJECTED:
             raise CircuitBreakerError(
@@ -388,12 +452,16 @@ class CircuitBreaker(PolicyBase):
             return
         if event is not None:
             self._announce(event)
+        if self._fleet is not None:
+            self._fleet.count()
 
     # -- the shell: announcing what the core did ------------------------
 
     def _announce(self, event: Transition | None) -> None:
         if event is None:
             return
+        if self._fleet is not None:
+            self._fleet.moved(event)
         old, new = event.old, event.new
         level = logging.WARNING if new is OPEN else logging.INFO
         logger.log(

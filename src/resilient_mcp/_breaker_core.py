@@ -331,6 +331,14 @@ class BreakerCore:
         self.open_until = until
         return self._transition(OPEN, now)
 
+    def follow(self, now: float, wait: float) -> Transition | None:
+        """Open as the fleet is: until *wait* s from *now*, or longer."""
+        if self.state is OPEN:
+            self.open_until = max(self.open_until, now + wait)
+            return None
+        self.open_until = now + wait
+        return self._transition(OPEN, now)
+
     def force_open(
         self, now: float, duration: float | None
     ) -> Transition | None:

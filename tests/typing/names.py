@@ -18,10 +18,12 @@ import anyio
 from resilient_mcp import (
     AdaptiveLimitConfig,
     AdaptiveThrottle,
+    BreakerShape,
     Bulkhead,
     BulkheadConfig,
     BulkheadError,
     CallTimeout,
+    CircuitBreaker,
     CircuitBreakerError,
     ConfigurationError,
     Hedging,
@@ -146,6 +148,18 @@ async def fleet(url: str) -> RateLimiterMetrics:
         assert_type(shared.available(), bool)
         budget = RetryBudget(name="s", store=shared)
         assert_type(budget.metrics().store_errors, int)
+        breaker = CircuitBreaker(name="s", store=shared, refresh_interval=0.5)
+        assert_type(breaker.metrics().store_errors, int)
+        shape = BreakerShape(
+            width=1.0,
+            buckets=10,
+            threshold=5,
+            rate=0.0,
+            minimum=1,
+            recovery=30.0,
+        )
+        reply = await shared.breaker("s", shape, -1, (0, 0), 0)
+        assert_type(reply, tuple[int, float | None, bool] | None)
         limiter = RateLimiter(RateLimiterConfig(rate=10.0), store=shared)
         await limiter.call(anyio.sleep, 0)
         return limiter.metrics()

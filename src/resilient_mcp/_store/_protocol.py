@@ -5,11 +5,11 @@ A policy with ``store=None`` (the default) keeps its state in its own
 fields, in-process, exactly as before: the in-process store is the
 policy itself, and it costs nothing.  A policy given a store shares what
 the fleet must agree on (a rate limiter's theoretical arrival time, a
-retry budget's buckets) through the operations below, each one atomic on
-the store's side, and keeps its local state warm for when the store
-fails: every operation returns ``None`` instead of raising when the store
-is down or slower than its timeout, and the policy then decides alone
-(it *fails open*).
+retry budget's buckets, a circuit breaker's state and window) through
+the operations below, each one atomic on the store's side, and keeps
+its local state warm for when the store fails: every operation returns
+``None`` instead of raising when the store is down or slower than its
+timeout, and the policy then decides alone (it *fails open*).
 
 Times on the store's side are the store's own clock (Redis ``TIME``), so
 that processes on hosts whose clocks disagree still share one timeline;
@@ -19,7 +19,40 @@ the policies pass durations, never instants.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+import attrs
+
+
+REPORT: Final = 0  # a breaker's counts, or a read (no counts)
+LEASE: Final = 1  # ask for the fleet's half-open probe lease
+PROBE_CLOSED: Final = 2  # the lease holder's probes closed the circuit
+PROBE_FAILED: Final = 3  # a lease holder's probe failed: open anew
+
+
+@attrs.frozen
+class BreakerShape:
+    """
+    What a store needs of a circuit breaker's config to share it.
+
+    :meth:`StateStore.breaker` receives it; only a store implementation
+    needs it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    width: float
+    """Seconds per bucket of the fleet's window."""
+    buckets: int
+    """Buckets in the window."""
+    threshold: int
+    """Failures in the window that open the circuit (count mode)."""
+    rate: float
+    """Failure ratio that opens it (rate mode); ``0.0``: count mode."""
+    minimum: int
+    """Calls in the window before the ratio counts (rate mode)."""
+    recovery: float
+    """Seconds the circuit stays open, and a probe lease lasts."""
 
 
 class StateStore(Protocol):
@@ -27,7 +60,7 @@ class StateStore(Protocol):
     Shared state for the policies of many processes.
 
     :class:`RedisStore` is the one implementation; the interface is small
-    so that another engine needs only these four methods.
+    so that another engine needs only these six methods.
 
     .. versionadded:: 0.1.0
     """
@@ -76,6 +109,37 @@ class StateStore(Protocol):
         Returns:
             The fleet's tokens in the window after the addition, or
             ``None``: the store failed.
+        """
+
+    async def breaker(
+        self,
+        name: str,
+        shape: BreakerShape,
+        generation: int,
+        counts: tuple[int, int],
+        op: int,
+    ) -> tuple[int, float | None, bool] | None:
+        """
+        Report to the fleet's breaker *name*, and read its state.
+
+        Args:
+            name: The breaker's name (part of the key).
+            shape: Its window, thresholds and recovery timeout.
+            generation: The fleet's generation the report belongs to
+                (``-1``: none known yet); a report of another generation
+                moves nothing.
+            counts: Calls and failures (of those calls) to add while the
+                fleet's circuit is closed.
+            op: ``0`` a report (counts, or a read without them), ``1``
+                ask for the fleet's half-open probe lease, ``2`` the
+                lease holder's probes closed the circuit, ``3`` a probe
+                failed (open anew).
+
+        Returns:
+            ``(generation, wait, granted)``: the fleet's generation;
+            ``None`` when its circuit is closed, else the seconds until a
+            probe may start (``0.0``: half-open); whether the probe lease
+            is now the caller's.  ``None``: the store failed.
         """
 
     def hold(self, name: str, seconds: float, tolerance: float) -> None:

@@ -30,6 +30,7 @@ import anyio
 from .._config import ConfigurationError
 from .._timeouts import current_time
 from . import _lua
+from ._protocol import BreakerShape
 
 
 logger: Final = logging.getLogger("resilient_mcp")
@@ -76,8 +77,8 @@ class RedisStore:
 
     Every process that uses the same *prefix* and policy name shares one
     policy: give them the same configuration.  Keys are
-    ``{prefix}:rate:{name}`` and ``{prefix}:budget:{name}``, each with a
-    TTL.
+    ``{prefix}:rate:{name}``, ``{prefix}:budget:{name}`` and
+    ``{prefix}:breaker:{name}``, each with a TTL.
 
     Args:
         url: A Redis URL (``redis://host:port/db``, ``rediss://`` for TLS,
@@ -147,13 +148,19 @@ class RedisStore:
                 "gcra": client.register_script(_lua.GCRA),
                 "budget": client.register_script(_lua.BUDGET),
                 "hold": client.register_script(_lua.HOLD),
+                "breaker": client.register_script(_lua.BREAKER),
             }
             self._stack = stack.pop_all()
         # Connect and load the scripts now, so that the first calls do
         # not pay for it; a Redis that is down or slow is only an outage.
         with anyio.move_on_after(CONNECT_TIMEOUT):
             try:
-                for script in (_lua.GCRA, _lua.BUDGET, _lua.HOLD):
+                for script in (
+                    _lua.GCRA,
+                    _lua.BUDGET,
+                    _lua.HOLD,
+                    _lua.BREAKER,
+                ):
                     await client.script_load(script)
             except Exception as exc:
                 self._failed(exc)
@@ -228,6 +235,44 @@ class RedisStore:
             [delta, repr(width * MICROS), buckets, ttl],
         )
         return None if reply is None else int(reply)
+
+    async def breaker(
+        self,
+        name: str,
+        shape: BreakerShape,
+        generation: int,
+        counts: tuple[int, int],
+        op: int,
+    ) -> tuple[int, float | None, bool] | None:
+        """Report to and read the fleet's breaker *name* (StateStore)."""
+        window = shape.width * shape.buckets
+        ttl = math.ceil((window + 2 * shape.recovery) * 1000) + 1000  # ms
+        reply = await self._run(
+            "breaker",
+            f"{self.prefix}:breaker:{name}",
+            [
+                generation,
+                counts[0],
+                counts[1],
+                op,
+                repr(shape.width * MICROS),
+                shape.buckets,
+                shape.threshold,
+                repr(shape.rate),
+                shape.minimum,
+                repr(shape.recovery * MICROS),
+                ttl,
+            ],
+        )
+        if reply is None:
+            return None
+        gen, wait, granted = reply
+        seconds = float(wait)
+        return (
+            int(gen),
+            None if seconds < 0 else seconds / MICROS,
+            bool(granted),
+        )
 
     # -- failing open ------------------------------------------------------
 

@@ -97,6 +97,17 @@ BREAKER_FAILURE_RATE: Final = Spec(
     otel_name="resilient_mcp.circuit_breaker.failure_rate",
     otel_unit="1",
 )
+BREAKER_STORE_ERRORS: Final = Spec(
+    name="resilient_mcp_circuit_breaker_store_errors",
+    kind=Kind.COUNTER,
+    documentation=(
+        "Requests of the circuit breaker to its shared state store that "
+        "failed or timed out (the breaker then decided alone)."
+    ),
+    labels=_B,
+    otel_name="resilient_mcp.circuit_breaker.store_errors",
+    otel_unit="{request}",
+)
 BULKHEAD_ACTIVE: Final = Spec(
     name="resilient_mcp_bulkhead_active_requests",
     kind=Kind.GAUGE,
@@ -295,6 +306,7 @@ SPECS: Final[tuple[Spec, ...]] = (
     BREAKER_TRIPS,
     BREAKER_CURRENT_FAILURES,
     BREAKER_FAILURE_RATE,
+    BREAKER_STORE_ERRORS,
     BULKHEAD_ACTIVE,
     BULKHEAD_MAX_CONCURRENT,
     BULKHEAD_LIMIT,
@@ -366,6 +378,7 @@ def _breaker(out: dict[Spec, list[Sample]], m: CircuitBreakerMetrics) -> None:
     out[BREAKER_CURRENT_FAILURES].append(((name,), m.current_failures))
     if m.failure_rate is not None:
         out[BREAKER_FAILURE_RATE].append(((name,), m.failure_rate))
+    out[BREAKER_STORE_ERRORS].append(((name,), m.store_errors))
 
 
 def _bulkhead(out: dict[Spec, list[Sample]], m: BulkheadMetrics) -> None:
