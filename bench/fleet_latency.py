@@ -8,8 +8,9 @@ with no store, the same with a RedisStore, and the same while Redis is
 stopped (SIGSTOP: a Redis that hangs, the worst outage); then a
 successful call through a circuit breaker with no store and with a
 RedisStore (its counts go in batches, off the call's path), and through
-the shared breaker while Redis hangs.  Not yet part of
-``nox -s bench``: a first measurement for issue 14.
+the shared breaker while Redis hangs.  ``nox -s bench`` runs it after
+the main suite when ``redis-server`` is on the PATH, writing
+``bench/results/fleet-latency.txt`` (``--out PATH``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+
+from pathlib import Path
 
 import anyio
 import coredis
@@ -66,7 +70,7 @@ def _summary(name: str, times: list[float]) -> str:
     )
 
 
-async def main(url: str, server: subprocess.Popen[bytes]) -> None:
+async def main(url: str, server: subprocess.Popen[bytes]) -> list[str]:
     client = coredis.Redis.from_url(url)
     async with client:
         await client.ping()
@@ -108,24 +112,27 @@ async def main(url: str, server: subprocess.Popen[bytes]) -> None:
             os.kill(server.pid, signal.SIGCONT)
         hung_errors = hung.metrics().store_errors - errors_before
     breakers = await _breakers(url, server)
-    print(_summary("redis PING (loopback round trip)", ping))
-    print(_summary("EVALSHA of the GCRA script (coredis)", raw))
-    print(_summary("rate limiter, no store", bare))
-    print(_summary("rate limiter, RedisStore", with_store))
-    print(_summary("rate limiter, Redis hung (SIGSTOP)", outage))
+    lines = [
+        _summary("redis PING (loopback round trip)", ping),
+        _summary("EVALSHA of the GCRA script (coredis)", raw),
+        _summary("rate limiter, no store", bare),
+        _summary("rate limiter, RedisStore", with_store),
+        _summary("rate limiter, Redis hung (SIGSTOP)", outage),
+    ]
     added = statistics.median(with_store) - statistics.median(bare)
-    print(
+    lines.append(
         f"added median per call: {added * 1e6:.1f} us, "
-        f"{added / statistics.median(ping):.2f} round trips; "
+        f"{added / statistics.median(ping):.2f} PING round trips, "
+        f"{added / statistics.median(raw):.2f} script round trips; "
         f"store_errors: {errors} shared, {hung_errors} with the hang"
     )
     slow = sorted(t for t in outage if t >= 0.005)
-    print(
+    lines.append(
         f"in the hang: {len(outage)} calls, {len(slow)} waited the 5 ms "
         f"timeout, taking {', '.join(f'{t * 1e3:.2f}' for t in slow)} ms"
     )
-    for name, times in breakers:
-        print(_summary(name, times))
+    lines.extend(_summary(name, times) for name, times in breakers)
+    return lines
 
 
 async def _breakers(
@@ -183,9 +190,13 @@ if __name__ == "__main__":
         )
         try:
             time.sleep(0.3)
-            anyio.run(
+            report = anyio.run(
                 main, f"redis://127.0.0.1:{port}/0", server, backend="trio"
             )
         finally:
             server.kill()
             server.wait()
+    print("\n".join(report))
+    if "--out" in sys.argv:
+        path = Path(sys.argv[sys.argv.index("--out") + 1])
+        path.write_text("\n".join(report) + "\n")
