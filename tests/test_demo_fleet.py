@@ -111,3 +111,14 @@ def test_the_fleet_demo_without_redis_says_how_to_get_it(tmp_path):
     assert 1 == len(lines)
     assert "apt-get install redis-server" in lines[0]
     assert "--redis" in lines[0]
+
+
+def test_the_fleet_demo_shares_through_the_redis_it_is_given(
+    redis_server, tmp_path
+):
+    """With --redis URL the fleet shares through that server, not its own."""
+    done = _demo(tmp_path, "--fleet", "2", "--redis", redis_server.url)
+
+    assert 0 == done.returncode, done.stderr
+    assert f"sharing their breaker through {redis_server.url}\n" in done.stdout
+    assert "requests to Redis that failed or were too slow: 0" in done.stdout
