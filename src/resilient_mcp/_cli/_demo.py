@@ -17,6 +17,7 @@ from .._demo import run_demo
 DEFAULT_LOG: Final = "app.log"
 DEFAULT_HLOG: Final = "demo.hlog"
 DEFAULT_METRICS_PORT: Final = 8080  # the usual Prometheus target port
+MAX_FLEET: Final = 64  # client processes of demo --fleet at most
 
 
 def add_demo_parser(
@@ -76,12 +77,45 @@ def add_demo_parser(
     demo.add_argument(
         "--quiet", action="store_true", help="print only the final metrics"
     )
+    demo.add_argument(
+        "--fleet",
+        type=_processes,
+        default=None,
+        metavar="N",
+        help=(
+            "instead of the five phases: run N client processes against "
+            "one failing server, sharing their breaker through Redis, and "
+            "show it opening for all of them (needs the redis extra); "
+            "each writes fleet-I.hlog next to --hlog"
+        ),
+    )
+    demo.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help=(
+            "with --fleet: the Redis to share through (default: start a "
+            "redis-server from the PATH on a free port of 127.0.0.1)"
+        ),
+    )
     demo.set_defaults(handler=run_demo_command)
+
+
+def _processes(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= MAX_FLEET:
+        msg = f"must be between 1 and {MAX_FLEET}, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return number
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """The ``demo`` command: run the demo, map the outcome to a status."""
     try:
+        if args.fleet is not None:
+            from .._demo._fleet import run_fleet_demo  # noqa: PLC0415
+
+            return trio.run(run_fleet_demo, args)
         return trio.run(run_demo, args)
     except KeyboardInterrupt:
         print("\ninterrupted; everything was shut down", file=sys.stderr)

@@ -20,6 +20,9 @@ default), logs to ``app.log`` (breaker transitions, retries, rejections, and
 the final metrics last), and writes
 an ``.hlog`` latency log that ``resilient-mcp hist show`` reads.  It exits
 non-zero if the library misbehaved.
+
+``demo --fleet N`` runs :mod:`._fleet` instead: N client processes
+sharing one circuit breaker through Redis against one failing server.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from .._config import (
 from .._hedging_config import HedgingConfig
 from .._rate_limiter import RateLimiterConfig
 from .._retry_budget import RetryBudgetConfig
+from .._store._protocol import StateStore
 from .._throttling import ThrottlingConfig
 from ._config import SessionConfig
 
@@ -267,6 +268,28 @@ class ResilientClientConfig:
     Off by default, and nothing else ever logs them, because arguments and
     results may carry personal data and secrets.
     """
+
+    store: StateStore | None = attrs.field(default=None)
+    """
+    Where the fleet shares the server's breaker, retry budget and rate
+    limiter (:class:`~resilient_mcp.RedisStore`, open while the client
+    runs); ``None`` (the default) keeps them in this process.  Per-tool
+    breakers and the adaptive throttle stay local.  See docs/fleet.md.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @store.validator
+    def _check_store(
+        self,
+        attribute: attrs.Attribute[Any],  # noqa: ARG002
+        value: Any,
+    ) -> None:
+        if value is not None and not callable(getattr(value, "breaker", None)):
+            raise ConfigurationError(
+                "ResilientClientConfig.store must be a StateStore (such as "
+                f"RedisStore) or None, got {value!r}"
+            )
 
     @max_tracked_tools.validator
     def _check_tracked(

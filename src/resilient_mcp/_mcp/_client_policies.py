@@ -143,13 +143,16 @@ class ClientPolicies:
             ),
             name=name,
             listeners=[pushback.on_breaker_change],
+            store=config.store,
         )
         pushback.breaker = breaker
         retry = RetryManager(config.retry, name=name)
         budget = (
             None
             if config.retry_budget is None
-            else RetryBudget(config.retry_budget, name=name)
+            else RetryBudget(
+                config.retry_budget, name=name, store=config.store
+            )
         )
         # One throttle and one limiter per server, as the budget: every
         # operation calls the same server (issue 13).
@@ -161,7 +164,7 @@ class ClientPolicies:
         limiter = (
             None
             if config.rate_limit is None
-            else RateLimiter(config.rate_limit, name=name)
+            else RateLimiter(config.rate_limit, name=name, store=config.store)
         )
         pushback.limiter = limiter
         bulkheads = {
