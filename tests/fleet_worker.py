@@ -18,10 +18,23 @@ reads START as ``rate`` does, then calls a dead server (a function that
 raises) through a shared circuit breaker of that failure threshold, one
 call at a time, until the breaker rejects one, and prints how many
 calls reached the server and the wall-clock time of that rejection.
+
+``python fleet_worker.py probe URL - SECONDS`` prints ``ready``, reads
+START, then calls a dead server through a shared breaker (threshold 2,
+recovery 0.3 s), one call at a time and a few milliseconds apart, for
+SECONDS; it prints how many calls reached the server before the fleet
+opened, then one line per probe that reached it: the fleet generation
+of the probe lease it held.
+
+``python fleet_worker.py outage URL - SECONDS`` runs as ``rate`` does,
+each call going through a shared breaker too (the test kills and
+restarts Redis meanwhile), and prints ``calls STARTED ENDED FAILED``,
+both policies' store errors, then the admission times.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -144,10 +157,106 @@ async def _breaker(url: str, threshold: int) -> None:
     print(reached, repr(rejected))  # noqa: T201
 
 
+async def _probe(url: str, seconds: float) -> None:
+    before = 0
+    probes: list[int] = []
+    breaker: CircuitBreaker
+
+    async def dead() -> None:
+        nonlocal before
+        fleet = breaker._fleet
+        assert fleet is not None
+        if fleet._probing is None:
+            before += 1
+        else:
+            probes.append(fleet._probing)
+        await anyio.sleep(0.001)
+        raise ConnectionError("the server is down")
+
+    async with RedisStore(url, timeout=TIMEOUT) as store:
+        breaker = CircuitBreaker(
+            CircuitBreakerConfig(failure_threshold=2, recovery_timeout=0.3),
+            name="fleet",
+            store=store,
+            refresh_interval=0.05,
+        )
+        print("ready", flush=True)  # noqa: T201
+        start = float(await anyio.to_thread.run_sync(sys.stdin.readline))
+        await anyio.sleep(max(0.0, start - time.time()))
+        with anyio.fail_after(seconds + 30):
+            while time.time() < start + seconds:
+                with contextlib.suppress(ConnectionError, CircuitBreakerError):
+                    await breaker.call(dead)
+                await anyio.sleep(0.005)
+        errors = breaker.metrics().store_errors
+    print(f"store_errors {errors}")  # noqa: T201
+    print(before)  # noqa: T201
+    for generation in probes:
+        print(generation)  # noqa: T201
+
+
+async def _outage(url: str, seconds: float) -> None:
+    admitted: list[float] = []
+    started = ended = failed = 0
+    async with RedisStore(
+        url, timeout=TIMEOUT, reconnect_interval=0.05
+    ) as store:
+        limiter = RateLimiter(
+            RateLimiterConfig(rate=RATE, max_wait=1.0),
+            name="fleet",
+            store=store,
+        )
+        breaker = CircuitBreaker(
+            CircuitBreakerConfig(failure_threshold=5, recovery_timeout=60),
+            name="fleet",
+            store=store,
+        )
+
+        async def record() -> None:
+            admitted.append(time.time())
+
+        async def through_breaker() -> None:
+            await breaker.call(record)
+
+        async def caller() -> None:
+            nonlocal started, ended, failed
+            while time.time() < start + seconds:
+                started += 1
+                try:
+                    await limiter.call(through_breaker)
+                except RateLimitedError as exc:
+                    ended += 1
+                    await anyio.sleep(min(exc.retry_after, 0.05))
+                    continue
+                except Exception:  # a failed call: counted, judged by the test
+                    failed += 1
+                ended += 1
+
+        print("ready", flush=True)  # noqa: T201
+        start = float(await anyio.to_thread.run_sync(sys.stdin.readline))
+        await anyio.sleep(max(0.0, start - time.time()))
+        with anyio.fail_after(seconds + 30):
+            async with anyio.create_task_group() as tasks:
+                for _ in range(TASKS):
+                    tasks.start_soon(caller)
+        errors = (
+            limiter.metrics().store_errors,
+            breaker.metrics().store_errors,
+        )
+    print(f"calls {started} {ended} {failed}")  # noqa: T201
+    print(f"store_errors {errors[0]} {errors[1]}")  # noqa: T201
+    for t in admitted:
+        print(repr(t))  # noqa: T201
+
+
 def main() -> None:
     mode, url, start, amount, *keep = sys.argv[1:]
     if mode == "breaker":
         anyio.run(_breaker, url, int(amount), backend=BACKEND)
+    elif mode == "probe":
+        anyio.run(_probe, url, float(amount), backend=BACKEND)
+    elif mode == "outage":
+        anyio.run(_outage, url, float(amount), backend=BACKEND)
     elif mode == "rate":
         anyio.run(_rate, url, float(amount), backend=BACKEND)
     else:
