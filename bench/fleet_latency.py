@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -70,6 +71,29 @@ def _summary(name: str, times: list[float]) -> str:
     )
 
 
+async def _while_hung(
+    server: subprocess.Popen[bytes], call: Callable[[], Awaitable[object]]
+) -> list[float]:
+    """
+    The times of *call* made 1 ms apart for 2 s while Redis is stopped.
+
+    With reconnect_interval 1 s, about three of the calls ask the hung
+    Redis and wait out the store's timeout; the others decide locally.
+    """
+    os.kill(server.pid, signal.SIGSTOP)
+    times = []
+    try:
+        until = time.perf_counter() + 2
+        while time.perf_counter() < until:
+            start = time.perf_counter()
+            await call()
+            times.append(time.perf_counter() - start)
+            await anyio.sleep(0.001)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    return times
+
+
 async def main(url: str, server: subprocess.Popen[bytes]) -> list[str]:
     client = coredis.Redis.from_url(url)
     async with client:
@@ -97,19 +121,7 @@ async def main(url: str, server: subprocess.Popen[bytes]) -> list[str]:
         hung = RateLimiter(CONFIG, name="hung", store=store)
         await _times(lambda: hung.call(_noop))
         errors_before = hung.metrics().store_errors
-        os.kill(server.pid, signal.SIGSTOP)
-        outage = []
-        try:
-            # Two seconds of calls 1 ms apart: with reconnect_interval
-            # 1 s, about three of them ask the hung Redis and wait.
-            until = time.perf_counter() + 2
-            while time.perf_counter() < until:
-                start = time.perf_counter()
-                await hung.call(_noop)
-                outage.append(time.perf_counter() - start)
-                await anyio.sleep(0.001)
-        finally:
-            os.kill(server.pid, signal.SIGCONT)
+        outage = await _while_hung(server, lambda: hung.call(_noop))
         hung_errors = hung.metrics().store_errors - errors_before
     breakers = await _breakers(url, server)
     lines = [
@@ -149,17 +161,7 @@ async def _breakers(
     async with RedisStore(url, timeout=0.005) as store:
         hung = CircuitBreaker(name="hung", store=store)
         await _times(lambda: hung.call(_noop))
-        os.kill(server.pid, signal.SIGSTOP)
-        outage = []
-        try:
-            until = time.perf_counter() + 2
-            while time.perf_counter() < until:
-                start = time.perf_counter()
-                await hung.call(_noop)
-                outage.append(time.perf_counter() - start)
-                await anyio.sleep(0.001)
-        finally:
-            os.kill(server.pid, signal.SIGCONT)
+        outage = await _while_hung(server, lambda: hung.call(_noop))
     return [
         ("circuit breaker, no store", bare),
         ("circuit breaker, RedisStore", with_store),
