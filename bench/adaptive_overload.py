@@ -51,7 +51,7 @@ SAMPLE_EVERY: Final = 0.1  # seconds between readings of the limit
 SETTLED: Final = 0.25  # within this share of its final level
 
 
-def simulate(  # noqa: PLR0913 (one scenario, spelled out)
+def simulate(
     adaptive: AdaptiveLimitConfig | None,
     queue_size: int,
     *,
@@ -107,7 +107,7 @@ def simulate(  # noqa: PLR0913 (one scenario, spelled out)
 
     async def watch(start: float) -> None:
         while (now := anyio.current_time() - start) < duration:
-            assert pipeline.bulkhead is not None  # noqa: S101
+            assert pipeline.bulkhead is not None
             limits.append((now, pipeline.bulkhead.metrics().limit))
             await anyio.sleep(SAMPLE_EVERY)
 
@@ -206,8 +206,10 @@ def main() -> int:
         )
     print()
     print("brownout: 30 calls/s for 60 s, 10x slower from 10 s to 40 s")
-    print("| configuration | goodput while slow | limit while slow "
-          "| settles after the slowdown | settles after the recovery |")
+    print(
+        "| configuration | goodput while slow | limit while slow "
+        "| settles after the slowdown | settles after the recovery |"
+    )
     print("|---|---|---|---|---|")
     for label, config, queue in CONFIGS[1:]:
         run = simulate(

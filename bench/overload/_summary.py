@@ -115,7 +115,8 @@ def convergence(
     band = max(1.0, SETTLED * level)
     inside = [abs(limit - level) <= band for _, limit in samples]
     reached = next(
-        (t - change for (t, _), ok in zip(samples, inside) if ok), None
+        (t - change for (t, _), ok in zip(samples, inside, strict=True) if ok),
+        None,
     )
     if not inside[-1]:
         return reached, None
@@ -233,8 +234,8 @@ def markdown(
         (
             "| scenario | config | goodput/s | steady goodput/s (share of "
             "capacity) | steady p99 (x uncontended) | attempts/call | server "
-            "runs/request | recovery after spike | limit reaches / settles after "
-            "changes | client failures |"
+            "runs/request | recovery after spike | limit reaches / settles "
+            "after changes | client failures |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
