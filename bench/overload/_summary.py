@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ._driver import Run
-from ._scenarios import CAPACITY_RATE, Scenario
+from ._scenarios import ADAPTIVE, CAPACITY_RATE, Scenario
 
 
 BUCKET: Final = 1.0  # seconds per point of the time series
@@ -200,10 +200,11 @@ def summarize(
         result["after_spike"] = window(run, end + 5.0, run.duration)
     if scenario.events:
         times = [event.at for event in scenario.events] + [run.duration]
-        result["limit_convergence"] = [
-            convergence(run, times[i], times[i + 1])
-            for i in range(len(scenario.events))
-        ]
+        if run.config in ADAPTIVE:  # a static limit does not move
+            result["limit_convergence"] = [
+                convergence(run, times[i], times[i + 1])
+                for i in range(len(scenario.events))
+            ]
         result["event_windows"] = [
             window(run, times[i], times[i + 1]) for i in range(len(times) - 1)
         ]
