@@ -15,6 +15,7 @@ import math
 import random
 
 import anyio
+import attrs
 import httpx2
 import pytest
 import trio
@@ -88,6 +89,8 @@ def raw(algorithm, **kwargs):
         ({"window_min_time": -1}, "window_min_time"),
         ({"window_min_time": 2.0}, "window_min_time"),
         ({"window_min_rtt": math.nan}, "window_min_rtt"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": True}, "seed"),
     ],
 )
 def test_invalid_config_names_the_field(kwargs, field):
@@ -270,6 +273,24 @@ def test_vegas_probes_the_no_load_rtt_again():
     v.on_sample(float(due), 0.5, 0, False)
 
     assert (0.1, 0.5) == (before, v.rtt_noload)
+
+
+def test_seed_makes_the_probes_reproducible():
+    """The same seed, the same probes: the config's seed feeds Vegas."""
+    config = raw("vegas", initial_limit=2, vegas_probe_multiplier=2, seed=3)
+    rtts = [0.1 + 0.05 * (i % 7) for i in range(200)]
+
+    def noloads(algorithm):
+        out = []
+        for i, r in enumerate(rtts):
+            algorithm.on_sample(float(i), r, 2, False)
+            out.append(algorithm.rtt_noload)
+        return out
+
+    seeded = noloads(new_algorithm(config))
+
+    assert seeded == noloads(new_algorithm(config))
+    assert seeded == noloads(Vegas(config, random.Random(3)))
 
 
 def test_zero_rtt_is_no_sample_for_latency_algorithms():
@@ -543,6 +564,80 @@ def test_converges_to_the_capacity_and_follows_its_changes(
     )
     assert worst["queued"] <= queue_size
     assert all(t <= RECONVERGE for t in times), (times, trace)
+
+
+OVERLOAD_CAPACITY = 5  # the overload scenarios' server (bench/overload)
+OVERLOAD_RATE = 3 * OVERLOAD_CAPACITY / BASE  # calls a second: 3x
+OVERLOAD_END = 40.0  # seconds of open-loop load
+
+
+def open_loop_overload(config, queue_size):
+    """
+    3x overload, open loop: the steady half's goodput, p99 and limits.
+
+    Calls arrive on a timetable (150 a second to a server of 50 a
+    second), whatever became of the earlier ones, through an adaptive
+    bulkhead; latency counts from each call's intended start.
+    """
+
+    async def scenario():
+        bulkhead = Bulkhead(
+            BulkheadConfig(
+                adaptive=config, queue_size=queue_size, request_timeout=None
+            )
+        )
+        server = Server(OVERLOAD_CAPACITY)
+        latencies, limits = [], []
+        steady = OVERLOAD_END / 2
+
+        async def one(intended):
+            with contextlib.suppress(BulkheadError):
+                await bulkhead.call(server)
+                if intended >= steady:
+                    latencies.append(anyio.current_time() - intended)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(int(OVERLOAD_END * OVERLOAD_RATE)):
+                intended = i / OVERLOAD_RATE
+                await anyio.sleep(intended - anyio.current_time())
+                if intended >= steady:
+                    limits.append(bulkhead.metrics().limit)
+                tg.start_soon(one, intended)
+        latencies.sort()
+        p99 = latencies[math.ceil(0.99 * len(latencies)) - 1]
+        return len(latencies) / (OVERLOAD_END - steady), p99, limits
+
+    return scenario
+
+
+def test_vegas_holds_a_steady_overload_at_the_capacity_without_probes(run):
+    """
+    At 3x, Vegas probing rarely keeps the server's queue at alpha..beta.
+
+    With ``vegas_probe_multiplier=1000`` and no bulkhead queue, the limit
+    stays in Vegas's band around the capacity (C + alpha - 1 to C + beta
+    + 1), goodput stays at 90 % of the capacity or more, and the p99 is
+    the server's latency with that many in flight.  With Netflix's
+    default (a probe every 30 x limit samples) each probe takes a loaded
+    RTT for the no-load one and the limit climbs out of that band: the
+    behaviour docs/adaptive-concurrency.md describes.
+    """
+    rare = AdaptiveLimitConfig(
+        algorithm="vegas", vegas_probe_multiplier=1000, window_size=None
+    )
+    default = attrs.evolve(rare, vegas_probe_multiplier=30)
+    low = OVERLOAD_CAPACITY + rare.vegas_alpha - 1
+    high = OVERLOAD_CAPACITY + rare.vegas_beta + 1
+    capacity_rate = OVERLOAD_CAPACITY / BASE
+
+    goodput, p99, limits = run(open_loop_overload(rare, 0))
+    _, default_p99, default_limits = run(open_loop_overload(default, 0))
+
+    assert goodput >= 0.9 * capacity_rate
+    assert low <= min(limits) <= max(limits) <= high
+    assert p99 <= BASE * high / OVERLOAD_CAPACITY
+    assert max(default_limits) > high
+    assert default_p99 > p99
 
 
 # -- the bulkhead ----------------------------------------------------------

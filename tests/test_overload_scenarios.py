@@ -68,12 +68,15 @@ def test_recovery_is_the_start_of_the_last_good_stretch():
     assert summary.recovery(made_up_run([], duration=8.0), 2.0, 1.0) is None
 
 
-def test_convergence_is_when_the_limit_first_nears_its_level():
-    """The limit converges when it first comes within 25 % of its level."""
+def test_convergence_reaches_then_settles_within_a_quarter_of_its_level():
+    """Reached: first within 25 % of its level; settled: within it since."""
     limits = [(t, limit, 0) for t, limit in enumerate([20, 14, 9, 5, 9, 4, 4])]
     run = made_up_run([], limits=limits, duration=7.0)
+    jumps = [(t, limit, 0) for t, limit in enumerate([20] + [4] * 11 + [12])]
+    jumping = made_up_run([], limits=jumps, duration=13.0)
 
-    assert 3.0 == summary.convergence(run, change=0.0, until=7.0)
+    assert (3.0, 5.0) == summary.convergence(run, change=0.0, until=7.0)
+    assert (1.0, None) == summary.convergence(jumping, change=0.0, until=13.0)
 
 
 def test_scaling_keeps_rates_and_shortens_times():

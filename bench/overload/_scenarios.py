@@ -36,6 +36,13 @@ STATIC_LIMIT: Final = 100  # the static bulkhead's running calls
 QUEUE_SIZE: Final = 20  # both bulkheads' waiting calls (the tools default)
 NEVER_OPENS: Final = 2**31 - 1  # a breaker threshold never reached
 ALGORITHM: Final = "vegas"  # the adaptive limit's (see docs/overload.md)
+# Vegas forgets its lowest RTT every 30 x limit samples (Netflix's
+# default) and takes the next, loaded, RTT for the no-load one: under a
+# steady overload the limit then climbs for a while.  A probe every
+# 1,000 x limit samples (tens of seconds here) keeps it near the server's
+# capacity (docs/adaptive-concurrency.md, "Under a steady overload").
+PROBE_MULTIPLIER: Final = 1000
+ADAPTIVE_QUEUE: Final = 0  # the adaptive bulkhead refuses what it cannot run
 SLOW_RATE: Final = 0.01  # share of the slow tail's requests that are slow
 SLOW_FACTOR: Final = 10  # how many times slower those are
 TUNED_PERCENTILE: Final = 0.97  # docs/hedging.md found it better than 0.95
@@ -137,18 +144,28 @@ def adaptive(algorithm: str = ALGORITHM) -> ResilientClientConfig:
     """
     Retry budget + adaptive concurrency limit + adaptive throttling.
 
-    The defaults of each: a retry budget of 20 % plus 10 retries a
-    second, an adaptive limit (*algorithm*, default parameters) starting
-    at 20 (at most 100), and a throttle with ``k=2`` over 120 s.
+    The defaults of each, but for the limit's probes: a retry budget of
+    20 % plus 10 retries a second; an adaptive limit (*algorithm*)
+    starting at 20 (at most 100), every call a sample, Vegas probing
+    every :data:`PROBE_MULTIPLIER` x limit samples, and
+    :data:`ADAPTIVE_QUEUE` waiting calls; a throttle with ``k=2`` over
+    120 s.
     """
+    limit: dict[str, Any] = {}
+    if algorithm == "vegas":
+        limit["vegas_probe_multiplier"] = PROBE_MULTIPLIER
     return ResilientClientConfig(
         bulkheads={
             "tools": BulkheadConfig(
-                queue_size=QUEUE_SIZE,
+                # No queue, as Netflix's limiters: a call over the limit
+                # is refused at once rather than kept waiting (its wait
+                # would be in its latency, and the limit does not see it).
+                queue_size=ADAPTIVE_QUEUE,
                 request_timeout=15.0,
                 adaptive=AdaptiveLimitConfig(
                     algorithm=algorithm,  # type: ignore[arg-type]
                     max_limit=STATIC_LIMIT,
+                    **limit,
                     # Every call is a sample: a window of at least 10
                     # samples (the default) never fills while a browned-
                     # out server answers 5 calls a second, and the limit

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ._driver import Run
-from ._scenarios import CAPACITY_RATE, Scenario
+from ._scenarios import ADAPTIVE, CAPACITY_RATE, Scenario
 
 
 BUCKET: Final = 1.0  # seconds per point of the time series
@@ -95,25 +95,33 @@ def recovery(run: Run, after: float, rate: float) -> float | None:
     return None
 
 
-def convergence(run: Run, change: float, until: float) -> float | None:
+def convergence(
+    run: Run, change: float, until: float
+) -> tuple[float | None, float | None]:
     """
-    Seconds after *change* until the limit first reaches its new level.
+    Seconds after *change* until the limit reaches its new level, and
+    until it stays there.
 
     The level: the median limit over the last quarter of [change,
-    until]; reached: within 25 % of it (at least 1).  Vegas probes (it
-    forgets its lowest RTT now and then, and the limit jumps for a
-    while), so "first reaches" is asked, not "stays".
+    until]; there: within 25 % of it (at least 1).  It *settles* at the
+    sample after the last one outside that band (``None``: out of band at
+    the end).
     """
     samples = [(t, limit) for t, limit, _ in run.limits if change <= t < until]
     if not samples:
-        return None
+        return None, None
     tail = [limit for t, limit in samples if t >= until - (until - change) / 4]
     level = percentile([float(x) for x in tail], 0.5) or 0.0
     band = max(1.0, SETTLED * level)
-    for t, limit in samples:
-        if abs(limit - level) <= band:
-            return t - change
-    return None
+    inside = [abs(limit - level) <= band for _, limit in samples]
+    reached = next(
+        (t - change for (t, _), ok in zip(samples, inside, strict=True) if ok),
+        None,
+    )
+    if not inside[-1]:
+        return reached, None
+    last_out = max((i for i, ok in enumerate(inside) if not ok), default=-1)
+    return reached, samples[last_out + 1][0] - change
 
 
 TAIL_QUANTILES: Final = (0.5, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
@@ -192,10 +200,11 @@ def summarize(
         result["after_spike"] = window(run, end + 5.0, run.duration)
     if scenario.events:
         times = [event.at for event in scenario.events] + [run.duration]
-        result["limit_convergence"] = [
-            convergence(run, times[i], times[i + 1])
-            for i in range(len(scenario.events))
-        ]
+        if run.config in ADAPTIVE:  # a static limit does not move
+            result["limit_convergence"] = [
+                convergence(run, times[i], times[i + 1])
+                for i in range(len(scenario.events))
+            ]
         result["event_windows"] = [
             window(run, times[i], times[i + 1]) for i in range(len(times) - 1)
         ]
@@ -206,6 +215,10 @@ def _fmt(value: float | None, unit: str = "", digits: int = 2) -> str:
     if value is None:
         return "-"
     return f"{value:.{digits}f}{unit}"
+
+
+def _secs(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
 
 
 def _ms(value: float | None) -> str:
@@ -222,8 +235,8 @@ def markdown(
         (
             "| scenario | config | goodput/s | steady goodput/s (share of "
             "capacity) | steady p99 (x uncontended) | attempts/call | server "
-            "runs/request | recovery after spike | limit settles after "
-            "changes | client failures |"
+            "runs/request | recovery after spike | limit reaches / settles "
+            "after changes | client failures |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -239,8 +252,8 @@ def markdown(
             conv = "-"
             if "limit_convergence" in r:
                 conv = ", ".join(
-                    "never" if c is None else f"{c:.1f} s"
-                    for c in r["limit_convergence"]
+                    f"{_secs(reached)} / {_secs(settles)}"
+                    for reached, settles in r["limit_convergence"]
                 )
             failures = ", ".join(
                 f"{k} {v}" for k, v in sorted(r["failures"].items())

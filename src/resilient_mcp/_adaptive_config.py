@@ -15,7 +15,14 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from ._config import ConfigurationError, _fail, _int_ge, _is_number, to_seconds
+from ._config import (
+    ConfigurationError,
+    _fail,
+    _int_ge,
+    _is_number,
+    _seed,
+    to_seconds,
+)
 
 
 Algorithm = Literal["gradient2", "vegas", "aimd"]
@@ -203,6 +210,13 @@ class AdaptiveLimitConfig:
     )
     """Seconds under which a call is too fast to be a sample (windowed
     only)."""
+
+    seed: int | None = attrs.field(default=None, validator=_seed)
+    """
+    Seed of the limit's own :class:`random.Random` (Vegas's probe
+    jitter), for reproducible runs; ``None`` seeds it from the operating
+    system.
+    """
 
     @algorithm.validator
     def _check_algorithm(

@@ -365,9 +365,12 @@ def new_algorithm(
 
     Args:
         config: The configuration.
-        rng: Vegas's jitter source (``None`` for a fresh one).
+        rng: Vegas's jitter source (``None``: one seeded with the
+            config's ``seed``).
     """
     algorithm: LimitAlgorithm
+    if rng is None and config.seed is not None:
+        rng = random.Random(config.seed)
     if config.algorithm == "gradient2":
         algorithm = Gradient2(config)
     elif config.algorithm == "vegas":

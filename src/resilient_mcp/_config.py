@@ -93,6 +93,14 @@ def _is_number(value: object) -> bool:
     )
 
 
+def _seed(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A random source's seed: an integer, or None for the OS's."""
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool)
+    ):
+        _fail(inst, attribute, "an integer or None", value)
+
+
 def _int_ge(bound: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if (

@@ -38,6 +38,7 @@ from ._config import (
     _is_number,
     _optional_callable,
     _seconds,
+    _seed,
     to_seconds,
 )
 from ._engine import Plan
@@ -56,15 +57,6 @@ DEFAULT_BUCKETS: Final = 120  # buckets per window
 def _check_k(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not _is_number(value) or math.isinf(value) or value < 1:
         _fail(inst, attribute, "a finite number >= 1", value)
-
-
-def _check_seed(
-    inst: Any, attribute: attrs.Attribute[Any], value: Any
-) -> None:
-    if value is not None and (
-        not isinstance(value, int) or isinstance(value, bool)
-    ):
-        _fail(inst, attribute, "an integer or None", value)
 
 
 @attrs.frozen(kw_only=True)
@@ -102,7 +94,7 @@ class ThrottlingConfig:
     seconds (1 s by default) at a time.
     """
 
-    seed: int | None = attrs.field(default=None, validator=_check_seed)
+    seed: int | None = attrs.field(default=None, validator=_seed)
     """
     Seed of the throttle's own :class:`random.Random`, for reproducible
     rejections; ``None`` seeds it from the operating system.
