@@ -24,6 +24,7 @@ from ._scenarios import CAPACITY_RATE, Scenario
 COLOURS = {
     "static": "tab:red",
     "budget": "tab:orange",
+    "tight-budget": "tab:brown",
     "adaptive": "tab:blue",
     "hedged": "tab:green",
     "hedged-p97": "tab:purple",
@@ -36,8 +37,12 @@ def plot(
     """Write *scenario*'s plot of *runs* (summaries) to *path*."""
     with_limit = any(r["limits"] for r in runs)
     rows = 3 if with_limit else 2
+    if scenario.retries:
+        rows += 1
     fig, axes = _figure(scenario, runs, rows)
     goodput, p99 = axes[0], axes[1]
+    if scenario.retries:
+        _amplification(axes[-1], runs)
     for r in runs:
         colour = COLOURS.get(r["config"])
         points = r["series"]
@@ -96,6 +101,29 @@ def plot(
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _amplification(ax: Any, runs: Sequence[Mapping[str, Any]]) -> None:
+    """Attempts per call of the calls that ended in each second."""
+    for r in runs:
+        samples = r["retries"]["samples"]
+        points: list[tuple[float, float]] = []
+        last = (0.0, 0, 0)
+        for t, calls, attempts in samples:
+            if t - last[0] >= 1.0:
+                if calls > last[1]:
+                    ratio = (attempts - last[2]) / (calls - last[1])
+                    points.append(((t + last[0]) / 2, ratio))
+                last = (t, calls, attempts)
+        ax.plot(
+            [t for t, _ in points],
+            [v for _, v in points],
+            color=COLOURS.get(r["config"]),
+            label=r["config"],
+        )
+    ax.axhline(1.2, color="grey", linestyle="--", linewidth=1)
+    ax.set_ylabel("attempts per call")
+    ax.legend(loc="upper right", fontsize="small")
 
 
 def _figure(
