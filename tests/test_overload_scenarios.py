@@ -191,7 +191,11 @@ def test_the_retry_scenarios_compare_budgets():
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "config"),
-    [("total-failure", "tight-budget"), ("transient-5pct", "budget")],
+    [
+        ("total-failure", "tight-budget"),
+        ("total-failure-fast", "budget"),
+        ("transient-5pct", "static"),
+    ],
 )
 async def test_a_tiny_retry_run_counts_its_attempts(name, config):
     """A tiny run of a retry scenario samples the counts it summarizes."""

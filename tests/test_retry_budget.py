@@ -625,6 +625,9 @@ async def test_13_amplification_over_mcp_is_finagles_bound(autojump_clock):
     assert 1000 == calls == retry.total_requests
     assert calls + retries == state.executions["flaky"]
     assert all(r <= 0.2 * c + 100 for c, r in windows)
+    # The second window is steady: about 500 calls ended in it (trio's
+    # scheduling order moves one across its edge now and then) and the
+    # budget allowed its rule's 0.2 * 500 + 100 retries: 1.4 per call.
     steady_calls, steady_retries = windows[1]
-    assert 1 + steady_retries / steady_calls <= 1 + 0.2 + 100 / steady_calls
-    assert 1.4 >= 1 + steady_retries / 500
+    ratio = 1 + steady_retries / steady_calls
+    assert 1.39 <= ratio <= 1 + 0.2 + 100 / steady_calls
