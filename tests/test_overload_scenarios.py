@@ -130,6 +130,89 @@ def test_the_slow_tail_compares_hedging_off_and_on():
     assert HedgingConfig(percentile=0.97) == tuned.hedging
 
 
+def test_retries_count_the_steady_window_apart_from_the_whole_run():
+    """
+    The retry summary: attempts per call over the run and the steady half.
+
+    The start spends the budget's reserve at once (3 attempts a call), the
+    steady half makes 1.5; the bound is the budget's rule at the steady
+    half's rate of calls (40 a second: 1 + 0.2 + 10 / 40).
+    """
+    scenario = scenarios.SCENARIOS["total-failure"]
+    run = made_up_run(
+        [(t / 10, 0.1, False) for t in range(200)], duration=20.0
+    )
+    run.config = "budget"
+    run.calls, run.attempts = 600, 1400
+    run.retries = [(0.0, 0, 0), (10.0, 200, 600), (20.0, 600, 1200)]
+    run.failures = {"retry_budget_exhausted": 450}
+
+    numbers = summary.retries(scenario, run)
+
+    assert (1400 / 600, 1.5, 1.45) == (
+        numbers["attempts_per_call"],
+        numbers["steady_attempts_per_call"],
+        numbers["steady_bound"],
+    )
+    assert (40.0, 0.0, 450) == (
+        numbers["steady_calls_per_second"],
+        numbers["success_rate"],
+        numbers["refused_by_budget"],
+    )
+    table = summary.retries_markdown(
+        "total-failure", [numbers | {"config": "budget"}]
+    )
+    assert (
+        "| budget | 0.2 + 10/s over 10 s | 0.00 % | 2.33 | 1.50 |"
+        in (table[-1])
+    )
+
+
+def test_the_retry_scenarios_compare_budgets():
+    """100 % failure at two rates and 5 % transient failures, budgeted."""
+    fast = scenarios.SCENARIOS["total-failure-fast"]
+    transient = scenarios.SCENARIOS["transient-5pct"]
+    tight = scenarios.client_config(fast, "tight-budget")
+
+    assert {"failure_rate": 0.05} == dict(transient.server)
+    assert {"static", "budget", "tight-budget"} <= set(transient.configs)
+    assert 0 == fast.server["capacity"] == fast.server["base_latency"]
+    assert scenarios.FAST_LIMIT == (
+        tight.bulkheads["tools"].max_concurrent_requests
+    )
+    budget = tight.retry_budget
+    assert 1.2 >= 1 + budget.percent_can_retry + (
+        budget.min_retries_per_second
+        / scenarios.SCENARIOS["total-failure"].rate
+    )
+    assert all(
+        scenarios.SCENARIOS[name].retries
+        for name in ("total-failure", "total-failure-fast", "transient-5pct")
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        ("total-failure", "tight-budget"),
+        ("total-failure-fast", "budget"),
+        ("transient-5pct", "static"),
+    ],
+)
+async def test_a_tiny_retry_run_counts_its_attempts(name, config):
+    """A tiny run of a retry scenario samples the counts it summarizes."""
+    scenario = scenarios.SCENARIOS[name].scaled(TINY)
+    with trio.fail_after(HANG_GUARD):
+        run = await driver.run_scenario(scenario, config)
+    numbers = summary.retries(scenario, run)
+
+    assert run.offered == len(run.ends) + run.shed + run.unfinished
+    assert (run.calls, run.attempts) == run.retries[-1][1:]
+    assert run.attempts == run.server_executions
+    assert numbers["calls"] <= numbers["offered"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["spike", "brownout"])
 async def test_a_tiny_run_accounts_for_every_request(name):

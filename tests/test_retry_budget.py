@@ -570,3 +570,64 @@ async def test_retry_budget_none_turns_it_off(autojump_clock):
     assert "a" == result.structured_content["result"]
     assert 2 == state.executions["flaky"]
     assert {None} == {p.retry_budget for p in pipelines}
+
+
+async def test_13_amplification_over_mcp_is_finagles_bound(autojump_clock):
+    """
+    Against a server failing 100 %, retries stay within Finagle's rule.
+
+    50 calls a second for 20 s through one client, 3 attempts 1 s and
+    2 s apart, breakers that never open: each ``ttl`` window's retries
+    stay under 20 % of its calls plus the reserve of 100, so the second
+    window's attempts per call stay under 1 + 0.2 + 10 / 50 = 1.4, and
+    the server runs exactly the attempts the budget allowed (no other
+    retry loop, no second budget, no retries counted as calls).
+    """
+    server, state = flaky_server()
+    state.failure_rate = 1.0
+    config = client_config(
+        retry=RetryConfig(initial_delay=1.0, jitter=False),
+        circuit_breaker=CircuitBreakerConfig(failure_threshold=2**31 - 1),
+        tool_circuit_breaker=None,
+        bulkheads={"tools": None},
+    )
+    samples = {}
+    async with ResilientMCPClient(server, config=config) as client:
+        budget = client.pipelines()[0].retry_budget
+        before = budget.metrics()
+        start = anyio.current_time()
+
+        async def call():
+            with pytest.raises(ServerError):
+                await client.call_tool("flaky", {})
+
+        async with anyio.create_task_group() as tasks:
+            for i in range(1000):  # 50 a second for 20 s
+                await anyio.sleep_until(start + i / 50)
+                if i % 500 == 0:
+                    samples[i // 50] = budget.metrics()
+                tasks.start_soon(call)
+            await anyio.sleep_until(start + 20)
+            samples[20] = budget.metrics()
+        after = budget.metrics()
+        retry = client.metrics().operations["tools/call"]
+
+    calls = after.calls - before.calls
+    retries = after.retries - before.retries
+    windows = [
+        (
+            samples[t + 10].calls - samples[t].calls,
+            samples[t + 10].retries - samples[t].retries,
+        )
+        for t in (0, 10)
+    ]
+    assert 0.0 == start % 1.0  # the windows are the budget's buckets
+    assert 1000 == calls == retry.total_requests
+    assert calls + retries == state.executions["flaky"]
+    assert all(r <= 0.2 * c + 100 for c, r in windows)
+    # The second window is steady: about 500 calls ended in it (trio's
+    # scheduling order moves one across its edge now and then) and the
+    # budget allowed its rule's 0.2 * 500 + 100 retries: 1.4 per call.
+    steady_calls, steady_retries = windows[1]
+    ratio = 1 + steady_retries / steady_calls
+    assert 1.39 <= ratio <= 1 + 0.2 + 100 / steady_calls

@@ -7,7 +7,9 @@ announced on its stdout).  The load is open loop
 duration and, for a spike, a second timetable on top of it; a control
 client changes the server at the scenario's event times.  Every request's
 end time, latency (from its intended start) and outcome are recorded,
-and the ``tools`` bulkhead's limit is sampled four times a second.
+and the ``tools`` bulkhead's limit and the retry policy's counts are
+sampled four times a second (the counts give the retry amplification of
+a window of the run, not only of the whole run).
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class Run:
     """Per request that ended: (end time, latency, succeeded)."""
     limits: list[tuple[float, int, int]] = attrs.Factory(list)
     """Samples of the ``tools`` bulkhead: (time, limit, running)."""
+    retries: list[tuple[float, int, int]] = attrs.Factory(list)
+    """Samples of the retry policy's counts since the run began: (time,
+    calls that ended, attempts made)."""
     offered: int = 0
     shed: int = 0
     unfinished: int = 0
@@ -257,6 +262,27 @@ async def _finish(
         }
 
 
+async def _sample(
+    run: Run,
+    client: ResilientMCPClient,
+    tools: Any,
+    origin: float,
+    before: dict[str, Any],
+) -> None:
+    """Sample the ``tools`` bulkhead and the retry counts, until cancelled."""
+    bulkhead = tools.bulkhead
+    while True:
+        at = current_time() - origin
+        if bulkhead is not None:
+            m = bulkhead.metrics()
+            run.limits.append((at, m.limit, m.active_requests))
+        calls, attempts = _retry_counts(client)
+        run.retries.append(
+            (at, calls - before["calls"], attempts - before["attempts"])
+        )
+        await anyio.sleep(SAMPLE_INTERVAL)
+
+
 async def run_scenario(
     scenario: Scenario,
     config_name: str,
@@ -305,20 +331,17 @@ async def run_scenario(
                 await anyio.sleep_until(recorder.origin + event.at)
                 await control.call_tool("configure", dict(event.knobs))
 
-        async def sample() -> None:
-            bulkhead = tools.bulkhead
-            while bulkhead is not None:
-                m = bulkhead.metrics()
-                at = current_time() - recorder.origin
-                run.limits.append((at, m.limit, m.active_requests))
-                await anyio.sleep(SAMPLE_INTERVAL)
-
         async with anyio.create_task_group() as outer:
-            outer.start_soon(sample)
+            outer.start_soon(
+                _sample, run, client, tools, recorder.origin, before
+            )
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(events)
                 for plan, delay in _plans(scenario, max_in_flight):
                     tasks.start_soon(load, plan, delay)
             outer.cancel_scope.cancel()
         await _finish(run, scenario, client, control, before)
+        run.retries.append(
+            (current_time() - recorder.origin, run.calls, run.attempts)
+        )
     return run

@@ -21,9 +21,13 @@ import matplotlib.pyplot as plt
 from ._scenarios import CAPACITY_RATE, Scenario
 
 
+AMPLIFICATION_WINDOW = 10.0  # seconds: the default retry budget's ttl
+MIN_CALLS = 20  # calls that ended in the window before its ratio is shown
+
 COLOURS = {
     "static": "tab:red",
     "budget": "tab:orange",
+    "tight-budget": "tab:brown",
     "adaptive": "tab:blue",
     "hedged": "tab:green",
     "hedged-p97": "tab:purple",
@@ -36,8 +40,12 @@ def plot(
     """Write *scenario*'s plot of *runs* (summaries) to *path*."""
     with_limit = any(r["limits"] for r in runs)
     rows = 3 if with_limit else 2
+    if scenario.retries:
+        rows += 1
     fig, axes = _figure(scenario, runs, rows)
     goodput, p99 = axes[0], axes[1]
+    if scenario.retries:
+        _amplification(axes[-1], runs)
     for r in runs:
         colour = COLOURS.get(r["config"])
         points = r["series"]
@@ -96,6 +104,42 @@ def plot(
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _amplification(ax: Any, runs: Sequence[Mapping[str, Any]]) -> None:
+    """
+    Attempts per call over the trailing window, one line per run.
+
+    The window is :data:`AMPLIFICATION_WINDOW` (the default budget's
+    ``ttl``, the span its rule counts), or the run so far before that:
+    seconds hold too few calls that end (a call ends when its last
+    attempt does) for a ratio of their own, and a window with fewer than
+    :data:`MIN_CALLS` is not shown (at the start, attempts are counted
+    before their calls end).
+    """
+    for r in runs:
+        samples = r["retries"]["samples"]
+        points: list[tuple[float, float]] = []
+        for t, calls, attempts in samples:
+            if points and t - points[-1][0] < 1.0:
+                continue
+            base = (0.0, 0, 0)
+            for sample in samples:
+                if sample[0] > t - AMPLIFICATION_WINDOW:
+                    break
+                base = sample
+            if calls - base[1] >= MIN_CALLS:
+                points.append((t, (attempts - base[2]) / (calls - base[1])))
+        ax.plot(
+            [t for t, _ in points],
+            [v for _, v in points],
+            color=COLOURS.get(r["config"]),
+            label=r["config"],
+        )
+    ax.axhline(1.2, color="grey", linestyle="--", linewidth=1)
+    ax.set_ylim(0.9, 3.2)  # 1 to the seed's 3 attempts per call
+    ax.set_ylabel(f"attempts/call, last {AMPLIFICATION_WINDOW:g} s")
+    ax.legend(loc="upper right", fontsize="small")
 
 
 def _figure(

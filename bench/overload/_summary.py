@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ._driver import Run
-from ._scenarios import ADAPTIVE, CAPACITY_RATE, Scenario
+from ._scenarios import ADAPTIVE, CAPACITY_RATE, Scenario, client_config
 
 
 BUCKET: Final = 1.0  # seconds per point of the time series
@@ -162,6 +162,78 @@ def tail(run: Run) -> dict[str, Any]:
     }
 
 
+def _counts_at(run: Run, at: float) -> tuple[int, int]:
+    """The retry policy's (calls, attempts) at the last sample by *at*."""
+    calls, attempts = 0, 0
+    for t, c, a in run.retries:
+        if t > at:
+            break
+        calls, attempts = c, a
+    return calls, attempts
+
+
+def retries(scenario: Scenario, run: Run) -> dict[str, Any]:
+    """
+    The retries of a run: amplification, success rate, the budget's bound.
+
+    Amplification is attempts per call as the retry policy counts them:
+    calls that reached it (not those a bulkhead or the throttle turned
+    away before any attempt), each counted when it ends, and every
+    attempt it made.  Over the whole run it includes the start, where
+    the budget's reserve (``min_retries_per_second * ttl`` retries) is
+    spent at once, and the drain after the load stops, where the retries
+    of the start expire and the reserve is spent again: a 20 s run with a
+    10 s ``ttl`` gets the reserve about three times.  The steady window
+    (``steady_from`` to the end of the load) sees it once per ``ttl``, as
+    the budget's bound does: ``1 + percent_can_retry +
+    min_retries_per_second / calls per second``, the calls per second
+    being those that reached the retry policy in that window.
+    """
+    start = scenario.steady_from * run.duration
+    calls0, attempts0 = _counts_at(run, start)
+    calls1, attempts1 = _counts_at(run, run.duration)
+    calls = calls1 - calls0
+    span = max(run.duration - start, 1e-9)
+    budget = client_config(scenario, run.config).retry_budget
+    bound = None
+    if budget is not None and calls:
+        bound = (
+            1
+            + budget.percent_can_retry
+            + budget.min_retries_per_second * span / calls
+        )
+    successes = sum(ok for _, _, ok in run.ends)
+    return {
+        "offered": run.offered,
+        "successes": successes,
+        "success_rate": successes / run.offered if run.offered else None,
+        "calls": run.calls,
+        "attempts": run.attempts,
+        "attempts_per_call": run.attempts / run.calls if run.calls else None,
+        "steady_from": start,
+        "steady_calls": calls,
+        "steady_calls_per_second": calls / span,
+        "steady_attempts_per_call": (
+            (attempts1 - attempts0) / calls if calls else None
+        ),
+        "steady_bound": bound,
+        "budget": (
+            None
+            if budget is None
+            else [
+                budget.percent_can_retry,
+                budget.min_retries_per_second,
+                budget.ttl,
+            ]
+        ),
+        "server_requests_per_request": (
+            run.server_requests / run.offered if run.offered else None
+        ),
+        "refused_by_budget": run.failures.get("retry_budget_exhausted", 0),
+        "samples": run.retries,
+    }
+
+
 def summarize(
     scenario: Scenario, run: Run, reference_p99: float | None
 ) -> dict[str, Any]:
@@ -190,6 +262,8 @@ def summarize(
     }
     if scenario.tail:
         result["tail"] = tail(run)
+    if scenario.retries:
+        result["retries"] = retries(scenario, run)
     if reference_p99 and steady["p99"] is not None:
         result["steady_p99_over_uncontended"] = steady["p99"] / reference_p99
     spike = scenario.spike
@@ -275,7 +349,53 @@ def markdown(
                     name, [r["tail"] | {"config": r["config"]} for r in runs]
                 ),
             ]
+    for name, runs in results.items():
+        if runs and "retries" in runs[0]:
+            lines += [
+                "",
+                *retries_markdown(
+                    name,
+                    [r["retries"] | {"config": r["config"]} for r in runs],
+                ),
+            ]
     return "\n".join(lines) + "\n"
+
+
+def _budget(budget: Sequence[float] | None) -> str:
+    if budget is None:
+        return "none"
+    percent, floor, ttl = budget
+    return f"{percent:g} + {floor:g}/s over {ttl:g} s"
+
+
+def retries_markdown(
+    name: str, runs: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """The retry table of a scenario whose retries are summarized."""
+    lines = [
+        (
+            f"| {name} | budget | success rate | attempts/call (whole run) "
+            "| attempts/call (steady) | steady bound | steady calls/s | "
+            "calls reaching the retry | server requests/request | refused "
+            "by budget |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        rate = r["success_rate"]
+        offered = r["offered"]
+        lines.append(
+            f"| {r['config']} | {_budget(r['budget'])} | "
+            f"{_fmt(None if rate is None else rate * 100, ' %', 2)} | "
+            f"{_fmt(r['attempts_per_call'])} | "
+            f"{_fmt(r['steady_attempts_per_call'])} | "
+            f"{_fmt(r['steady_bound'])} | "
+            f"{_fmt(r['steady_calls_per_second'], '', 1)} | "
+            f"{r['calls']} of {offered} | "
+            f"{_fmt(r['server_requests_per_request'])} | "
+            f"{r['refused_by_budget']} |"
+        )
+    return lines
 
 
 def tail_markdown(name: str, runs: Sequence[Mapping[str, Any]]) -> list[str]:
