@@ -23,7 +23,7 @@ import functools
 import math
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol, TypeVar, final
+from typing import Any, Protocol, TypeVar, final
 
 import attrs
 
@@ -78,28 +78,6 @@ class RetryLoop(Protocol):
         """The call ended, as the retry loop saw it."""
 
 
-@final
-class _NoRetry:
-    """The retry loop of a plan without a retry policy: one attempt."""
-
-    def next_delay(self, *args: object) -> float | None:  # pragma: no cover
-        # Never asked: the engine ends a call without a retry policy at
-        # its first failure (Plan._wait_to_retry).
-        return None
-
-    async def backoff(self, *args: object) -> None:  # pragma: no cover
-        raise AssertionError
-
-    def refused(self, *args: object) -> None:  # pragma: no cover
-        raise AssertionError
-
-    def leave(self, *args: object) -> None:
-        pass
-
-
-_NO_RETRY: Final[RetryLoop] = _NoRetry()
-
-
 class Hedger(Protocol):
     """What the engine asks of the hedging policy (:class:`~.Hedging`)."""
 
@@ -150,9 +128,19 @@ class Plan:
         object.__setattr__(self, "calls", Stage.of(self.call_policies))
         object.__setattr__(self, "attempts", Stage.of(self.attempt_policies))
 
-    async def run(self, fn: Callable[..., Awaitable[T]], args: Any) -> T:
+    async def run(  # noqa: C901, PLR0912, PLR0915 (the hot path, inline)
+        self, fn: Callable[..., Awaitable[T]], args: Any
+    ) -> T:
         """
         Run ``await fn(*args)`` through every policy of the plan.
+
+        One coroutine for the whole call: the call policies, the attempts
+        and the waits between them (the wait itself is a coroutine of its
+        own, :meth:`_wait_to_retry`, awaited only after a failure), and
+        the books.  The call's deadline (the call policies' limit, ``inf``
+        for none) ends every attempt and every wait between attempts with
+        :class:`DeadlineExpired`, which the call policy that set it turns
+        into its own error.
 
         Raises:
             Exception: A policy's rejection or timeout, or the
@@ -160,80 +148,33 @@ class Plan:
         """
         now = clock()
         start = now()
-        stage = self.calls
-        try:
-            permit: Any = None
-            waited = False
-            if stage.gated:
-                permit = admit(stage, start)
-                if type(permit) is Slow:
-                    permit = await admit_slowly(stage, start, permit)
-                    waited = True
-            error: BaseException | None = None
-            end = start
+        calls = self.calls
+        permit: Any = None
+        began = start  # when the (first) attempt begins
+        if calls.gated:
             try:
-                result, end = await self._attempts(
-                    now,
-                    fn,
-                    args,
-                    start,
-                    now() if waited else start,
-                    start + stage.limit,
-                )
-            except DeadlineExpired:
-                error = stage.expire(permit)
-                raise error from None
+                permit = admit(calls, start)
+                if type(permit) is Slow:
+                    permit = await admit_slowly(calls, start, permit)
+                    began = now()
             except BaseException as exc:
-                error = exc
+                ledger = self.ledger
+                if ledger is not None:
+                    ledger.settle(now() - start, exc)
                 raise
-            finally:
-                if stage.gated:
-                    if error is not None:
-                        end = now()
-                    stage.leave(permit, end, end - start, error)
-                error = None  # no cycle through this frame: see _attempts
-        except BaseException as exc:
-            ledger = self.ledger
-            if ledger is not None:
-                ledger.settle(now() - start, exc)
-            raise
-        ledger = self.ledger
-        if ledger is not None:
-            ledger.settle(end - start, None)
-        return result
-
-    async def _attempts(  # noqa: C901, PLR0917 (the hot path, inline)
-        self,
-        now: Callable[[], float],
-        fn: Callable[..., Awaitable[T]],
-        args: Any,
-        start: float,
-        began: float,
-        deadline: float,
-    ) -> tuple[T, float]:
-        """
-        The attempts of one call, until one returns or the retry gives up.
-
-        *deadline* is the call policies' (``inf`` for none): every attempt
-        and every wait between attempts ends there, with
-        :class:`DeadlineExpired`.  *start* is when the call arrived,
-        *began* when its first attempt begins (later, if the call waited
-        to be admitted).  Returns the result and the time the last attempt
-        ended.
-        """
-        retry = self.retry or _NO_RETRY
+        retry = self.retry
         stage = self.attempts
-        hedging = self.hedging
+        deadline = start + calls.limit
+        error: BaseException | None = None
         attempt = 1
         delay = 0.0
         try:
             while True:
-                error: BaseException | None = None
                 admitted = False
-                permit: Any = None
+                held: Any = None
                 try:
-                    if hedging is not None:
-                        result = await hedging.run(
+                    if self.hedging is not None:
+                        result = await self.hedging.run(
                             functools.partial(
                                 _attempt, stage, fn, args, deadline, now
                             ),
@@ -242,42 +183,71 @@ class Plan:
                         )
                     else:
                         if stage.gated:
-                            permit = admit(stage, began)
-                            if type(permit) is Slow:
-                                permit = await admit_slowly(
-                                    stage, began, permit
-                                )
+                            held = admit(stage, began)
+                            if type(held) is Slow:
+                                held = await admit_slowly(stage, began, held)
                             admitted = True
                         own = began + stage.limit
                         if own == deadline == math.inf:
                             result = await fn(*args)
                         else:
                             result = await _until(
-                                fn, args, stage, permit, own, deadline
+                                fn, args, stage, held, own, deadline
                             )
                 except BaseException as exc:
                     error = exc
                 end = now()
                 if admitted:
-                    stage.leave(permit, end, end - began, error)
+                    stage.leave(held, end, end - began, error)
                 if error is None:
                     break
+                if retry is None:
+                    raise error  # noqa: TRY301 (the attempt's own error)
                 delay = await self._wait_to_retry(
                     retry, error, attempt, delay, start, end, deadline
                 )
                 if delay < 0.0:
                     # The attempt's own error, as it was raised.
-                    raise error  # noqa: TRY301
+                    raise error  # noqa: TRY301 (the attempt's own error)
+                error = None
                 attempt += 1
                 began = now()
         except BaseException as exc:
             # The frame would hold the error, whose traceback holds the
             # frame: a cycle per failed call.
             error = None
-            retry.leave(None, now(), 0.0, exc)
+            end = now()
+            if retry is not None:
+                retry.leave(None, end, 0.0, exc)
+            if isinstance(exc, DeadlineExpired):
+                error = calls.expire(permit)
+                try:
+                    self._settle(permit, end, end - start, error)
+                    raise error from None
+                finally:
+                    error = None
+            self._settle(permit, end, end - start, exc)
             raise
-        retry.leave(None, end, end - start, None)
-        return result, end
+        elapsed = end - start
+        if retry is not None:
+            retry.leave(None, end, elapsed, None)
+        if calls.gated:
+            calls.leave(permit, end, elapsed, None)
+        ledger = self.ledger
+        if ledger is not None:
+            ledger.settle(elapsed, None)
+        return result
+
+    def _settle(
+        self, permit: Any, end: float, elapsed: float, error: BaseException
+    ) -> None:
+        """A call that was admitted ended with *error*: tell the books."""
+        calls = self.calls
+        if calls.gated:
+            calls.leave(permit, end, elapsed, error)
+        ledger = self.ledger
+        if ledger is not None:
+            ledger.settle(elapsed, error)
 
     async def _wait_to_retry(  # noqa: PLR0917 (private, one call site)
         self,
@@ -309,7 +279,7 @@ class Plan:
             Exception: An attempt policy's foreseen rejection, raised
                 after a checkpoint, with *error* as its ``__cause__``.
         """
-        if retry is _NO_RETRY or not isinstance(error, Exception):
+        if not isinstance(error, Exception):
             return -1.0
         delay = retry.next_delay(
             error,
@@ -351,7 +321,7 @@ async def _attempt(  # noqa: PLR0917 (private, hedged attempts only)
     """
     One hedged attempt, begun at *began*, through the attempt policies.
 
-    What :meth:`Plan._attempts` does inline for an attempt that is not
+    What :meth:`Plan.run` does inline for an attempt that is not
     hedged: each hedged attempt is admitted, limited and told its outcome
     (a cancelled loser's included) on its own.
     """
