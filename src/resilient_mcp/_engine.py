@@ -27,8 +27,17 @@ from typing import Any, Protocol, TypeVar, final
 
 import attrs
 
-from ._stage import AnyPolicy, Slow, Stage, admit, admit_slowly, refuse
+from ._stage import (
+    WAIT,
+    AnyPolicy,
+    Slow,
+    Stage,
+    admit,
+    admit_slowly,
+    refuse,
+)
 from ._timeouts import (
+    WOULD_BLOCK,
     DeadlineAware,
     DeadlineExpired,
     DeadlinePassed,
@@ -153,7 +162,13 @@ class Plan:
         began = start  # when the (first) attempt begins
         if calls.gated:
             try:
-                permit = admit(calls, start)
+                # admit(calls, start), inline: one call fewer.
+                try:
+                    permit = calls.enter_nowait(start)
+                except WOULD_BLOCK:
+                    permit = WAIT
+                except Exception as rejection:
+                    permit = Slow(rejection)
                 if type(permit) is Slow:
                     permit = await admit_slowly(calls, start, permit)
                     began = now()
@@ -183,7 +198,12 @@ class Plan:
                         )
                     else:
                         if stage.gated:
-                            held = admit(stage, began)
+                            try:  # admit(stage, began), inline
+                                held = stage.enter_nowait(began)
+                            except WOULD_BLOCK:
+                                held = WAIT
+                            except Exception as rejection:
+                                held = Slow(rejection)
                             if type(held) is Slow:
                                 held = await admit_slowly(stage, began, held)
                             admitted = True
