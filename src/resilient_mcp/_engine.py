@@ -132,10 +132,21 @@ class Plan:
     hedging: Hedger | None = None
     calls: Stage = attrs.field(init=False)
     attempts: Stage = attrs.field(init=False)
+    direct: bool = attrs.field(init=False)
+    """No attempt policy, no time limit, no hedging: one ``await``."""
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "calls", Stage.of(self.call_policies))
-        object.__setattr__(self, "attempts", Stage.of(self.attempt_policies))
+        calls = Stage.of(self.call_policies)
+        attempts = Stage.of(self.attempt_policies)
+        object.__setattr__(self, "calls", calls)
+        object.__setattr__(self, "attempts", attempts)
+        object.__setattr__(
+            self,
+            "direct",
+            self.hedging is None
+            and not attempts.gated
+            and attempts.limit == calls.limit == math.inf,
+        )
 
     async def run(  # noqa: C901, PLR0912, PLR0915 (the hot path, inline)
         self, fn: Callable[..., Awaitable[T]], args: Any
@@ -143,11 +154,11 @@ class Plan:
         """
         Run ``await fn(*args)`` through every policy of the plan.
 
-        One coroutine for the whole call: the call policies, the attempts
-        and the waits between them (the wait itself is a coroutine of its
-        own, :meth:`_wait_to_retry`, awaited only after a failure), and
-        the books.  The call's deadline (the call policies' limit, ``inf``
-        for none) ends every attempt and every wait between attempts with
+        One coroutine for the call: the call policies, its first attempt
+        and the books.  Only a failed attempt that the retry policy may
+        retry costs more (:meth:`_retry`, which runs the attempts after
+        it).  The call's deadline (the call policies' limit, ``inf`` for
+        none) ends every attempt and every wait between attempts with
         :class:`DeadlineExpired`, which the call policy that set it turns
         into its own error.
 
@@ -159,7 +170,7 @@ class Plan:
         start = now()
         calls = self.calls
         permit: Any = None
-        began = start  # when the (first) attempt begins
+        began = start  # when the first attempt begins
         if calls.gated:
             try:
                 # admit(calls, start), inline: one call fewer.
@@ -177,66 +188,65 @@ class Plan:
                 if ledger is not None:
                     ledger.settle(now() - start, exc)
                 raise
-        retry = self.retry
-        stage = self.attempts
-        deadline = start + calls.limit
         error: BaseException | None = None
-        attempt = 1
-        delay = 0.0
         try:
-            while True:
-                admitted = False
-                held: Any = None
-                try:
-                    if self.hedging is not None:
-                        result = await self.hedging.run(
-                            functools.partial(
-                                _attempt, stage, fn, args, deadline, now
-                            ),
+            admitted = False
+            held: Any = None
+            stage = self.attempts
+            try:
+                if self.direct:
+                    # No attempt policy, no time limit, no hedging.
+                    result = await fn(*args)
+                elif self.hedging is not None:
+                    result = await self.hedging.run(
+                        functools.partial(
+                            _attempt,
+                            stage,
+                            fn,
+                            args,
+                            start + calls.limit,
                             now,
-                            began,
-                        )
+                        ),
+                        now,
+                        began,
+                    )
+                else:
+                    if stage.gated:
+                        try:  # admit(stage, began), inline
+                            held = stage.enter_nowait(began)
+                        except WOULD_BLOCK:
+                            held = WAIT
+                        except Exception as rejection:
+                            held = Slow(rejection)
+                        if type(held) is Slow:
+                            held = await admit_slowly(stage, began, held)
+                        admitted = True
+                    own = began + stage.limit
+                    deadline = start + calls.limit
+                    if own == deadline == math.inf:
+                        result = await fn(*args)
                     else:
-                        if stage.gated:
-                            try:  # admit(stage, began), inline
-                                held = stage.enter_nowait(began)
-                            except WOULD_BLOCK:
-                                held = WAIT
-                            except Exception as rejection:
-                                held = Slow(rejection)
-                            if type(held) is Slow:
-                                held = await admit_slowly(stage, began, held)
-                            admitted = True
-                        own = began + stage.limit
-                        if own == deadline == math.inf:
-                            result = await fn(*args)
-                        else:
-                            result = await _until(
-                                fn, args, stage, held, own, deadline
-                            )
-                except BaseException as exc:
-                    error = exc
-                end = now()
-                if admitted:
-                    stage.leave(held, end, end - began, error)
-                if error is None:
-                    break
+                        result = await _until(
+                            fn, args, stage, held, own, deadline
+                        )
+            except BaseException as exc:
+                error = exc
+            end = now()
+            if admitted:
+                stage.leave(held, end, end - began, error)
+            if error is not None:
+                retry = self.retry
                 if retry is None:
                     raise error  # noqa: TRY301 (the attempt's own error)
-                delay = await self._wait_to_retry(
-                    retry, error, attempt, delay, start, end, deadline
+                result, end = await self._retry(
+                    retry, now, fn, args, error, start, end
                 )
-                if delay < 0.0:
-                    # The attempt's own error, as it was raised.
-                    raise error  # noqa: TRY301 (the attempt's own error)
-                error = None
-                attempt += 1
-                began = now()
         except BaseException as exc:
             # The frame would hold the error, whose traceback holds the
             # frame: a cycle per failed call.
             error = None
             end = now()
+            retry = self.retry
             if retry is not None:
                 retry.leave(None, end, 0.0, exc)
             if isinstance(exc, DeadlineExpired):
@@ -249,6 +259,7 @@ class Plan:
             self._settle(permit, end, end - start, exc)
             raise
         elapsed = end - start
+        retry = self.retry
         if retry is not None:
             retry.leave(None, end, elapsed, None)
         if calls.gated:
@@ -268,6 +279,61 @@ class Plan:
         ledger = self.ledger
         if ledger is not None:
             ledger.settle(elapsed, error)
+
+    async def _retry(  # noqa: PLR0917 (private, one call site)
+        self,
+        retry: RetryLoop,
+        now: Callable[[], float],
+        fn: Callable[..., Awaitable[T]],
+        args: Any,
+        error: BaseException,
+        start: float,
+        end: float,
+    ) -> tuple[T, float]:
+        """
+        The attempts after the first, which failed with *error* at *end*.
+
+        Until an attempt returns, or the retry policy gives up: then the
+        last attempt's error propagates, as it was raised.  Each attempt
+        goes through the attempt policies on its own (:func:`_attempt`),
+        or through the hedging policy.  Returns the result and the time
+        the last attempt ended.
+        """
+        stage = self.attempts
+        hedging = self.hedging
+        deadline = start + self.calls.limit
+        attempt = 1
+        delay = 0.0
+        try:
+            while True:
+                delay = await self._wait_to_retry(
+                    retry, error, attempt, delay, start, end, deadline
+                )
+                if delay < 0.0:
+                    raise error  # noqa: TRY301 (the attempt's own error)
+                attempt += 1
+                began = now()
+                try:
+                    if hedging is None:
+                        result = await _attempt(
+                            stage, fn, args, deadline, now, began
+                        )
+                    else:
+                        result = await hedging.run(
+                            functools.partial(
+                                _attempt, stage, fn, args, deadline, now
+                            ),
+                            now,
+                            began,
+                        )
+                except BaseException as exc:
+                    error = exc
+                    end = now()
+                else:
+                    return result, now()
+        except BaseException:
+            del error  # no cycle through this frame
+            raise
 
     async def _wait_to_retry(  # noqa: PLR0917 (private, one call site)
         self,
@@ -330,7 +396,7 @@ class Plan:
         raise DeadlineExpired
 
 
-async def _attempt(  # noqa: PLR0917 (private, hedged attempts only)
+async def _attempt(  # noqa: PLR0917 (private: retries and hedges only)
     stage: Stage,
     fn: Callable[..., Awaitable[T]],
     args: Any,
@@ -339,11 +405,12 @@ async def _attempt(  # noqa: PLR0917 (private, hedged attempts only)
     began: float,
 ) -> T:
     """
-    One hedged attempt, begun at *began*, through the attempt policies.
+    One attempt, begun at *began*, through the attempt policies.
 
-    What :meth:`Plan.run` does inline for an attempt that is not
-    hedged: each hedged attempt is admitted, limited and told its outcome
-    (a cancelled loser's included) on its own.
+    What :meth:`Plan.run` does inline for a call's first attempt that is
+    not hedged, for the attempts after it and for hedged attempts: each
+    is admitted, limited and told its outcome (a cancelled hedge's
+    included) on its own.
     """
     permit: Any = None
     admitted = False
