@@ -15,6 +15,15 @@ cancel scope in the caller's own task, so errors and cancellation
 propagate exactly as if the operation had been awaited directly.  The
 clock is read once when the call arrives and once when its attempt ends,
 and every policy gets those two readings.
+
+A call that succeeds at its first attempt runs in one coroutine of the
+engine (:meth:`Plan.run`), which walks the policies' synchronous steps
+itself: admission at once, the attempt, the outcomes and the books.  What
+happens only on other paths has frames of its own: a wait to be admitted,
+an attempt's cancel scope (:func:`_until`), the attempts after a failed
+one (:meth:`Plan._retry`), hedged attempts.  A plan with no attempt
+policy, no time limit and no hedging (``Plan.direct``) awaits the
+operation with nothing around it.
 """
 
 from __future__ import annotations
