@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import random
 
 import anyio
@@ -11,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from _scenario import Boom, Script, sleep_then
+from _scenario import Boom, Script, boom, sleep_then
 from resilient_mcp import (
     Bulkhead,
     BulkheadConfig,
@@ -611,3 +612,58 @@ async def test_12_one_outcome_per_call_under_random_cancellation(
         metrics.bulkhead.active_requests,
         metrics.bulkhead.queued_requests,
     )
+
+
+FAILING_SHAPES = {
+    # Each operation raises a new error per call (a cycle through one
+    # error raised again and again would stay reachable, and go unseen).
+    # No attempt policy, no limit: the plan awaits the operation directly.
+    "direct": ({}, boom),
+    "bulkhead": ({"bulkhead": BulkheadConfig(name="b")}, boom),
+    "retries run out": (
+        {"retry": RetryConfig(max_attempts=3, initial_delay=1, jitter=False)},
+        boom,
+    ),
+    "attempt timeout, retried": (
+        {
+            "retry": RetryConfig(max_attempts=2, initial_delay=1),
+            "circuit_breaker": CircuitBreakerConfig(failure_threshold=99),
+            "timeout": 1.0,
+        },
+        functools.partial(sleep_then, 9),
+    ),
+    # The bulkhead's deadline passes inside the attempt: DeadlineExpired,
+    # turned into the bulkhead's CallTimeout.
+    "call deadline": (
+        {"bulkhead": BulkheadConfig(name="b", request_timeout=1.0)},
+        functools.partial(sleep_then, 9),
+    ),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(FAILING_SHAPES))
+def test_failed_calls_leave_no_garbage_cycles(run, shape):
+    """A failed call leaves nothing for the cycle collector, on every path."""
+    policies, operation = FAILING_SHAPES[shape]
+
+    async def scenario():
+        pipeline = ResiliencePipeline(**policies)
+
+        async def fail_once():
+            with contextlib.suppress(Boom, CallTimeout):
+                await pipeline.call(operation)
+
+        await fail_once()  # anything made once, on first use
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                await fail_once()
+            unreachable = gc.collect()
+        finally:
+            gc.enable()
+
+        assert 21 == pipeline.metrics().failed_requests
+        assert 0 == unreachable
+
+    run(scenario)

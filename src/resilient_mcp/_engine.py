@@ -15,6 +15,15 @@ cancel scope in the caller's own task, so errors and cancellation
 propagate exactly as if the operation had been awaited directly.  The
 clock is read once when the call arrives and once when its attempt ends,
 and every policy gets those two readings.
+
+A call that succeeds at its first attempt runs in one coroutine of the
+engine (:meth:`Plan.run`), which walks the policies' synchronous steps
+itself: admission at once, the attempt, the outcomes and the books.  What
+happens only on other paths has frames of its own: a wait to be admitted,
+an attempt's cancel scope (:func:`_until`), the attempts after a failed
+one (:meth:`Plan._retry`), hedged attempts.  A plan with no attempt
+policy, no time limit and no hedging (``Plan.direct``) awaits the
+operation with nothing around it.
 """
 
 from __future__ import annotations
@@ -23,12 +32,21 @@ import functools
 import math
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol, TypeVar, final
+from typing import Any, Protocol, TypeVar, final
 
 import attrs
 
-from ._stage import AnyPolicy, Slow, Stage, admit, admit_slowly, refuse
+from ._stage import (
+    WAIT,
+    AnyPolicy,
+    Slow,
+    Stage,
+    admit,
+    admit_slowly,
+    refuse,
+)
 from ._timeouts import (
+    WOULD_BLOCK,
     DeadlineAware,
     DeadlineExpired,
     DeadlinePassed,
@@ -78,28 +96,6 @@ class RetryLoop(Protocol):
         """The call ended, as the retry loop saw it."""
 
 
-@final
-class _NoRetry:
-    """The retry loop of a plan without a retry policy: one attempt."""
-
-    def next_delay(self, *args: object) -> float | None:  # pragma: no cover
-        # Never asked: the engine ends a call without a retry policy at
-        # its first failure (Plan._wait_to_retry).
-        return None
-
-    async def backoff(self, *args: object) -> None:  # pragma: no cover
-        raise AssertionError
-
-    def refused(self, *args: object) -> None:  # pragma: no cover
-        raise AssertionError
-
-    def leave(self, *args: object) -> None:
-        pass
-
-
-_NO_RETRY: Final[RetryLoop] = _NoRetry()
-
-
 class Hedger(Protocol):
     """What the engine asks of the hedging policy (:class:`~.Hedging`)."""
 
@@ -145,14 +141,35 @@ class Plan:
     hedging: Hedger | None = None
     calls: Stage = attrs.field(init=False)
     attempts: Stage = attrs.field(init=False)
+    direct: bool = attrs.field(init=False)
+    """No attempt policy, no time limit, no hedging: one ``await``."""
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "calls", Stage.of(self.call_policies))
-        object.__setattr__(self, "attempts", Stage.of(self.attempt_policies))
+        calls = Stage.of(self.call_policies)
+        attempts = Stage.of(self.attempt_policies)
+        object.__setattr__(self, "calls", calls)
+        object.__setattr__(self, "attempts", attempts)
+        object.__setattr__(
+            self,
+            "direct",
+            self.hedging is None
+            and not attempts.gated
+            and attempts.limit == calls.limit == math.inf,
+        )
 
-    async def run(self, fn: Callable[..., Awaitable[T]], args: Any) -> T:
+    async def run(  # noqa: C901, PLR0912, PLR0915 (the hot path, inline)
+        self, fn: Callable[..., Awaitable[T]], args: Any
+    ) -> T:
         """
         Run ``await fn(*args)`` through every policy of the plan.
+
+        One coroutine for the call: the call policies, its first attempt
+        and the books.  Only a failed attempt that the retry policy may
+        retry costs more (:meth:`_retry`, which runs the attempts after
+        it).  The call's deadline (the call policies' limit, ``inf`` for
+        none) ends every attempt and every wait between attempts with
+        :class:`DeadlineExpired`, which the call policy that set it turns
+        into its own error.
 
         Raises:
             Exception: A policy's rejection or timeout, or the
@@ -160,79 +177,157 @@ class Plan:
         """
         now = clock()
         start = now()
-        stage = self.calls
-        try:
-            permit: Any = None
-            waited = False
-            if stage.gated:
-                permit = admit(stage, start)
-                if type(permit) is Slow:
-                    permit = await admit_slowly(stage, start, permit)
-                    waited = True
-            error: BaseException | None = None
-            end = start
+        calls = self.calls
+        permit: Any = None
+        began = start  # when the first attempt begins
+        if calls.gated:
             try:
-                result, end = await self._attempts(
-                    now,
-                    fn,
-                    args,
-                    start,
-                    now() if waited else start,
-                    start + stage.limit,
-                )
-            except DeadlineExpired:
-                error = stage.expire(permit)
-                raise error from None
+                # admit(calls, start), inline: one call fewer.
+                try:
+                    permit = calls.enter_nowait(start)
+                except WOULD_BLOCK:
+                    permit = WAIT
+                except Exception as rejection:
+                    permit = Slow(rejection)
+                if type(permit) is Slow:
+                    permit = await admit_slowly(calls, start, permit)
+                    began = now()
+            except BaseException as exc:
+                ledger = self.ledger
+                if ledger is not None:
+                    ledger.settle(now() - start, exc)
+                raise
+        error: BaseException | None = None
+        try:
+            admitted = False
+            held: Any = None
+            stage = self.attempts
+            try:
+                if self.direct:
+                    # No attempt policy, no time limit, no hedging.
+                    result = await fn(*args)
+                elif self.hedging is not None:
+                    result = await self.hedging.run(
+                        functools.partial(
+                            _attempt,
+                            stage,
+                            fn,
+                            args,
+                            start + calls.limit,
+                            now,
+                        ),
+                        now,
+                        began,
+                    )
+                else:
+                    if stage.gated:
+                        try:  # admit(stage, began), inline
+                            held = stage.enter_nowait(began)
+                        except WOULD_BLOCK:
+                            held = WAIT
+                        except Exception as rejection:
+                            held = Slow(rejection)
+                        if type(held) is Slow:
+                            held = await admit_slowly(stage, began, held)
+                        admitted = True
+                    own = began + stage.limit
+                    deadline = start + calls.limit
+                    if own == deadline == math.inf:
+                        result = await fn(*args)
+                    else:
+                        result = await _until(
+                            fn, args, stage, held, own, deadline
+                        )
             except BaseException as exc:
                 error = exc
-                raise
-            finally:
-                if stage.gated:
-                    if error is not None:
-                        end = now()
-                    stage.leave(permit, end, end - start, error)
-                error = None  # no cycle through this frame: see _attempts
+            end = now()
+            if admitted:
+                stage.leave(held, end, end - began, error)
+            if error is not None:
+                retry = self.retry
+                if retry is None:
+                    raise error  # noqa: TRY301 (the attempt's own error)
+                result, end = await self._retry(
+                    retry, now, fn, args, error, start, end
+                )
         except BaseException as exc:
-            ledger = self.ledger
-            if ledger is not None:
-                ledger.settle(now() - start, exc)
+            # The frame would hold the error, whose traceback holds the
+            # frame: a cycle per failed call.
+            error = None
+            end = now()
+            retry = self.retry
+            if retry is not None:
+                retry.leave(None, end, 0.0, exc)
+            if isinstance(exc, DeadlineExpired):
+                error = calls.expire(permit)
+                try:
+                    self._settle(permit, end, end - start, error)
+                    raise error from None
+                finally:
+                    error = None
+            self._settle(permit, end, end - start, exc)
             raise
+        elapsed = end - start
+        retry = self.retry
+        if retry is not None:
+            retry.leave(None, end, elapsed, None)
+        if calls.gated:
+            calls.leave(permit, end, elapsed, None)
         ledger = self.ledger
         if ledger is not None:
-            ledger.settle(end - start, None)
+            ledger.settle(elapsed, None)
         return result
 
-    async def _attempts(  # noqa: C901, PLR0917 (the hot path, inline)
+    def _settle(
+        self, permit: Any, end: float, elapsed: float, error: BaseException
+    ) -> None:
+        """A call that was admitted ended with *error*: tell the books."""
+        calls = self.calls
+        if calls.gated:
+            calls.leave(permit, end, elapsed, error)
+        ledger = self.ledger
+        if ledger is not None:
+            ledger.settle(elapsed, error)
+
+    async def _retry(  # noqa: PLR0917 (private, one call site)
         self,
+        retry: RetryLoop,
         now: Callable[[], float],
         fn: Callable[..., Awaitable[T]],
         args: Any,
+        error: BaseException,
         start: float,
-        began: float,
-        deadline: float,
+        end: float,
     ) -> tuple[T, float]:
         """
-        The attempts of one call, until one returns or the retry gives up.
+        The attempts after the first, which failed with *error* at *end*.
 
-        *deadline* is the call policies' (``inf`` for none): every attempt
-        and every wait between attempts ends there, with
-        :class:`DeadlineExpired`.  *start* is when the call arrived,
-        *began* when its first attempt begins (later, if the call waited
-        to be admitted).  Returns the result and the time the last attempt
-        ended.
+        Until an attempt returns, or the retry policy gives up: then the
+        last attempt's error propagates, as it was raised.  Each attempt
+        goes through the attempt policies on its own (:func:`_attempt`),
+        or through the hedging policy.  Returns the result and the time
+        the last attempt ended.
         """
-        retry = self.retry or _NO_RETRY
         stage = self.attempts
         hedging = self.hedging
+        deadline = start + self.calls.limit
         attempt = 1
         delay = 0.0
         try:
             while True:
-                error: BaseException | None = None
-                admitted = False
-                permit: Any = None
+                delay = await self._wait_to_retry(
+                    retry, error, attempt, delay, start, end, deadline
+                )
+                if delay < 0.0:
+                    raise error  # noqa: TRY301 (the attempt's own error)
+                attempt += 1
+                began = now()
                 try:
-                    if hedging is not None:
+                    if hedging is None:
+                        result = await _attempt(
+                            stage, fn, args, deadline, now, began
+                        )
+                    else:
                         result = await hedging.run(
                             functools.partial(
                                 _attempt, stage, fn, args, deadline, now
@@ -240,44 +335,14 @@ class Plan:
                             now,
                             began,
                         )
-                    else:
-                        if stage.gated:
-                            permit = admit(stage, began)
-                            if type(permit) is Slow:
-                                permit = await admit_slowly(
-                                    stage, began, permit
-                                )
-                            admitted = True
-                        own = began + stage.limit
-                        if own == deadline == math.inf:
-                            result = await fn(*args)
-                        else:
-                            result = await _until(
-                                fn, args, stage, permit, own, deadline
-                            )
                 except BaseException as exc:
                     error = exc
-                end = now()
-                if admitted:
-                    stage.leave(permit, end, end - began, error)
-                if error is None:
-                    break
-                delay = await self._wait_to_retry(
-                    retry, error, attempt, delay, start, end, deadline
-                )
-                if delay < 0.0:
-                    # The attempt's own error, as it was raised.
-                    raise error  # noqa: TRY301
-                attempt += 1
-                began = now()
-        except BaseException as exc:
-            # The frame would hold the error, whose traceback holds the
-            # frame: a cycle per failed call.
-            error = None
-            retry.leave(None, now(), 0.0, exc)
+                    end = now()
+                else:
+                    return result, now()
+        except BaseException:
+            del error  # no cycle through this frame
             raise
-        retry.leave(None, end, end - start, None)
-        return result, end
 
     async def _wait_to_retry(  # noqa: PLR0917 (private, one call site)
         self,
@@ -309,7 +374,7 @@ class Plan:
             Exception: An attempt policy's foreseen rejection, raised
                 after a checkpoint, with *error* as its ``__cause__``.
         """
-        if retry is _NO_RETRY or not isinstance(error, Exception):
+        if not isinstance(error, Exception):
             return -1.0
         delay = retry.next_delay(
             error,
@@ -340,7 +405,7 @@ class Plan:
         raise DeadlineExpired
 
 
-async def _attempt(  # noqa: PLR0917 (private, hedged attempts only)
+async def _attempt(  # noqa: PLR0917 (private: retries and hedges only)
     stage: Stage,
     fn: Callable[..., Awaitable[T]],
     args: Any,
@@ -349,11 +414,12 @@ async def _attempt(  # noqa: PLR0917 (private, hedged attempts only)
     began: float,
 ) -> T:
     """
-    One hedged attempt, begun at *began*, through the attempt policies.
+    One attempt, begun at *began*, through the attempt policies.
 
-    What :meth:`Plan._attempts` does inline for an attempt that is not
-    hedged: each hedged attempt is admitted, limited and told its outcome
-    (a cancelled loser's included) on its own.
+    What :meth:`Plan.run` does inline for a call's first attempt that is
+    not hedged, for the attempts after it and for hedged attempts: each
+    is admitted, limited and told its outcome (a cancelled hedge's
+    included) on its own.
     """
     permit: Any = None
     admitted = False
