@@ -37,7 +37,6 @@ from typing import Any, Protocol, TypeVar, final
 import attrs
 
 from ._stage import (
-    WAIT,
     AnyPolicy,
     Slow,
     Stage,
@@ -46,7 +45,6 @@ from ._stage import (
     refuse,
 )
 from ._timeouts import (
-    WOULD_BLOCK,
     DeadlineAware,
     DeadlineExpired,
     DeadlinePassed,
@@ -182,13 +180,7 @@ class Plan:
         began = start  # when the first attempt begins
         if calls.gated:
             try:
-                # admit(calls, start), inline: one call fewer.
-                try:
-                    permit = calls.enter_nowait(start)
-                except WOULD_BLOCK:
-                    permit = WAIT
-                except Exception as rejection:
-                    permit = Slow(rejection)
+                permit = admit(calls, start)
                 if type(permit) is Slow:
                     permit = await admit_slowly(calls, start, permit)
                     began = now()
@@ -221,12 +213,7 @@ class Plan:
                     )
                 else:
                     if stage.gated:
-                        try:  # admit(stage, began), inline
-                            held = stage.enter_nowait(began)
-                        except WOULD_BLOCK:
-                            held = WAIT
-                        except Exception as rejection:
-                            held = Slow(rejection)
+                        held = admit(stage, began)
                         if type(held) is Slow:
                             held = await admit_slowly(stage, began, held)
                         admitted = True
