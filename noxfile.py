@@ -223,8 +223,8 @@ def overload(session: nox.Session) -> None:
     Run the overload scenarios for real; plots and a summary (docs/overload).
 
     Into bench/results/overload: one PNG per scenario, summary.md and
-    summary.json.  ``-- --quick`` halves every duration (about 5 minutes
-    instead of 9); ``-- --only spike`` runs one scenario.  matplotlib is
+    summary.json.  ``-- --quick`` halves every duration (about 9 minutes
+    instead of 17); ``-- --only spike`` runs one scenario.  matplotlib is
     installed here only: it is no dependency of the package.
     """
     session.install(".", "matplotlib>=3.8")
