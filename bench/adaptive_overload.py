@@ -15,6 +15,8 @@ Two loads:
 * ``brownout``: 30 calls a second for 60 s, the server 10x slower from
   10 s to 40 s; the goodput while it is slow, and when the limit settles
   (stays within 25 % of where it ends) after each change.
+* 3x for 10 minutes, minute by minute, with Vegas probing rarely: what
+  its probes (every 1,000 x limit samples, a few minutes here) do.
 
 Virtual time makes it exact and quick: it measures the algorithms, not
 this machine (``nox -s overload`` runs the real server).
@@ -162,17 +164,20 @@ def _limit(**kwargs: Any) -> AdaptiveLimitConfig:
     )
 
 
+RARE_PROBES: Final = (
+    "vegas, probe every 1,000 x limit, none waiting",
+    _limit(algorithm="vegas", vegas_probe_multiplier=1000),
+    0,
+)
+"""The configuration of bench/overload's adaptive client."""
+
 CONFIGS: Final[Sequence[tuple[str, AdaptiveLimitConfig | None, int]]] = (
     ("static: 100 running, 20 waiting", None, 20),
     ("gradient2 (defaults), 20 waiting", _limit(), 20),
     ("gradient2 (defaults), none waiting", _limit(), 0),
     ("vegas (defaults), 20 waiting", _limit(algorithm="vegas"), 20),
     ("vegas (defaults), none waiting", _limit(algorithm="vegas"), 0),
-    (
-        "vegas, probe every 1,000 x limit, none waiting",
-        _limit(algorithm="vegas", vegas_probe_multiplier=1000),
-        0,
-    ),
+    RARE_PROBES,
     ("aimd (defaults), none waiting", _limit(algorithm="aimd"), 0),
 )
 """The configurations compared: label, adaptive limit, queue size."""
@@ -187,7 +192,7 @@ def _secs(value: float | None) -> str:
 
 
 def main() -> int:
-    """Print the two tables of docs/adaptive-concurrency.md."""
+    """Print the tables of docs/adaptive-concurrency.md."""
     quiet = simulate(_limit(), 0, rate=25.0, duration=30.0)
     print(
         "uncontended (25 calls/s, 30 s): p99 "
@@ -225,6 +230,19 @@ def main() -> int:
             f"| {label} | {w['goodput']:.1f}/s | {low}-{high} "
             f"| {_secs(settles(run, 10.0, 40.0))} "
             f"| {_secs(settles(run, 40.0, 60.0))} |"
+        )
+    print()
+    label, config, queue = RARE_PROBES
+    print(f"3x overload for 10 minutes, {label}, minute by minute")
+    print("| minute | goodput | p50 | p99 | limit |")
+    print("|---|---|---|---|---|")
+    run = simulate(config, queue, rate=150.0, duration=600.0)
+    for minute in range(10):
+        w = window(run, minute * 60.0, minute * 60.0 + 60.0)
+        low, high = w["limits"]
+        print(
+            f"| {minute + 1} | {w['goodput']:.1f}/s | {_ms(w['p50'])} "
+            f"| {_ms(w['p99'])} | {low}-{high} |"
         )
     return 0
 
