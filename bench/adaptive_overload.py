@@ -15,8 +15,9 @@ Two loads:
 * ``brownout``: 30 calls a second for 60 s, the server 10x slower from
   10 s to 40 s; the goodput while it is slow, and when the limit settles
   (stays within 25 % of where it ends) after each change.
-* 3x for 10 minutes, minute by minute, with Vegas probing rarely: what
-  its probes (every 1,000 x limit samples, a few minutes here) do.
+* 3x for 10 minutes, minute by minute, with Vegas probing rarely (every
+  1,000 x limit samples, a few minutes here): Netflix's probe, which
+  takes the next sample, against a drain probe.
 
 Virtual time makes it exact and quick: it measures the algorithms, not
 this machine (``nox -s overload`` runs the real server).
@@ -145,7 +146,9 @@ def window(run: dict[str, Any], start: float, end: float) -> dict[str, Any]:
 
 def settles(run: dict[str, Any], change: float, until: float) -> float | None:
     """Seconds after *change* until the limit stays near where it ends."""
-    samples = [(t, x) for t, x in run["limits"] if change <= t < until]
+    samples: list[tuple[float, int]] = [
+        (t, x) for t, x in run["limits"] if change <= t < until
+    ]
     tail = sorted(x for t, x in samples if t >= until - (until - change) / 4)
     level = tail[len(tail) // 2]
     band = max(1.0, SETTLED * level)
@@ -169,6 +172,15 @@ RARE_PROBES: Final = (
     _limit(algorithm="vegas", vegas_probe_multiplier=1000),
     0,
 )
+"""Vegas with Netflix's probe (the next sample), made rare."""
+
+RARE_DRAINS: Final = (
+    "vegas, drain probe every 1,000 x limit, none waiting",
+    _limit(
+        algorithm="vegas", vegas_probe="drain", vegas_probe_multiplier=1000
+    ),
+    0,
+)
 """The configuration of bench/overload's adaptive client."""
 
 CONFIGS: Final[Sequence[tuple[str, AdaptiveLimitConfig | None, int]]] = (
@@ -178,6 +190,7 @@ CONFIGS: Final[Sequence[tuple[str, AdaptiveLimitConfig | None, int]]] = (
     ("vegas (defaults), 20 waiting", _limit(algorithm="vegas"), 20),
     ("vegas (defaults), none waiting", _limit(algorithm="vegas"), 0),
     RARE_PROBES,
+    RARE_DRAINS,
     ("aimd (defaults), none waiting", _limit(algorithm="aimd"), 0),
 )
 """The configurations compared: label, adaptive limit, queue size."""
@@ -232,18 +245,26 @@ def main() -> int:
             f"| {_secs(settles(run, 40.0, 60.0))} |"
         )
     print()
-    label, config, queue = RARE_PROBES
-    print(f"3x overload for 10 minutes, {label}, minute by minute")
-    print("| minute | goodput | p50 | p99 | limit |")
-    print("|---|---|---|---|---|")
-    run = simulate(config, queue, rate=150.0, duration=600.0)
+    runs = [
+        (simulate(c, q, rate=150.0, duration=600.0), c.vegas_probe)
+        for _, c, q in (RARE_PROBES, RARE_DRAINS)
+    ]
+    print("3x overload for 10 minutes, minute by minute: rare probes")
+    print(
+        "| minute | "
+        + " | ".join(f"{label}: goodput, p99, limit" for _, label in runs)
+        + " |"
+    )
+    print("|---|" + "---|" * len(runs))
     for minute in range(10):
-        w = window(run, minute * 60.0, minute * 60.0 + 60.0)
-        low, high = w["limits"]
-        print(
-            f"| {minute + 1} | {w['goodput']:.1f}/s | {_ms(w['p50'])} "
-            f"| {_ms(w['p99'])} | {low}-{high} |"
-        )
+        cells = []
+        for run, _ in runs:
+            w = window(run, minute * 60.0, minute * 60.0 + 60.0)
+            low, high = w["limits"]
+            cells.append(
+                f"{w['goodput']:.1f}/s, {_ms(w['p99'])}, {low}-{high}"
+            )
+        print(f"| {minute + 1} | " + " | ".join(cells) + " |")
     return 0
 
 

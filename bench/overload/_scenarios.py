@@ -39,9 +39,10 @@ NEVER_OPENS: Final = 2**31 - 1  # a breaker threshold never reached
 ALGORITHM: Final = "vegas"  # the adaptive limit's (see docs/overload.md)
 # Vegas forgets its lowest RTT every 30 x limit samples (Netflix's
 # default) and takes the next, loaded, RTT for the no-load one: under a
-# steady overload the limit then climbs for a while.  A probe every
-# 1,000 x limit samples (tens of seconds here) keeps it near the server's
-# capacity (docs/adaptive-concurrency.md, "Under a steady overload").
+# steady overload the limit then climbs.  A drain probe (the limit held
+# at min_limit until a lone call ends) measures the server unloaded, and
+# every 1,000 x limit samples (minutes here) it costs next to nothing
+# (docs/adaptive-concurrency.md, "Under a steady overload").
 PROBE_MULTIPLIER: Final = 1000
 ADAPTIVE_QUEUE: Final = 0  # the adaptive bulkhead refuses what it cannot run
 SLOW_RATE: Final = 0.01  # share of the slow tail's requests that are slow
@@ -180,13 +181,14 @@ def adaptive(algorithm: str = ALGORITHM) -> ResilientClientConfig:
 
     The defaults of each, but for the limit's probes: a retry budget of
     20 % plus 10 retries a second; an adaptive limit (*algorithm*)
-    starting at 20 (at most 100), every call a sample, Vegas probing
+    starting at 20 (at most 100), every call a sample, Vegas drain-probing
     every :data:`PROBE_MULTIPLIER` x limit samples, and
     :data:`ADAPTIVE_QUEUE` waiting calls; a throttle with ``k=2`` over
     120 s.
     """
     limit: dict[str, Any] = {}
     if algorithm == "vegas":
+        limit["vegas_probe"] = "drain"
         limit["vegas_probe_multiplier"] = PROBE_MULTIPLIER
     return ResilientClientConfig(
         bulkheads={

@@ -28,6 +28,9 @@ from ._config import (
 Algorithm = Literal["gradient2", "vegas", "aimd"]
 """The algorithms :class:`AdaptiveLimitConfig` offers."""
 _ALGORITHMS: Final = ("gradient2", "vegas", "aimd")
+VegasProbe = Literal["sample", "drain"]
+"""How Vegas measures its no-load RTT anew (``vegas_probe``)."""
+_VEGAS_PROBES: Final = ("sample", "drain")
 
 # Netflix's defaults (the builders of the three Java classes).
 DEFAULT_INITIAL_LIMIT: Final = 20  # calls
@@ -175,6 +178,17 @@ class AdaptiveLimitConfig:
     """The no-load RTT is measured anew about every ``probe_multiplier``
     times the limit samples (with a jitter of 0.5 to 1)."""
 
+    vegas_probe: VegasProbe = attrs.field(default="sample")
+    """
+    How the no-load RTT is measured anew.  ``"sample"`` (Netflix's): the
+    next call's RTT becomes it, loaded or not.  ``"drain"``: the limit
+    drops to ``min_limit`` until a call that started with at most
+    ``min_limit`` calls running (itself included) ends; its RTT becomes
+    the no-load RTT, and the limit returns to where it was.  Under a
+    lasting overload only a drained probe measures the server unloaded
+    (docs/adaptive-concurrency.md).
+    """
+
     aimd_backoff_ratio: float = attrs.field(
         default=DEFAULT_AIMD_BACKOFF_RATIO,
         validator=_fraction(low=0.5, high=1.0, high_open=True),
@@ -224,6 +238,13 @@ class AdaptiveLimitConfig:
     ) -> None:
         if value not in _ALGORITHMS:
             _fail(self, attribute, f"one of {_ALGORITHMS}", value)
+
+    @vegas_probe.validator
+    def _check_vegas_probe(
+        self, attribute: attrs.Attribute[Any], value: Any
+    ) -> None:
+        if value not in _VEGAS_PROBES:
+            _fail(self, attribute, f"one of {_VEGAS_PROBES}", value)
 
     @window_size.validator
     def _check_window_size(

@@ -160,8 +160,11 @@ class Vegas:
     ``VegasLimit``: TCP Vegas's estimate of the calls queued at the server.
 
     The lowest RTT seen is the no-load RTT (measured anew every
-    ``probe_multiplier * limit`` samples, with a jitter of 0.5 to 1).  For
-    each later sample, with ``log = log10_root(limit)``::
+    ``probe_multiplier * limit`` samples, with a jitter of 0.5 to 1: from
+    the next sample, as Netflix does, or with ``vegas_probe="drain"`` from
+    the first call that ran with at most ``min_limit`` in flight, the
+    limit held at ``min_limit`` until it ends).  For each later sample,
+    with ``log = log10_root(limit)``::
 
         queue = ceil(limit * (1 - rtt_noload / rtt))
         dropped:                  new = limit - log
@@ -180,6 +183,7 @@ class Vegas:
 
     __slots__ = (
         "_config",
+        "_drained",
         "_estimate",
         "_jitter",
         "_probes",
@@ -195,6 +199,7 @@ class Vegas:
         self._rng = random.Random() if rng is None else rng
         self._jitter = self._rng.uniform(0.5, 1.0)
         self._probes = 0
+        self._drained: float | None = None
         self.rtt_noload = 0.0
 
     @property
@@ -206,6 +211,37 @@ class Vegas:
     def estimate(self) -> float:
         """The estimated limit, before rounding down."""
         return self._estimate
+
+    def _probing(self, rtt: float, inflight: int, dropped: bool) -> bool:
+        """
+        Whether the sample went to measuring the no-load RTT anew.
+
+        Counts the samples to the next probe and starts it: the sample's
+        RTT becomes the no-load RTT (``"sample"``), or the limit drops to
+        ``min_limit`` (``"drain"``) until a call that started with at
+        most ``min_limit`` running ends, whose RTT does; then the limit
+        returns to where it was.
+        """
+        config = self._config
+        drained = self._drained
+        if drained is not None:  # draining
+            if inflight <= config.min_limit and not dropped:
+                self.rtt_noload = rtt
+                self._estimate = drained
+                self._drained = None
+            return True
+        self._probes += 1
+        due = self._jitter * config.vegas_probe_multiplier * self._estimate
+        if self._probes < due:
+            return False
+        self._jitter = self._rng.uniform(0.5, 1.0)
+        self._probes = 0
+        if config.vegas_probe == "drain":
+            self._drained = self._estimate
+            self._estimate = float(config.min_limit)
+        else:
+            self.rtt_noload = rtt
+        return True
 
     def on_sample(
         self,
@@ -219,15 +255,8 @@ class Vegas:
         estimate = self._estimate
         if rtt <= 0:  # Netflix requires rtt > 0
             return int(estimate)
-        self._probes += 1
-        if (
-            self._jitter * config.vegas_probe_multiplier * estimate
-            <= self._probes
-        ):
-            self._jitter = self._rng.uniform(0.5, 1.0)
-            self._probes = 0
-            self.rtt_noload = rtt
-            return int(estimate)
+        if self._probing(rtt, inflight, dropped):
+            return int(self._estimate)
         if self.rtt_noload == 0 or rtt < self.rtt_noload:
             self.rtt_noload = rtt
             return int(estimate)
