@@ -46,12 +46,13 @@ from resilient_mcp import (
 )
 from resilient_mcp.testing import run_virtual
 
+from .overload._summary import settling
+
 
 CAPACITY: Final = 5
 BASE: Final = 0.1
 JITTER: Final = 0.02  # seconds of random extra latency, at most
 SAMPLE_EVERY: Final = 0.1  # seconds between readings of the limit
-SETTLED: Final = 0.25  # within this share of its final level
 
 
 def simulate(
@@ -144,22 +145,6 @@ def window(run: dict[str, Any], start: float, end: float) -> dict[str, Any]:
     }
 
 
-def settles(run: dict[str, Any], change: float, until: float) -> float | None:
-    """Seconds after *change* until the limit stays near where it ends."""
-    samples: list[tuple[float, int]] = [
-        (t, x) for t, x in run["limits"] if change <= t < until
-    ]
-    tail = sorted(x for t, x in samples if t >= until - (until - change) / 4)
-    level = tail[len(tail) // 2]
-    band = max(1.0, SETTLED * level)
-    outside = [i for i, (_, x) in enumerate(samples) if abs(x - level) > band]
-    if not outside:
-        return 0.0
-    if outside[-1] == len(samples) - 1:
-        return None
-    return samples[outside[-1] + 1][0] - change
-
-
 def _limit(**kwargs: Any) -> AdaptiveLimitConfig:
     # Every call a sample, as in bench/overload (docs/overload.md).
     return AdaptiveLimitConfig(
@@ -241,8 +226,8 @@ def main() -> int:
         low, high = w["limits"]
         print(
             f"| {label} | {w['goodput']:.1f}/s | {low}-{high} "
-            f"| {_secs(settles(run, 10.0, 40.0))} "
-            f"| {_secs(settles(run, 40.0, 60.0))} |"
+            f"| {_secs(settling(run['limits'], 10.0, 40.0)[1])} "
+            f"| {_secs(settling(run['limits'], 40.0, 60.0)[1])} |"
         )
     print()
     runs = [

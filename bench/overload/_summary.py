@@ -98,16 +98,23 @@ def recovery(run: Run, after: float, rate: float) -> float | None:
 def convergence(
     run: Run, change: float, until: float
 ) -> tuple[float | None, float | None]:
+    """:func:`settling` of the run's ``tools`` limit after *change*."""
+    return settling([(t, limit) for t, limit, _ in run.limits], change, until)
+
+
+def settling(
+    limits: Sequence[tuple[float, float]], change: float, until: float
+) -> tuple[float | None, float | None]:
     """
-    Seconds after *change* until the limit reaches its new level, and
+    Seconds after *change* until a limit reaches its new level, and
     until it stays there.
 
-    The level: the median limit over the last quarter of [change,
-    until]; there: within 25 % of it (at least 1).  It *settles* at the
-    sample after the last one outside that band (``None``: out of band at
-    the end).
+    *limits* are (time, limit) samples.  The level: the median limit over
+    the last quarter of [change, until]; there: within 25 % of it (at
+    least 1).  It *settles* at the sample after the last one outside that
+    band (``None``: out of band at the end).
     """
-    samples = [(t, limit) for t, limit, _ in run.limits if change <= t < until]
+    samples = [(t, limit) for t, limit in limits if change <= t < until]
     if not samples:
         return None, None
     tail = [limit for t, limit in samples if t >= until - (until - change) / 4]
